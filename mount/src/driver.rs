@@ -1,0 +1,984 @@
+//! The `fuser::Filesystem` implementation over a [`View`].
+//!
+//! Why a worker pool: fuser 0.15 reads and dispatches kernel requests on a single thread. If a
+//! method did its work inline, one slow `read` (a cold chunk being fetched and decrypted) would
+//! stall every other process looking at the mount, including a plain `ls` in another terminal.
+//! fuser's `Reply*` objects are `Send`, so every method that may touch the view hands the reply
+//! to a bounded pool of worker threads and returns at once. The bound gives backpressure: when
+//! all workers are busy and the queue is full, the session thread waits instead of queueing
+//! without limit.
+//!
+//! Why the view never sees write operations: the mount is read-only by construction. Every
+//! mutating request is answered `EROFS` here, so views need not think about it.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use fuser::consts::{
+    FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_PARALLEL_DIROPS,
+};
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow,
+};
+use libc::c_int;
+use tracing::{debug, error, info, warn};
+
+use crate::view::{Attr, DirEntry, Entry, Errno, Ino, Kind, OpenFlags, View, ROOT_INO};
+
+/// Worker threads used when the caller asks for zero.
+pub const DEFAULT_WORKERS: usize = 8;
+
+/// Readahead we ask the kernel for. The kernel caps it at the backing device's readahead
+/// (128 KiB unless raised in /sys/class/bdi), and we accept whatever cap it reports.
+const WANTED_READAHEAD: u32 = 4 * 1024 * 1024;
+
+/// Pending background requests (readahead) the kernel may queue before throttling.
+const MAX_BACKGROUND: u16 = 64;
+
+/// Background queue length at which the kernel considers the mount congested.
+const CONGESTION_THRESHOLD: u16 = 48;
+
+/// `st_blksize` reported for every inode: a hint to tools (stdio, cp) to read in large pieces,
+/// since each FUSE request costs a context switch.
+const BLKSIZE: u32 = 128 * 1024;
+
+/// Block size reported by `statfs`.
+const STATFS_BSIZE: u32 = 4096;
+
+/// Longest file name component reported by `statfs`.
+const NAME_MAX: u32 = 255;
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A bounded pool of threads that run request handlers.
+struct Pool {
+    tx: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Pool {
+        let threads = if threads == 0 {
+            DEFAULT_WORKERS
+        } else {
+            threads
+        };
+        // A few queued jobs per worker smooth bursts (an `ls -l` fires many lookups at once)
+        // while still bounding memory and applying backpressure to the session thread.
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(threads * 16);
+        let mut workers = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let rx: Receiver<Job> = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("wayback-fuse-{i}"))
+                .spawn(move || worker_loop(rx));
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(e) => error!("cannot spawn FUSE worker thread: {e}"),
+            }
+        }
+        if workers.is_empty() {
+            warn!("no FUSE worker threads; requests will be served on the session thread");
+        }
+        Pool {
+            tx: Some(tx),
+            workers,
+        }
+    }
+
+    /// Runs `job` on a worker, or inline if no worker can take it (no threads could be
+    /// spawned, or the pool is shutting down). Never drops a job: a dropped job would drop its
+    /// reply, which fuser answers with a generic EIO.
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let job: Job = Box::new(job);
+        if self.workers.is_empty() {
+            run_guarded(job);
+            return;
+        }
+        match &self.tx {
+            Some(tx) => {
+                if let Err(crossbeam_channel::SendError(job)) = tx.send(job) {
+                    run_guarded(job);
+                }
+            }
+            None => run_guarded(job),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing the channel lets workers finish what is queued and exit; joining means no
+        // worker touches the view after the session is gone.
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            if w.join().is_err() {
+                error!("a FUSE worker thread panicked");
+            }
+        }
+    }
+}
+
+fn worker_loop(rx: Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        run_guarded(job);
+    }
+}
+
+/// Runs a job, containing any panic from the view. The reply owned by the job is dropped
+/// during unwinding, and fuser answers a dropped reply with EIO, so the caller sees an I/O
+/// error rather than a hung request.
+fn run_guarded(job: Job) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        error!("panic while serving a FUSE request; replied EIO");
+    }
+}
+
+/// A directory listing captured at `opendir`, served to every `readdir` on that handle.
+struct Listing {
+    /// Inode of the directory itself (for `.`).
+    ino: Ino,
+    /// Inode of its parent (for `..`).
+    parent: Ino,
+    /// Entries, without `.` and `..`.
+    entries: Vec<DirEntry>,
+}
+
+impl Listing {
+    /// Number of entries including `.` and `..`.
+    fn len(&self) -> usize {
+        self.entries.len() + 2
+    }
+
+    /// The entry at position `i`, counting `.` as 0 and `..` as 1.
+    fn get(&self, i: usize) -> Option<(Ino, FileType, &OsStr)> {
+        match i {
+            0 => Some((self.ino, FileType::Directory, OsStr::new("."))),
+            1 => Some((self.parent, FileType::Directory, OsStr::new(".."))),
+            _ => self
+                .entries
+                .get(i - 2)
+                .map(|e| (e.ino, file_type(e.kind), e.name.as_os_str())),
+        }
+    }
+}
+
+/// State shared between the session thread and the workers.
+struct Shared<V> {
+    view: V,
+    /// Listings of open directory handles, keyed by the fh handed out by `opendir`.
+    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
+    /// Parent of every directory the kernel looked up, only to fill in `..` in `readdir`.
+    /// The kernel resolves `..` itself, so this is cosmetic (`ls -ai`) and may be missing.
+    parents: Mutex<HashMap<Ino, Ino>>,
+    next_fh: AtomicU64,
+}
+
+/// Result of a lookup as the kernel should see it.
+enum Lookup {
+    Found(Entry),
+    /// The name does not exist and the kernel may remember that for this long.
+    Negative(Duration),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these maps cannot leave it inconsistent (each update is a
+    // single insert or remove), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<V: View> Shared<V> {
+    fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup, Errno> {
+        match self.view.lookup(parent, name) {
+            Ok(entry) => {
+                check_ino(entry.attr.ino)?;
+                if entry.attr.kind == Kind::Dir {
+                    lock(&self.parents).insert(entry.attr.ino, parent);
+                }
+                Ok(Lookup::Found(entry))
+            }
+            Err(Errno::ENOENT) => {
+                let ttl = self.view.negative_ttl(parent);
+                if ttl.is_zero() {
+                    Err(Errno::ENOENT)
+                } else {
+                    Ok(Lookup::Negative(ttl))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn getattr(&self, ino: Ino) -> Result<Entry, Errno> {
+        let entry = self.view.getattr(ino)?;
+        check_ino(entry.attr.ino)?;
+        Ok(entry)
+    }
+
+    fn opendir(&self, ino: Ino) -> Result<u64, Errno> {
+        let listing = self.listing(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(listing));
+        Ok(fh)
+    }
+
+    fn listing(&self, ino: Ino) -> Result<Listing, Errno> {
+        let entries = self.view.readdir(ino)?;
+        let parent = if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            lock(&self.parents).get(&ino).copied().unwrap_or(ino)
+        };
+        Ok(Listing {
+            ino,
+            parent,
+            entries,
+        })
+    }
+
+    /// Fills `reply` from position `offset` on. Offsets handed to the kernel are "position of
+    /// the next entry", so the kernel's next call resumes exactly after the last entry it got.
+    fn readdir(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: i64,
+        reply: &mut ReplyDirectory,
+    ) -> Result<(), Errno> {
+        let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let cached = lock(&self.dirs).get(&fh).cloned();
+        let listing = match cached {
+            Some(l) if l.ino == ino => l,
+            // No handle (the kernel should always send ours, but stay correct without it).
+            _ => Arc::new(self.listing(ino)?),
+        };
+        for i in start..listing.len() {
+            let Some((ino, kind, name)) = listing.get(i) else {
+                break;
+            };
+            let next = i64::try_from(i + 1).map_err(|_| Errno::EINVAL)?;
+            if reply.add(ino, next, kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, ino: Ino) -> Result<u32, Errno> {
+        let OpenFlags {
+            keep_cache,
+            direct_io,
+        } = self.view.open(ino)?;
+        let mut flags = 0;
+        if keep_cache {
+            flags |= FOPEN_KEEP_CACHE;
+        }
+        if direct_io {
+            flags |= FOPEN_DIRECT_IO;
+        }
+        Ok(flags)
+    }
+
+    fn read(&self, ino: Ino, offset: i64, size: u32) -> Result<Vec<u8>, Errno> {
+        let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let mut data = self.view.read(ino, offset, size)?;
+        // The kernel trusts the length we send; never exceed what it asked for.
+        data.truncate(size as usize);
+        Ok(data)
+    }
+
+    fn getxattr(&self, ino: Ino, name: &OsStr, size: u32) -> Result<XattrReply, Errno> {
+        let value = self.view.getxattr(ino, name)?;
+        xattr_reply(value, size)
+    }
+
+    fn listxattr(&self, ino: Ino, size: u32) -> Result<XattrReply, Errno> {
+        let names = self.view.listxattr(ino)?;
+        let mut buf = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+        for name in names {
+            let bytes = name.as_bytes();
+            if bytes.is_empty() || bytes.contains(&0) {
+                warn!(ino, ?name, "view listed an invalid xattr name; skipped");
+                continue;
+            }
+            buf.extend_from_slice(bytes);
+            buf.push(0);
+        }
+        xattr_reply(buf, size)
+    }
+}
+
+/// What a getxattr/listxattr call answers, following the size-probe protocol.
+enum XattrReply {
+    /// `size` was 0: the caller only wants to know how big a buffer to allocate.
+    Size(u32),
+    /// The value fits in the caller's buffer.
+    Data(Vec<u8>),
+}
+
+fn xattr_reply(value: Vec<u8>, size: u32) -> Result<XattrReply, Errno> {
+    let len = u32::try_from(value.len()).map_err(|_| Errno(libc::E2BIG))?;
+    if size == 0 {
+        Ok(XattrReply::Size(len))
+    } else if len <= size {
+        Ok(XattrReply::Data(value))
+    } else {
+        Err(Errno::ERANGE)
+    }
+}
+
+fn check_ino(ino: Ino) -> Result<(), Errno> {
+    if ino == 0 {
+        // Inode 0 means "negative entry" to the kernel; a view must never return it.
+        error!("view returned inode 0 for an existing entry; replying EIO");
+        return Err(Errno::EIO);
+    }
+    Ok(())
+}
+
+/// The errno to send. fuser asserts a non-zero errno, and a view bug must not panic the
+/// session, so anything non-positive becomes EIO.
+fn code(e: Errno) -> c_int {
+    if e.0 > 0 {
+        e.0
+    } else {
+        error!(errno = e.0, "view returned an invalid errno; replying EIO");
+        libc::EIO
+    }
+}
+
+/// Logs a failed request at a level matching how surprising the error is.
+fn log_err(op: &str, ino: Ino, e: Errno) {
+    match e.0 {
+        libc::ENOENT | libc::ENODATA | libc::ERANGE => {}
+        libc::EIO => warn!(op, ino, "I/O error"),
+        _ => debug!(op, ino, errno = e.0, "request failed"),
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+        Kind::Socket => FileType::Socket,
+    }
+}
+
+/// Converts a view's attributes to what the kernel expects.
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: file_type(a.kind),
+        perm: a.perm & 0o7777,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+/// Attributes sent with a negative entry. The kernel ignores them (inode 0 means "no such
+/// name"), but the reply format requires some.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: 0,
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+/// Whether `open` flags ask for any kind of write access.
+fn wants_write(flags: i32) -> bool {
+    (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & (libc::O_TRUNC | libc::O_APPEND) != 0
+}
+
+/// A read-only FUSE filesystem serving a [`View`].
+///
+/// Mount it with [`crate::mount_foreground`] or [`crate::mount_background`]; constructing it
+/// directly is only needed to drive a `fuser::Session` by hand.
+pub struct Driver<V: View> {
+    shared: Arc<Shared<V>>,
+    pool: Pool,
+}
+
+impl<V: View> std::fmt::Debug for Driver<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("workers", &self.pool.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: View> Driver<V> {
+    /// Wraps `view`, serving requests on `workers` threads (0 means [`DEFAULT_WORKERS`]).
+    pub fn new(view: V, workers: usize) -> Driver<V> {
+        Driver {
+            shared: Arc::new(Shared {
+                view,
+                dirs: Mutex::new(HashMap::new()),
+                parents: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+            }),
+            pool: Pool::new(workers),
+        }
+    }
+
+    /// Runs `f` on a worker with a handle to the shared state.
+    fn spawn(&self, f: impl FnOnce(&Shared<V>) + Send + 'static) {
+        let shared = Arc::clone(&self.shared);
+        self.pool.run(move || f(&shared));
+    }
+}
+
+impl<V: View> Filesystem for Driver<V> {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
+        let readahead = match config.set_max_readahead(WANTED_READAHEAD) {
+            Ok(_) => WANTED_READAHEAD,
+            Err(cap) => {
+                // `cap` is the kernel's limit; setting it cannot fail.
+                let _ = config.set_max_readahead(cap);
+                cap
+            }
+        };
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(CONGESTION_THRESHOLD);
+        // Parallel lookups/readdir in one directory; drop stale pages when a live file's
+        // mtime or size changes. Both are optional: an older kernel simply lacks them.
+        for (cap, name) in [
+            (FUSE_PARALLEL_DIROPS, "parallel_dirops"),
+            (FUSE_AUTO_INVAL_DATA, "auto_inval_data"),
+        ] {
+            if config.add_capabilities(cap).is_err() {
+                debug!("kernel lacks FUSE capability {name}");
+            }
+        }
+        info!(max_readahead = readahead, "FUSE session initialised");
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        debug!("FUSE session destroyed");
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_os_string();
+        self.spawn(move |s| match s.lookup(parent, &name) {
+            Ok(Lookup::Found(e)) => reply.entry(&e.ttl, &file_attr(&e.attr), 0),
+            Ok(Lookup::Negative(ttl)) => reply.entry(&ttl, &negative_attr(), 0),
+            Err(e) => {
+                log_err("lookup", parent, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.spawn(move |s| s.view.forget(ino, nlookup));
+    }
+
+    fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
+        let nodes: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid, n.nlookup)).collect();
+        self.spawn(move |s| {
+            for (ino, n) in nodes {
+                s.view.forget(ino, n);
+            }
+        });
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        self.spawn(move |s| match s.getattr(ino) {
+            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+            Err(e) => {
+                log_err("getattr", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        self.spawn(move |s| match s.view.readlink(ino) {
+            Ok(target) => reply.data(&target),
+            Err(e) => {
+                log_err("readlink", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        if wants_write(flags) {
+            reply.error(libc::EROFS);
+            return;
+        }
+        self.spawn(move |s| match s.open(ino) {
+            Ok(open_flags) => reply.opened(0, open_flags),
+            Err(e) => {
+                log_err("open", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |s| match s.read(ino, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => {
+                log_err("read", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        // Nothing is ever dirty.
+        reply.ok();
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        if wants_write(flags) {
+            reply.error(libc::EROFS);
+            return;
+        }
+        self.spawn(move |s| match s.opendir(ino) {
+            Ok(fh) => reply.opened(fh, 0),
+            Err(e) => {
+                log_err("opendir", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |s| match s.readdir(ino, fh, offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log_err("readdir", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        let listing = lock(&self.shared.dirs).remove(&fh);
+        reply.ok();
+        // Freeing a huge listing can take a moment; do it off the session thread.
+        if let Some(listing) = listing {
+            self.pool.run(move || drop(listing));
+        }
+    }
+
+    fn fsyncdir(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        // No meaningful capacity: report a full, read-only filesystem of nominal block size.
+        reply.statfs(0, 0, 0, 0, 0, STATFS_BSIZE, NAME_MAX, STATFS_BSIZE);
+    }
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        let name = name.to_os_string();
+        self.spawn(move |s| match s.getxattr(ino, &name, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => {
+                log_err("getxattr", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
+        self.spawn(move |s| match s.listxattr(ino, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(d)) => reply.data(&d),
+            Err(e) => {
+                log_err("listxattr", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn access(&mut self, _req: &Request<'_>, _ino: u64, mask: i32, reply: ReplyEmpty) {
+        // Only reached without `default_permissions`; the kernel checks modes otherwise.
+        if mask & libc::W_OK != 0 {
+            reply.error(libc::EROFS);
+        } else {
+            reply.ok();
+        }
+    }
+
+    // Everything below would modify the filesystem.
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn mknod(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn symlink(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _newparent: u64,
+        _newname: &OsStr,
+        _flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, _ino: u64, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(libc::EROFS);
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _offset: i64,
+        _length: i64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(libc::EROFS);
+    }
+
+    fn copy_file_range(
+        &mut self,
+        _req: &Request<'_>,
+        _ino_in: u64,
+        _fh_in: u64,
+        _offset_in: i64,
+        _ino_out: u64,
+        _fh_out: u64,
+        _offset_out: i64,
+        _len: u64,
+        _flags: u32,
+        reply: ReplyWrite,
+    ) {
+        // Only the destination must be on this mount for the kernel to ask us, and nothing
+        // here can be written.
+        reply.error(libc::EROFS);
+    }
+}
+
+/// Lets an `Arc` of a view (including `Arc<dyn View>`) be mounted while the caller keeps a
+/// handle to it.
+impl<T: View + ?Sized> View for Arc<T> {
+    fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Errno> {
+        (**self).lookup(parent, name)
+    }
+    fn getattr(&self, ino: Ino) -> Result<Entry, Errno> {
+        (**self).getattr(ino)
+    }
+    fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, Errno> {
+        (**self).readdir(ino)
+    }
+    fn open(&self, ino: Ino) -> Result<OpenFlags, Errno> {
+        (**self).open(ino)
+    }
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        (**self).read(ino, offset, size)
+    }
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
+        (**self).readlink(ino)
+    }
+    fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>, Errno> {
+        (**self).listxattr(ino)
+    }
+    fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        (**self).getxattr(ino, name)
+    }
+    fn forget(&self, ino: Ino, nlookup: u64) {
+        (**self).forget(ino, nlookup)
+    }
+    fn negative_ttl(&self, parent: Ino) -> Duration {
+        (**self).negative_ttl(parent)
+    }
+}
+
+/// Lets a boxed view (including `Box<dyn View>`) be mounted.
+impl<T: View + ?Sized> View for Box<T> {
+    fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry, Errno> {
+        (**self).lookup(parent, name)
+    }
+    fn getattr(&self, ino: Ino) -> Result<Entry, Errno> {
+        (**self).getattr(ino)
+    }
+    fn readdir(&self, ino: Ino) -> Result<Vec<DirEntry>, Errno> {
+        (**self).readdir(ino)
+    }
+    fn open(&self, ino: Ino) -> Result<OpenFlags, Errno> {
+        (**self).open(ino)
+    }
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        (**self).read(ino, offset, size)
+    }
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, Errno> {
+        (**self).readlink(ino)
+    }
+    fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>, Errno> {
+        (**self).listxattr(ino)
+    }
+    fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        (**self).getxattr(ino, name)
+    }
+    fn forget(&self, ino: Ino, nlookup: u64) {
+        (**self).forget(ino, nlookup)
+    }
+    fn negative_ttl(&self, parent: Ino) -> Duration {
+        (**self).negative_ttl(parent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_flags_are_detected() {
+        assert!(!wants_write(libc::O_RDONLY));
+        assert!(!wants_write(libc::O_RDONLY | libc::O_NOFOLLOW));
+        assert!(wants_write(libc::O_WRONLY));
+        assert!(wants_write(libc::O_RDWR));
+        assert!(wants_write(libc::O_RDONLY | libc::O_TRUNC));
+        assert!(wants_write(libc::O_RDONLY | libc::O_APPEND));
+    }
+
+    #[test]
+    fn xattr_size_protocol() {
+        assert!(matches!(
+            xattr_reply(b"abc".to_vec(), 0),
+            Ok(XattrReply::Size(3))
+        ));
+        assert!(matches!(
+            xattr_reply(b"abc".to_vec(), 3),
+            Ok(XattrReply::Data(_))
+        ));
+        assert!(matches!(
+            xattr_reply(b"abc".to_vec(), 2),
+            Err(Errno::ERANGE)
+        ));
+    }
+
+    #[test]
+    fn invalid_errno_becomes_eio() {
+        assert_eq!(code(Errno(0)), libc::EIO);
+        assert_eq!(code(Errno(-5)), libc::EIO);
+        assert_eq!(code(Errno::ENOENT), libc::ENOENT);
+    }
+
+    #[test]
+    fn listing_positions() {
+        let l = Listing {
+            ino: 7,
+            parent: 1,
+            entries: vec![DirEntry {
+                ino: 9,
+                kind: Kind::File,
+                name: "a".into(),
+            }],
+        };
+        assert_eq!(l.len(), 3);
+        assert_eq!(l.get(0).map(|e| e.0), Some(7));
+        assert_eq!(l.get(1).map(|e| e.0), Some(1));
+        assert_eq!(l.get(2).map(|e| e.2.to_owned()), Some("a".into()));
+        assert!(l.get(3).is_none());
+    }
+}

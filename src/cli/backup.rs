@@ -1,0 +1,167 @@
+//! `wayback backup`: paths, `--stdin` or `--command`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::bail;
+use globset::{Glob, GlobSetBuilder};
+
+use crate::cli::common::{human_bytes, progress_bar, RepoArgs};
+use crate::ingest::stream::{StreamBackup, StreamInput};
+use crate::ingest::{fs, stream, Counters};
+use crate::repo::Access;
+use crate::snapshot::{Snapshot, SnapshotKind};
+
+/// Arguments of `backup`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Paths to back up (a single directory's contents become the snapshot root).
+    pub paths: Vec<PathBuf>,
+    /// Source name: the directory under /at/<T>/ in the mount.
+    #[arg(long)]
+    pub source: String,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Skip paths matching this glob (full path or file name; repeatable).
+    #[arg(long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read one stream from standard input.
+    #[arg(long, conflicts_with = "command")]
+    pub stdin: bool,
+    /// Store the stdout of this shell command (e.g. 'pg_dump -Fc app').
+    #[arg(long)]
+    pub command: Option<String>,
+    /// File name for --stdin/--command content.
+    #[arg(long)]
+    pub stdin_name: Option<String>,
+    /// Read every file even if unchanged since the previous snapshot.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the snapshot as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a backup.
+pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
+    let repo = ra.open(Access::Write)?;
+    let counters = Arc::new(Counters::default());
+    let pb = progress_bar(None, "{spinner} {elapsed} {msg}");
+    let ticker = {
+        let c = counters.clone();
+        let pb = pb.clone();
+        std::thread::spawn(move || {
+            while !pb.is_finished() {
+                pb.set_message(format!(
+                    "{} entries, {} read, {} new",
+                    c.entries.load(Ordering::Relaxed),
+                    human_bytes(c.bytes_read.load(Ordering::Relaxed)),
+                    human_bytes(c.bytes_added.load(Ordering::Relaxed))
+                ));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if pb.is_hidden() {
+                    break;
+                }
+            }
+        })
+    };
+    let snap = if a.stdin || a.command.is_some() {
+        if !a.paths.is_empty() {
+            bail!("give either paths or --stdin/--command, not both");
+        }
+        let input = match a.command {
+            Some(c) => StreamInput::Command(c),
+            None => StreamInput::Stdin,
+        };
+        let name = a.stdin_name.clone().unwrap_or_else(|| "stdin".into());
+        stream::backup(
+            &repo,
+            &StreamBackup {
+                source: a.source.clone(),
+                name,
+                tags: a.tags.clone(),
+                input,
+            },
+            counters.clone(),
+        )
+    } else {
+        let mut gs = GlobSetBuilder::new();
+        for e in &a.excludes {
+            gs.add(Glob::new(e)?);
+        }
+        let parent = if a.force {
+            None
+        } else {
+            repo.snapshots()?
+                .into_iter()
+                .filter(|s| s.source == a.source && s.kind == SnapshotKind::Files)
+                .max_by_key(|s| s.time)
+        };
+        fs::backup(
+            &repo,
+            &fs::FsBackup {
+                source: a.source.clone(),
+                paths: a.paths.clone(),
+                tags: a.tags.clone(),
+                excludes: gs.build()?,
+                parent,
+            },
+            counters.clone(),
+        )
+    };
+    pb.finish_and_clear();
+    let _ = ticker.join();
+    let snap = snap?;
+    if a.json {
+        println!("{}", snapshot_json(&snap));
+    } else {
+        print_summary(&snap);
+    }
+    if !snap.complete {
+        eprintln!(
+            "wayback: warning: snapshot is incomplete ({} problem(s)):",
+            snap.warnings.len()
+        );
+        for w in &snap.warnings {
+            eprintln!("  {w}");
+        }
+        return Ok(3);
+    }
+    Ok(0)
+}
+
+/// The JSON form of a snapshot used by every listing.
+pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["id"] = serde_json::Value::String(s.id.to_hex());
+    v["short_id"] = serde_json::Value::String(s.id.short());
+    v["time_name"] = serde_json::Value::String(s.time_name());
+    v
+}
+
+fn print_summary(s: &Snapshot) {
+    let st = &s.stats;
+    let secs = (st.duration_ms as f64 / 1000.0).max(0.001);
+    let ratio = if st.bytes_added == 0 {
+        "inf".to_string()
+    } else {
+        format!("{:.1}", st.total_bytes as f64 / st.bytes_added as f64)
+    };
+    println!(
+        "snapshot {} of {} at {}: {} files, {} dirs, {} total, {} read, {} added ({} stored), dedup {}x, {:.2} s, {:.1} MB/s",
+        s.id.short(),
+        s.source,
+        s.time_name(),
+        st.files,
+        st.dirs,
+        human_bytes(st.total_bytes),
+        human_bytes(st.bytes_read),
+        human_bytes(st.bytes_added),
+        human_bytes(st.bytes_stored),
+        ratio,
+        secs,
+        st.bytes_read as f64 / 1e6 / secs
+    );
+}

@@ -1,0 +1,123 @@
+//! What every command shares: repository location, passphrase, progress, output helpers.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::Error;
+use crate::repo::{Access, Repository};
+
+/// Where the repository is and how to unlock it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// Repository directory.
+    #[arg(long, env = "WAYBACK_REPO", global = true)]
+    pub repo: Option<PathBuf>,
+    /// File whose first line is the passphrase (else $WAYBACK_PASSWORD, else a prompt).
+    #[arg(long, env = "WAYBACK_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl RepoArgs {
+    /// The repository path or a clear error.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        self.repo
+            .clone()
+            .context("no repository given: use --repo DIR or set WAYBACK_REPO")
+    }
+
+    /// The passphrase from file, environment or terminal; never from the command line.
+    pub fn password(&self, confirm: bool) -> anyhow::Result<Vec<u8>> {
+        if let Some(f) = &self.password_file {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("reading password file {}", f.display()))?;
+            return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+        }
+        if let Ok(p) = std::env::var("WAYBACK_PASSWORD") {
+            return Ok(p.into_bytes());
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("wayback passphrase: ")?;
+            if confirm && rpassword::prompt_password("again: ")? != p {
+                bail!("passphrases do not match");
+            }
+            return Ok(p.into_bytes());
+        }
+        bail!("no passphrase: set WAYBACK_PASSWORD, use --password-file, or run on a terminal")
+    }
+
+    /// Opens the repository.
+    pub fn open(&self, access: Access) -> anyhow::Result<Repository> {
+        let path = self.path()?;
+        let pass = self.password(false)?;
+        Ok(Repository::open(&path, &pass, access)?)
+    }
+}
+
+/// Maps an error chain to the documented exit codes.
+pub fn exit_code_for(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(we) = cause.downcast_ref::<Error>() {
+            return match we {
+                Error::WrongPassword => super::EXIT_WRONG_PASSWORD,
+                Error::Locked(_) => super::EXIT_LOCKED,
+                Error::Corrupt(_) => super::EXIT_DAMAGED,
+                Error::NotFound(_) => super::EXIT_NOT_FOUND,
+                _ => super::EXIT_ERROR,
+            };
+        }
+    }
+    super::EXIT_ERROR
+}
+
+/// Sets up `tracing` on stderr.
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise.
+pub fn progress_bar(len: Option<u64>, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = match len {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// Human-readable byte count.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,104 @@
+//! `wayback key add|list|remove|passwd`: passphrases are wrapped copies of one master key.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::cli::common::RepoArgs;
+use crate::repo::keys::{add_key, list_keys};
+use crate::repo::Access;
+
+/// Key subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Add a passphrase (read from --new-password-file, $WAYBACK_NEW_PASSWORD or a prompt).
+    Add(NewPass),
+    /// List key files.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key file by id (not the one in use, not the last one).
+    Remove {
+        /// Key id (see `key list`).
+        id: String,
+    },
+    /// Change the passphrase in use: add the new one, remove the current key file.
+    Passwd(NewPass),
+}
+
+/// Where a new passphrase comes from.
+#[derive(clap::Args, Debug)]
+pub struct NewPass {
+    /// File whose first line is the new passphrase.
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+}
+
+fn new_password(np: &NewPass) -> anyhow::Result<Vec<u8>> {
+    if let Some(f) = &np.new_password_file {
+        let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+    }
+    if let Ok(p) = std::env::var("WAYBACK_NEW_PASSWORD") {
+        return Ok(p.into_bytes());
+    }
+    let p = rpassword::prompt_password("new passphrase: ")?;
+    if rpassword::prompt_password("again: ")? != p {
+        bail!("passphrases do not match");
+    }
+    Ok(p.into_bytes())
+}
+
+/// Runs a key subcommand.
+pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
+    match cmd {
+        KeyCmd::Add(np) => {
+            let repo = ra.open(Access::Read)?;
+            let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
+            println!("added key {id}");
+        }
+        KeyCmd::List { json } => {
+            let repo = ra.open(Access::Read)?;
+            let keys = list_keys(repo.be.as_ref())?;
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|k| serde_json::json!({"id": k.id, "current": k.id == repo.key_id, "created": k.file.created, "host": k.file.host, "user": k.file.user}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for k in keys {
+                    let cur = if k.id == repo.key_id { "*" } else { " " };
+                    println!(
+                        "{cur} {}  {}  {}@{}",
+                        k.id, k.file.created, k.file.user, k.file.host
+                    );
+                }
+            }
+        }
+        KeyCmd::Remove { id } => {
+            let repo = ra.open(Access::Read)?;
+            let keys = list_keys(repo.be.as_ref())?;
+            if !keys.iter().any(|k| k.id == id) {
+                return Err(crate::Error::NotFound(format!("key {id}")).into());
+            }
+            if id == repo.key_id {
+                bail!("refusing to remove the key in use; open with another passphrase first");
+            }
+            if keys.len() < 2 {
+                bail!("refusing to remove the last key");
+            }
+            repo.be.delete(&format!("keys/{id}"))?;
+            println!("removed key {id}");
+        }
+        KeyCmd::Passwd(np) => {
+            let repo = ra.open(Access::Read)?;
+            let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
+            repo.be.delete(&format!("keys/{}", repo.key_id))?;
+            println!("passphrase changed (key {} replaced by {id})", repo.key_id);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,109 @@
+//! Command-line interface: argument parsing and presentation only; the work is in the library.
+//!
+//! Exit codes scripts can rely on (all below 128):
+//! 0 success; 1 other error; 2 usage error; 3 snapshot written but incomplete (files changed or
+//! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
+//! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
+//! file could not be restored; 13 snapshot, path or repository not found.
+
+mod backup;
+mod check;
+mod common;
+mod index;
+mod init;
+mod key;
+mod ls;
+mod mount;
+mod restore;
+mod snapshots;
+
+use clap::{Parser, Subcommand};
+
+pub use common::{exit_code_for, RepoArgs};
+
+/// Exit status: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit status: any other error.
+pub const EXIT_ERROR: i32 = 1;
+/// Exit status: wrong passphrase.
+pub const EXIT_WRONG_PASSWORD: i32 = 10;
+/// Exit status: another writer holds the lock.
+pub const EXIT_LOCKED: i32 = 11;
+/// Exit status: damaged data.
+pub const EXIT_DAMAGED: i32 = 12;
+/// Exit status: not found.
+pub const EXIT_NOT_FOUND: i32 = 13;
+
+/// Top-level arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "wayback",
+    version,
+    about = "Versioned, encrypted, deduplicated backups; every moment is a directory"
+)]
+pub struct Cli {
+    /// Repository location, shared by all commands.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a new repository.
+    Init(init::Args),
+    /// Manage passphrases (key files).
+    #[command(subcommand)]
+    Key(key::KeyCmd),
+    /// Back up paths, stdin or a command's output as a new snapshot.
+    Backup(backup::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// List files in a snapshot.
+    Ls(ls::Args),
+    /// Write one file of a snapshot to stdout.
+    Cat(ls::CatArgs),
+    /// Restore a snapshot or a path in it.
+    Restore(restore::Args),
+    /// Verify the repository's structure and, with --read-data, every byte.
+    Check(check::Args),
+    /// Index maintenance.
+    #[command(subcommand)]
+    Index(index::IndexCmd),
+    /// Mount every snapshot as a read-only directory tree.
+    Mount(mount::Args),
+    /// Unmount a wayback mount (also cleans a stale one left by a killed process).
+    Umount(mount::UmountArgs),
+}
+
+/// Parses the command line, runs it and returns the process exit code.
+pub fn main_entry() -> i32 {
+    let cli = Cli::parse();
+    common::init_tracing(cli.verbose);
+    let r = match cli.cmd {
+        Cmd::Init(a) => init::run(&cli.repo, a),
+        Cmd::Key(k) => key::run(&cli.repo, k),
+        Cmd::Backup(a) => backup::run(&cli.repo, a),
+        Cmd::Snapshots(a) => snapshots::run(&cli.repo, a),
+        Cmd::Ls(a) => ls::run(&cli.repo, a),
+        Cmd::Cat(a) => ls::run_cat(&cli.repo, a),
+        Cmd::Restore(a) => restore::run(&cli.repo, a),
+        Cmd::Check(a) => check::run(&cli.repo, a),
+        Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Mount(a) => mount::run(&cli.repo, a),
+        Cmd::Umount(a) => mount::run_umount(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wayback: error: {e:#}");
+            exit_code_for(&e)
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Encryption, keyed ids and key derivation.
+//!
+//! Byte layout of a sealed object (never change; see docs/format.md):
+//! ```text
+//! nonce: 12 bytes (random) | ciphertext | tag: 16 bytes
+//! ```
+//! AES-256-GCM-SIV is misuse-resistant: a repeated random nonce leaks only equality of identical
+//! plaintexts, never the key. The associated data binds a sealed object to its role (blob kind +
+//! id, "config", "snapshot", ...) so an object moved or swapped on disk fails to open.
+
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use rand::RngCore;
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, BlobKind};
+
+/// Bytes a sealed object adds to its plaintext.
+pub const SEAL_OVERHEAD: usize = 12 + 16;
+
+/// The repository's secret: an encryption key and a separate key for content ids.
+///
+/// Why two keys: ids are visible in the index and pack headers; keying them with a key that never
+/// touches the cipher keeps "do these two repos hold the same file" unanswerable without the key.
+#[derive(Clone)]
+pub struct MasterKey {
+    enc: [u8; 32],
+    id: [u8; 32],
+    cipher: Aes256GcmSiv,
+}
+
+impl MasterKey {
+    /// A fresh random key (at `init`).
+    pub fn generate() -> Self {
+        let mut raw = [0u8; 64];
+        rand::thread_rng().fill_bytes(&mut raw);
+        Self::from_bytes(&raw)
+    }
+
+    /// Rebuilds the key from its 64 serialized bytes (enc key | id key).
+    pub fn from_bytes(raw: &[u8; 64]) -> Self {
+        let mut enc = [0u8; 32];
+        let mut id = [0u8; 32];
+        enc.copy_from_slice(&raw[..32]);
+        id.copy_from_slice(&raw[32..]);
+        let cipher = Aes256GcmSiv::new((&enc).into());
+        MasterKey { enc, id, cipher }
+    }
+
+    /// The 64 bytes to wrap in a key file.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut raw = [0u8; 64];
+        raw[..32].copy_from_slice(&self.enc);
+        raw[32..].copy_from_slice(&self.id);
+        raw
+    }
+
+    /// Content id of a blob: blake3 keyed with the id key.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id, data).as_bytes())
+    }
+
+    /// Keyed hash for other objects (snapshot ids), domain-separated from blob ids.
+    pub fn keyed_hash(&self, domain: &str, data: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.id);
+        h.update(domain.as_bytes());
+        h.update(&[0]);
+        h.update(data);
+        *h.finalize().as_bytes()
+    }
+
+    /// Encrypts `plain` bound to `ad`.
+    pub fn seal(&self, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+        seal_with(&self.cipher, ad, plain)
+    }
+
+    /// Decrypts and authenticates; any tampering is `Corrupt` naming `what`.
+    pub fn open(&self, ad: &[u8], sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+        open_with(&self.cipher, ad, sealed).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: authentication failed (damaged or tampered)",
+                what()
+            ))
+        })
+    }
+}
+
+/// Associated data for a blob: kind byte followed by the id.
+pub fn blob_ad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
+    let mut ad = [0u8; 33];
+    ad[0] = kind.to_byte();
+    ad[1..].copy_from_slice(&id.0);
+    ad
+}
+
+fn seal_with(cipher: &Aes256GcmSiv, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: ad,
+            },
+        )
+        .expect("AES-GCM-SIV encryption cannot fail for in-memory buffers");
+    let mut out = Vec::with_capacity(12 + ct.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+fn open_with(cipher: &Aes256GcmSiv, ad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(12);
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: ad })
+        .ok()
+}
+
+/// Argon2id cost parameters, stored in each key file so they can be raised later.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Iterations.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// Interactive-strength default: 64 MiB, 3 passes (~0.2 s on this class of machine).
+    pub const DEFAULT: KdfParams = KdfParams {
+        m_cost: 64 * 1024,
+        t_cost: 3,
+        p_cost: 1,
+    };
+    /// Cheap parameters for test suites only (`WAYBACK_INSECURE_FAST_KDF=1` at init/key add).
+    pub const INSECURE_FAST: KdfParams = KdfParams {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    /// The parameters new key files get: the default unless the test-only override is set.
+    pub fn for_new_key() -> KdfParams {
+        if std::env::var_os("WAYBACK_INSECURE_FAST_KDF").is_some_and(|v| v == "1") {
+            KdfParams::INSECURE_FAST
+        } else {
+            KdfParams::DEFAULT
+        }
+    }
+}
+
+/// Derives a wrapping key from a passphrase with argon2id.
+pub fn derive_wrapping_key(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
+    let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
+        .map_err(|e| Error::Invalid(format!("bad KDF parameters: {e}")))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    a.hash_password_into(pass, salt, &mut out)
+        .map_err(|e| Error::Invalid(format!("KDF failed: {e}")))?;
+    Ok(out)
+}
+
+/// Wraps the master key under a passphrase-derived key.
+pub fn wrap_master(wrapping: &[u8; 32], master: &MasterKey) -> Vec<u8> {
+    let c = Aes256GcmSiv::new(wrapping.into());
+    seal_with(&c, b"wayback-key-v1", &master.to_bytes())
+}
+
+/// Unwraps; `None` means the passphrase is wrong (or the key file damaged).
+pub fn unwrap_master(wrapping: &[u8; 32], wrapped: &[u8]) -> Option<MasterKey> {
+    let c = Aes256GcmSiv::new(wrapping.into());
+    let raw = open_with(&c, b"wayback-key-v1", wrapped)?;
+    let raw: [u8; 64] = raw.try_into().ok()?;
+    Some(MasterKey::from_bytes(&raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_roundtrip_and_ad_binding() {
+        let k = MasterKey::generate();
+        let s = k.seal(b"a", b"hello");
+        assert_eq!(k.open(b"a", &s, &|| "x".into()).unwrap(), b"hello");
+        assert!(k.open(b"b", &s, &|| "x".into()).unwrap_err().is_corrupt());
+        let mut bad = s.clone();
+        bad[14] ^= 1;
+        assert!(k.open(b"a", &bad, &|| "x".into()).is_err());
+        assert!(k.open(b"a", &s[..10], &|| "x".into()).is_err());
+    }
+
+    #[test]
+    fn wrap_unwrap() {
+        let k = MasterKey::generate();
+        let w = derive_wrapping_key(b"pw", b"saltsaltsalt1234", KdfParams::INSECURE_FAST).unwrap();
+        let wrapped = wrap_master(&w, &k);
+        assert_eq!(
+            unwrap_master(&w, &wrapped).unwrap().to_bytes(),
+            k.to_bytes()
+        );
+        let w2 = derive_wrapping_key(b"pX", b"saltsaltsalt1234", KdfParams::INSECURE_FAST).unwrap();
+        assert!(unwrap_master(&w2, &wrapped).is_none());
+    }
+}

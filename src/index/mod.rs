@@ -1,0 +1,255 @@
+//! The local index: a RocksDB cache of where every blob lives.
+//!
+//! Why a cache and not the truth: everything here can be recomputed from pack headers
+//! (`wayback index rebuild`), so losing it loses time, never data. Entries for a pack are written
+//! only after the pack and its directory are fsynced.
+//!
+//! Column families and their byte layout (all little-endian):
+//! ```text
+//! blobs: key = kind: u8 | blob id: [u8; 32]
+//!        val = pack id: [u8; 32] | offset: u32 | length: u32 | raw_length: u32
+//! packs: key = pack id: [u8; 32]
+//!        val = size: u64 | blob count: u32
+//! meta:  key = b"version"  val = u32 (INDEX_VERSION)
+//! ```
+//! One process writes (the primary, under the repository writer lock); readers (mount, ls, diff)
+//! open a RocksDB secondary instance and catch up with the primary when they miss, so they see
+//! a running backup's new blobs without reopening.
+
+pub mod rebuild;
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, BlobKind, PackId};
+use crate::pack::BlobEntry;
+
+/// Index schema version (bump when the layout above changes; old indexes are rebuilt).
+pub const INDEX_VERSION: u32 = 1;
+
+const CF_BLOBS: &str = "blobs";
+const CF_PACKS: &str = "packs";
+const CF_META: &str = "meta";
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Pack holding it.
+    pub pack: PackId,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// An open index, as writer (primary) or reader (secondary).
+pub struct Index {
+    db: DB,
+    secondary: Option<PathBuf>,
+}
+
+fn key(kind: BlobKind, id: &BlobId) -> [u8; 33] {
+    crate::crypto::blob_ad(kind, id)
+}
+
+fn cfs() -> Vec<ColumnFamilyDescriptor> {
+    [CF_BLOBS, CF_PACKS, CF_META]
+        .iter()
+        .map(|n| {
+            let mut o = Options::default();
+            if *n == CF_BLOBS {
+                let mut bo = rocksdb::BlockBasedOptions::default();
+                bo.set_bloom_filter(10.0, false);
+                o.set_block_based_table_factory(&bo);
+            }
+            ColumnFamilyDescriptor::new(*n, o)
+        })
+        .collect()
+}
+
+impl Index {
+    /// Opens (creating if needed) the index as its single writer.
+    pub fn open_writer(path: &Path) -> Result<Index> {
+        let mut o = Options::default();
+        o.create_if_missing(true);
+        o.create_missing_column_families(true);
+        o.set_keep_log_file_num(2);
+        o.set_max_total_wal_size(64 << 20);
+        let db = DB::open_cf_descriptors(&o, path, cfs())?;
+        let idx = Index {
+            db,
+            secondary: None,
+        };
+        let meta = idx.cf(CF_META)?;
+        match idx.db.get_cf(meta, b"version")? {
+            None => idx
+                .db
+                .put_cf(meta, b"version", INDEX_VERSION.to_le_bytes())?,
+            Some(v) if v.as_slice() == INDEX_VERSION.to_le_bytes() => {}
+            Some(_) => {
+                return Err(Error::Unsupported(format!(
+                    "index at {} has another schema version; run `wayback index rebuild`",
+                    path.display()
+                )))
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Opens the index read-only beside a possibly running writer.
+    pub fn open_reader(path: &Path) -> Result<Index> {
+        if !path.join("CURRENT").exists() {
+            return Err(Error::NotFound(format!(
+                "index {} (run `wayback index rebuild`)",
+                path.display()
+            )));
+        }
+        let sec = std::env::temp_dir().join(format!(
+            "wayback-index-reader-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut o = Options::default();
+        o.set_max_open_files(-1);
+        let db = DB::open_cf_descriptors_as_secondary(&o, path, &sec, cfs())?;
+        Ok(Index {
+            db,
+            secondary: Some(sec),
+        })
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| Error::Index(format!("column family {name} missing")))
+    }
+
+    /// Sees the writer's latest entries (no-op for the writer itself).
+    pub fn refresh(&self) -> Result<()> {
+        if self.secondary.is_some() {
+            self.db.try_catch_up_with_primary()?;
+        }
+        Ok(())
+    }
+
+    /// Where a blob is, if known. Readers catch up with the writer once on a miss.
+    pub fn get(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        if let Some(l) = self.get_local(kind, id)? {
+            return Ok(Some(l));
+        }
+        if self.secondary.is_some() {
+            self.refresh()?;
+            return self.get_local(kind, id);
+        }
+        Ok(None)
+    }
+
+    fn get_local(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some(v) = self.db.get_pinned_cf(self.cf(CF_BLOBS)?, key(kind, id))? else {
+            return Ok(None);
+        };
+        decode_location(&v).map(Some)
+    }
+
+    /// True when the blob is already stored (the dedup question).
+    pub fn contains(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        Ok(self.get_local(kind, id)?.is_some())
+    }
+
+    /// Records a durable pack and all its blobs in one synced batch.
+    pub fn add_pack(&self, pack: &PackId, size: u64, entries: &[BlobEntry]) -> Result<()> {
+        let blobs = self.cf(CF_BLOBS)?;
+        let mut b = WriteBatch::default();
+        for e in entries {
+            let mut v = Vec::with_capacity(44);
+            v.extend_from_slice(&pack.0);
+            v.extend_from_slice(&e.offset.to_le_bytes());
+            v.extend_from_slice(&e.length.to_le_bytes());
+            v.extend_from_slice(&e.raw_length.to_le_bytes());
+            b.put_cf(blobs, key(e.kind, &e.id), v);
+        }
+        let mut pv = Vec::with_capacity(12);
+        pv.extend_from_slice(&size.to_le_bytes());
+        pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        b.put_cf(self.cf(CF_PACKS)?, pack.0, pv);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(b, &wo)?;
+        Ok(())
+    }
+
+    /// True when the pack's entries are recorded.
+    pub fn has_pack(&self, pack: &PackId) -> Result<bool> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_PACKS)?, pack.0)?.is_some())
+    }
+
+    /// All recorded packs with their sizes.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PACKS)?, rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            if k.len() != 32 || v.len() < 8 {
+                return Err(Error::Index("malformed pack record".into()));
+            }
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k);
+            out.push((
+                PackId(id),
+                u64::from_le_bytes(v[..8].try_into().expect("8")),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Every blob entry (for `check`), as (kind, id, location).
+    pub fn blobs(&self) -> Result<Vec<(BlobKind, BlobId, BlobLocation)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BLOBS)?, rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            if k.len() != 33 {
+                return Err(Error::Index("malformed blob key".into()));
+            }
+            let kind = BlobKind::from_byte(k[0]).ok_or_else(|| Error::Index("bad kind".into()))?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..]);
+            out.push((kind, BlobId(id), decode_location(&v)?));
+        }
+        Ok(out)
+    }
+}
+
+fn decode_location(v: &[u8]) -> Result<BlobLocation> {
+    if v.len() != 44 {
+        return Err(Error::Index(format!(
+            "malformed blob location ({} bytes)",
+            v.len()
+        )));
+    }
+    let mut pack = [0u8; 32];
+    pack.copy_from_slice(&v[..32]);
+    let u = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+    Ok(BlobLocation {
+        pack: PackId(pack),
+        offset: u(32),
+        length: u(36),
+        raw_length: u(40),
+    })
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        if let Some(sec) = &self.secondary {
+            let _ = std::fs::remove_dir_all(sec);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Recreating the index from packs alone.
+
+use crate::crypto::MasterKey;
+use crate::error::Result;
+use crate::id::PackId;
+use crate::index::Index;
+use crate::pack::{pack_path, read_pack_header};
+use crate::repo::backend::Backend;
+
+/// Every pack file in the repository.
+pub fn list_pack_files(be: &dyn Backend) -> Result<Vec<PackId>> {
+    let mut out = Vec::new();
+    for dir in be.list("packs")? {
+        for name in be.list(&format!("packs/{dir}"))? {
+            if let Some(id) = PackId::from_hex(&name) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What indexing unknown packs found.
+#[derive(Default, Debug)]
+pub struct ScanReport {
+    /// Packs newly recorded.
+    pub added: usize,
+    /// Packs whose header could not be read (damaged), with the reason.
+    pub damaged: Vec<(PackId, String)>,
+}
+
+/// Records every pack not yet in the index (all of them after a wipe). Used by `index rebuild`
+/// and at writer start, so packs a killed writer finished are reused instead of written again.
+pub fn index_missing_packs(
+    be: &dyn Backend,
+    key: &MasterKey,
+    idx: &Index,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ScanReport> {
+    let packs = list_pack_files(be)?;
+    let mut rep = ScanReport::default();
+    for (i, p) in packs.iter().enumerate() {
+        progress(i, packs.len());
+        if idx.has_pack(p)? {
+            continue;
+        }
+        match read_pack_header(be, key, p) {
+            Ok(entries) => {
+                let size = be.size(&pack_path(p))?;
+                idx.add_pack(p, size, &entries)?;
+                rep.added += 1;
+            }
+            Err(e) => {
+                tracing::warn!(pack = %p, error = %e, "pack header unreadable; not indexed");
+                rep.damaged.push((*p, e.to_string()));
+            }
+        }
+    }
+    progress(packs.len(), packs.len());
+    Ok(rep)
+}

@@ -1,0 +1,206 @@
+//! The archiver pipeline: chunks in, packs out.
+//!
+//! ```text
+//! walker thread: read -> chunk -> keyed blake3 id -> dedup (pending set + index)
+//!     -> new blobs -> N workers: zstd + AES-GCM-SIV -> packer: pack image -> put (fsync) -> index
+//! ```
+//! Why this split: chunking and hashing are sequential per stream and fast; compression and
+//! encryption are the CPU-heavy part and parallelize per blob, so they use every core. Channels
+//! are bounded, so memory stays bounded whatever the input size. Any stage that fails closes its
+//! channel, so the others stop instead of hanging; the snapshot manifest is written only after
+//! `Saver` finished and every pack is durable and indexed.
+
+pub mod fs;
+pub mod stream;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::id::{BlobId, BlobKind};
+use crate::pack::{pack_path, seal_blob, PackWriter, SealedBlob, TARGET_PACK_SIZE};
+use crate::repo::Repository;
+use crate::tree::Tree;
+
+/// Live counters of a running backup, read by the progress display.
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Entries processed.
+    pub entries: AtomicU64,
+    /// Bytes read from the source.
+    pub bytes_read: AtomicU64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_added: AtomicU64,
+    /// Stored bytes of new blobs.
+    pub bytes_stored: AtomicU64,
+    /// Blobs found already stored.
+    pub blobs_dedup: AtomicU64,
+    /// New blobs.
+    pub blobs_new: AtomicU64,
+}
+
+struct Job {
+    kind: BlobKind,
+    id: BlobId,
+    data: Vec<u8>,
+}
+
+/// Hands blobs to the pipeline. Only valid inside [`with_saver`].
+pub struct Saver<'r> {
+    repo: &'r Repository,
+    tx: Sender<Job>,
+    pending: Arc<Mutex<HashSet<(BlobKind, BlobId)>>>,
+    failed: Arc<AtomicBool>,
+    /// Counters shared with the progress display.
+    pub counters: Arc<Counters>,
+}
+
+impl Saver<'_> {
+    /// Stores `data` unless a blob with the same id exists; returns the id.
+    pub fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        let id = self.repo.key.blob_id(data);
+        if self.is_known(kind, &id)? {
+            self.counters.blobs_dedup.fetch_add(1, Ordering::Relaxed);
+            return Ok(id);
+        }
+        self.send(kind, id, data.to_vec())?;
+        Ok(id)
+    }
+
+    /// Encodes and stores a tree.
+    pub fn save_tree(&self, tree: &mut Tree) -> Result<BlobId> {
+        let bytes = tree.encode();
+        self.save(BlobKind::Tree, &bytes)
+    }
+
+    fn is_known(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        if self
+            .pending
+            .lock()
+            .expect("poisoned")
+            .contains(&(kind, *id))
+        {
+            return Ok(true);
+        }
+        self.repo.index.contains(kind, id)
+    }
+
+    fn send(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Invalid(
+                "storage pipeline stopped after an error".into(),
+            ));
+        }
+        self.pending.lock().expect("poisoned").insert((kind, id));
+        self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_added
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.tx
+            .send(Job { kind, id, data })
+            .map_err(|_| Error::Invalid("storage pipeline stopped after an error".into()))
+    }
+}
+
+/// Runs `f` with a [`Saver`]; returns after every blob `f` saved is durable and indexed.
+pub fn with_saver<T>(
+    repo: &Repository,
+    counters: Arc<Counters>,
+    f: impl FnOnce(&Saver) -> Result<T>,
+) -> Result<T> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(1);
+    let (job_tx, job_rx) = bounded::<Job>(workers * 2);
+    let (blob_tx, blob_rx) = bounded::<SealedBlob>(workers * 2);
+    let pending = Arc::new(Mutex::new(HashSet::new()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let level = repo.config.zstd_level;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let rx = job_rx.clone();
+            let tx = blob_tx.clone();
+            let key = repo.key.clone();
+            s.spawn(move || {
+                for job in rx {
+                    let sealed = seal_blob(&key, job.kind, job.id, &job.data, level);
+                    if tx.send(sealed).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(job_rx);
+        drop(blob_tx);
+        let packer = {
+            let pending = pending.clone();
+            let failed = failed.clone();
+            let counters = counters.clone();
+            s.spawn(move || {
+                let r = run_packer(repo, blob_rx, &pending, &counters);
+                if r.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                r
+            })
+        };
+        let saver = Saver {
+            repo,
+            tx: job_tx,
+            pending: pending.clone(),
+            failed: failed.clone(),
+            counters,
+        };
+        let out = f(&saver);
+        drop(saver);
+        let packed = packer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("packer thread panicked".into())));
+        match (out, packed) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(v), Ok(())) => Ok(v),
+        }
+    })
+}
+
+fn run_packer(
+    repo: &Repository,
+    rx: Receiver<SealedBlob>,
+    pending: &Mutex<HashSet<(BlobKind, BlobId)>>,
+    counters: &Counters,
+) -> Result<()> {
+    let mut pw = PackWriter::new();
+    for blob in rx {
+        counters
+            .bytes_stored
+            .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+        pw.add(&blob);
+        if pw.len() >= TARGET_PACK_SIZE {
+            flush_pack(repo, std::mem::take(&mut pw), pending)?;
+        }
+    }
+    if !pw.is_empty() {
+        flush_pack(repo, pw, pending)?;
+    }
+    Ok(())
+}
+
+fn flush_pack(
+    repo: &Repository,
+    pw: PackWriter,
+    pending: &Mutex<HashSet<(BlobKind, BlobId)>>,
+) -> Result<()> {
+    let (id, image, entries) = pw.finish(&repo.key);
+    repo.be.put(&pack_path(&id), &image)?;
+    repo.index.add_pack(&id, image.len() as u64, &entries)?;
+    tracing::debug!(pack = %id, blobs = entries.len(), bytes = image.len(), "pack stored");
+    let mut p = pending.lock().expect("poisoned");
+    for e in &entries {
+        p.remove(&(e.kind, e.id));
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Maintenance: verification now; retention and prune later.
+
+pub mod check;

@@ -1,0 +1,293 @@
+//! The repository: config, keys, locks, snapshots, and reading blobs.
+//!
+//! Layout on disk (see docs/format.md): `config`, `keys/`, `packs/`, `snapshots/`, `locks/`,
+//! `index/` (RocksDB cache), `tmp/` (staging for atomic puts).
+
+pub mod backend;
+pub mod keys;
+pub mod lock;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, BlobKind, SnapshotId};
+use crate::index::{rebuild, Index};
+use crate::pack::{open_blob, pack_path};
+use crate::snapshot::{Snapshot, SNAPSHOT_AD, SNAPSHOT_VERSION};
+use crate::tree::Tree;
+use backend::{Backend, LocalBackend};
+use lock::WriterLock;
+
+/// Repository format version written in `config` (never reuse; old versions refused clearly).
+pub const REPO_VERSION: u32 = 1;
+/// Magic at the start of `config`.
+pub const CONFIG_MAGIC: [u8; 8] = *b"WAYBACK\0";
+
+/// Repository-wide settings, sealed in `config`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Config {
+    /// Format version (equals the plaintext header's).
+    pub version: u32,
+    /// Random repository id, hex.
+    pub id: String,
+    /// Chunker parameters (fixed for the repository's life).
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs.
+    pub zstd_level: i32,
+    /// Creation time, RFC 3339.
+    pub created: String,
+}
+
+/// How a command uses the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only; may run beside a writer.
+    Read,
+    /// Writes; takes the writer lock.
+    Write,
+}
+
+/// An open repository.
+pub struct Repository {
+    /// Storage.
+    pub be: Arc<dyn Backend>,
+    /// The unlocked master key.
+    pub key: MasterKey,
+    /// Settings.
+    pub config: Config,
+    /// Local root directory.
+    pub root: PathBuf,
+    /// Blob locations.
+    pub index: Index,
+    /// Id of the key file that opened the repository.
+    pub key_id: String,
+    snapshots: Mutex<HashMap<String, Snapshot>>,
+    _lock: Option<WriterLock>,
+}
+
+fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
+    let raw = be.get("config").map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(format!(
+            "{} is not a wayback repository (no config; run `wayback init`)",
+            root.display()
+        )),
+        e => e,
+    })?;
+    if raw.len() < 12 || raw[..8] != CONFIG_MAGIC {
+        return Err(Error::Corrupt(format!(
+            "{}/config: not a wayback config",
+            root.display()
+        )));
+    }
+    let ver = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
+    if ver != REPO_VERSION {
+        return Err(Error::Unsupported(format!(
+            "repository format version {ver}; this wayback supports version {REPO_VERSION}"
+        )));
+    }
+    Ok(raw[12..].to_vec())
+}
+
+impl Repository {
+    /// Creates a new repository at `root` (must be absent or empty) protected by `pass`.
+    pub fn init(root: &Path, pass: &[u8]) -> Result<Repository> {
+        if root.join("config").exists() {
+            return Err(Error::Invalid(format!(
+                "{} already holds a repository",
+                root.display()
+            )));
+        }
+        if root.exists() {
+            let mut rd = std::fs::read_dir(root).map_err(|e| Error::io("read", root, e))?;
+            if rd.next().is_some() {
+                return Err(Error::Invalid(format!(
+                    "{} exists and is not empty; refusing to init there",
+                    root.display()
+                )));
+            }
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
+        let be = LocalBackend::new(root);
+        let key = MasterKey::generate();
+        keys::add_key(&be, &key, pass)?;
+        let config = Config {
+            version: REPO_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            chunker: ChunkerParams::DEFAULT,
+            zstd_level: 3,
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        let mut raw = CONFIG_MAGIC.to_vec();
+        raw.extend_from_slice(&REPO_VERSION.to_le_bytes());
+        raw.extend_from_slice(&key.seal(
+            b"wayback-config",
+            &serde_json::to_vec(&config).expect("json"),
+        ));
+        for d in ["packs", "snapshots", "locks", "tmp", "wal"] {
+            std::fs::create_dir_all(root.join(d))
+                .map_err(|e| Error::io("create", root.join(d), e))?;
+        }
+        be.put("config", &raw)?;
+        drop(Index::open_writer(&root.join("index"))?);
+        Self::open(root, pass, Access::Read)
+    }
+
+    /// Opens an existing repository.
+    pub fn open(root: &Path, pass: &[u8], access: Access) -> Result<Repository> {
+        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(root));
+        let sealed = read_config_header(be.as_ref(), root)?;
+        let (key_id, key) = keys::unlock(be.as_ref(), pass)?;
+        let config: Config =
+            serde_json::from_slice(&key.open(b"wayback-config", &sealed, &|| "config".into())?)
+                .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
+        if !config.chunker.validate() {
+            return Err(Error::Corrupt(
+                "config: chunker parameters out of range".into(),
+            ));
+        }
+        let lock = match access {
+            Access::Write => Some(WriterLock::acquire(root, &command_line())?),
+            Access::Read => None,
+        };
+        let index_path = root.join("index");
+        let index = match access {
+            Access::Write => Index::open_writer(&index_path)?,
+            Access::Read => Index::open_reader(&index_path)?,
+        };
+        let repo = Repository {
+            be,
+            key,
+            config,
+            root: root.to_path_buf(),
+            index,
+            key_id,
+            snapshots: Mutex::new(HashMap::new()),
+            _lock: lock,
+        };
+        if access == Access::Write {
+            // Packs a killed writer made durable but never indexed: record them, so their
+            // chunks are reused instead of written again.
+            let rep =
+                rebuild::index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |_, _| {})?;
+            if rep.added > 0 {
+                tracing::info!(
+                    packs = rep.added,
+                    "indexed packs left by an interrupted writer"
+                );
+            }
+        }
+        Ok(repo)
+    }
+
+    /// Reads, decrypts and verifies one blob. Damage anywhere is `Corrupt` naming the pack.
+    pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.index.get(kind, id)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{kind:?} blob {} is not in the index (missing pack?)",
+                id.short()
+            ))
+        })?;
+        let path = pack_path(&loc.pack);
+        let sealed = self
+            .be
+            .get_range(&path, loc.offset as u64, loc.length as usize)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::Corrupt(format!("pack {} is missing", loc.pack)),
+                Error::Corrupt(m) => Error::Corrupt(format!("pack {}: {m}", loc.pack)),
+                e => e,
+            })?;
+        open_blob(&self.key, kind, id, loc.raw_length, &sealed, &|| {
+            format!("pack {}", loc.pack)
+        })
+    }
+
+    /// Loads and decodes a tree.
+    pub fn read_tree(&self, id: &BlobId) -> Result<Tree> {
+        Tree::decode(&self.read_blob(BlobKind::Tree, id)?, id)
+    }
+
+    /// Stores a snapshot manifest (the commit point of a backup); fills in its id.
+    pub fn save_snapshot(&self, snap: &mut Snapshot) -> Result<SnapshotId> {
+        snap.version = SNAPSHOT_VERSION;
+        let plain = serde_json::to_vec(snap).expect("snapshot serializes");
+        let id = SnapshotId(self.key.keyed_hash("snapshot", &plain));
+        snap.id = id;
+        self.be.put(
+            &format!("snapshots/{}", id.to_hex()),
+            &self.key.seal(SNAPSHOT_AD, &plain),
+        )?;
+        self.snapshots
+            .lock()
+            .expect("snapshot cache poisoned")
+            .insert(id.to_hex(), snap.clone());
+        Ok(id)
+    }
+
+    fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let sealed = self.be.get(&format!("snapshots/{name}"))?;
+        let plain = self
+            .key
+            .open(SNAPSHOT_AD, &sealed, &|| format!("snapshot {name}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&plain)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        let ver = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if ver != SNAPSHOT_VERSION as u64 {
+            return Err(Error::Unsupported(format!(
+                "snapshot {name} has version {ver}; this wayback reads {SNAPSHOT_VERSION}"
+            )));
+        }
+        let mut s: Snapshot = serde_json::from_value(v)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        s.id = SnapshotId::from_hex(name)
+            .ok_or_else(|| Error::Corrupt(format!("snapshot file name {name} is not an id")))?;
+        Ok(s)
+    }
+
+    /// All snapshots, oldest first. Re-lists `snapshots/` each call (cheap), so long-running
+    /// readers see new snapshots; decoded manifests are cached for the process's life.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let names = self.be.list("snapshots")?;
+        let mut out = Vec::with_capacity(names.len());
+        let mut fresh = false;
+        for name in names {
+            if SnapshotId::from_hex(&name).is_none() {
+                continue;
+            }
+            let cached = self.snapshots.lock().expect("poisoned").get(&name).cloned();
+            let s = match cached {
+                Some(s) => s,
+                None => match self.load_snapshot(&name) {
+                    Ok(s) => {
+                        fresh = true;
+                        self.snapshots
+                            .lock()
+                            .expect("poisoned")
+                            .insert(name, s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        tracing::error!(snapshot = %name, error = %e, "unreadable snapshot manifest skipped");
+                        continue;
+                    }
+                },
+            };
+            out.push(s);
+        }
+        if fresh {
+            // A new snapshot may reference blobs a running writer just indexed.
+            self.index.refresh()?;
+        }
+        out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
