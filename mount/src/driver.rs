@@ -178,8 +178,9 @@ struct Shared<V> {
     view: V,
     /// Listings of open directory handles, keyed by the fh handed out by `opendir`.
     dirs: Mutex<HashMap<u64, Arc<Listing>>>,
-    /// Parent of every directory the kernel looked up, only to fill in `..` in `readdir`.
-    /// The kernel resolves `..` itself, so this is cosmetic (`ls -ai`) and may be missing.
+    /// Parent of every directory the kernel holds, only to fill in `..` in `readdir`; dropped
+    /// when the kernel forgets the directory. The kernel resolves `..` itself, so this is
+    /// cosmetic (`ls -ai`) and may be missing.
     parents: Mutex<HashMap<Ino, Ino>>,
     next_fh: AtomicU64,
 }
@@ -216,6 +217,19 @@ impl<V: View> Shared<V> {
                 }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The kernel evicted these inodes (it forgets an inode's whole count at once).
+    fn forget(&self, nodes: &[(Ino, u64)]) {
+        {
+            let mut parents = lock(&self.parents);
+            for (ino, _) in nodes {
+                parents.remove(ino);
+            }
+        }
+        for &(ino, n) in nodes {
+            self.view.forget(ino, n);
         }
     }
 
@@ -507,16 +521,12 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
-        self.spawn(move |s| s.view.forget(ino, nlookup));
+        self.spawn(move |s| s.forget(&[(ino, nlookup)]));
     }
 
     fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
         let nodes: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid, n.nlookup)).collect();
-        self.spawn(move |s| {
-            for (ino, n) in nodes {
-                s.view.forget(ino, n);
-            }
-        });
+        self.spawn(move |s| s.forget(&nodes));
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {

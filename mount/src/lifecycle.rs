@@ -442,6 +442,10 @@ impl MountHandle {
 
     /// Blocks until the filesystem is unmounted by someone else (`wayback umount`,
     /// `fusermount3 -u`).
+    ///
+    /// No signal handling happens here: a SIGTERM kills the process and leaves a stale mount.
+    /// A long-running server should use [`mount_foreground`] (or set
+    /// [`MountOptions::auto_unmount`]).
     pub fn wait(mut self) -> Result<(), MountError> {
         match self.thread.take() {
             Some(t) => join_session(&self.mountpoint, t),

@@ -208,7 +208,6 @@ impl RepoView {
         match &s.root_meta {
             Some(m) => Attr {
                 kind: Kind::Dir,
-                size: 0,
                 ..self.node_attr(ino, m)
             },
             None => self.virt_attr(ino, systime_ns(s.time * 1_000_000)),

@@ -80,7 +80,7 @@ pub fn node_from_meta(name: &[u8], md: &Metadata, path: &Path) -> Node {
     n.nlink = md.nlink() as u32;
     n.blocks = md.blocks();
     n.rdev = md.rdev();
-    if matches!(kind, NodeKind::File | NodeKind::Symlink) {
+    if matches!(kind, NodeKind::File | NodeKind::Symlink | NodeKind::Dir) {
         n.size = md.size();
     }
     if kind != NodeKind::Dir && md.nlink() > 1 {

@@ -63,7 +63,7 @@ pub struct Node {
     pub ctime_ns: i64,
     /// Inode number at backup (for change detection only).
     pub inode: u64,
-    /// Size in bytes (files), target length (symlinks), 0 otherwise.
+    /// Size in bytes (files), target length (symlinks), st_size (directories), 0 otherwise.
     pub size: u64,
     /// 512-byte blocks used at backup (sparse files use fewer than size/512).
     pub blocks: u64,

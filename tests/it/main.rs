@@ -1,1 +1,8 @@
+//! Integration tests of the `wayback` binary, built as one test binary: each module is one
+//! area (shared fixtures in `common`).
 
+mod common;
+mod core;
+mod damage;
+mod mount;
+mod pg;

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A quick demo on an embedded default: a local repository in a temp dir, no server needed.
+# Backs up a generated tree twice, lists, browses through the FUSE mount (when available),
+# restores and checks. Usage: scripts/demo.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --quiet --bin wayback
+WB="$PWD/target/debug/wayback"
+work=$(mktemp -d /tmp/wayback-demo.XXXXXX)
+mnt="$work/mnt"
+cleanup() { "$WB" umount "$mnt" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+export WAYBACK_REPO="$work/repo" WAYBACK_PASSWORD="demo passphrase"
+set -x
+mkdir -p "$work/etc/nginx/sites" "$work/etc/app"
+for i in $(seq 1 200); do echo "server $i { listen $((8000 + i)); }" > "$work/etc/nginx/sites/site$i.conf"; done
+head -c 20000000 /dev/urandom > "$work/etc/app/blob.bin"
+ln -s ../app/blob.bin "$work/etc/nginx/blob-link"
+"$WB" init
+"$WB" backup "$work/etc" --source etc --tag demo
+echo "worker_processes 4;" > "$work/etc/nginx/nginx.conf"
+"$WB" backup "$work/etc" --source etc
+"$WB" backup --command "seq 1 200000" --stdin-name numbers.txt --source app-db
+"$WB" snapshots
+"$WB" ls latest --source etc -l
+"$WB" cat latest:/nginx/nginx.conf --source etc
+"$WB" restore latest --source etc --target "$work/restored"
+diff -r "$work/etc" "$work/restored"
+if [[ -e /dev/fuse ]] && command -v fusermount3 >/dev/null; then
+  mkdir -p "$mnt"
+  "$WB" mount "$mnt" --daemon
+  ls "$mnt/at/"
+  ls "$mnt/latest/etc/nginx" | head -3
+  first=$(ls "$mnt/snapshots/etc" | head -1)
+  test ! -e "$mnt/snapshots/etc/$first/nginx/nginx.conf"   # did not exist in the first snapshot
+  diff -r "$work/etc" "$mnt/latest/etc"
+  head -3 "$mnt/at/now/app-db/numbers.txt"
+  "$WB" umount "$mnt"
+fi
+"$WB" check --read-data
+set +x
+echo "demo finished: repository, backup, restore, mount and check all worked"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything wayback needs to build and test on a fresh Debian machine (idempotent).
+# Usage: scripts/setup.sh [--bench]   (--bench adds restic and borg for scripts/bench.sh)
+set -euo pipefail
+
+need=(fuse3 libfuse3-dev clang libclang-dev pkg-config attr)
+[[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
+command -v pg_dump >/dev/null || need+=(postgresql-client-15)
+if [[ "${1:-}" == "--bench" ]]; then
+  need+=(restic borgbackup hyperfine time)
+fi
+
+missing=()
+for p in "${need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# /dev/fuse must exist for the mount tests.
+[[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing; FUSE mounts will fail" >&2; }
+command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
