@@ -29,8 +29,8 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     println!(
-        "{:<10} {:<26} {:<16} {:<10} {:>10}  {}",
-        "ID", "TIME", "SOURCE", "KIND", "SIZE", "TAGS"
+        "{:<10} {:<26} {:<16} {:<10} {:>10}  TAGS",
+        "ID", "TIME", "SOURCE", "KIND", "SIZE"
     );
     for s in &snaps {
         println!(

@@ -13,9 +13,12 @@ use crate::id::{BlobId, BlobKind, TreeId};
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
 
+/// LRU of decrypted chunks plus the bytes they hold.
+type CacheInner = (LruCache<BlobId, Arc<Vec<u8>>>, usize);
+
 /// Bounded cache of decrypted chunks, by total bytes.
 pub struct ChunkCache {
-    inner: Mutex<(LruCache<BlobId, Arc<Vec<u8>>>, usize)>,
+    inner: Mutex<CacheInner>,
     budget: usize,
 }
 

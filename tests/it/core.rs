@@ -1187,3 +1187,43 @@ fn restore_does_not_follow_symlinks_in_target() {
     );
     assert_eq!(fs::metadata(&outside).unwrap().mode() & 0o7777, 0o755);
 }
+
+#[test]
+fn init_and_repository_location_errors() {
+    let r = Repo::new();
+    // A second init over an existing repository is refused and harms nothing.
+    let o = r.wb(&["init"]);
+    assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
+    r.ok(&["snapshots"]);
+    // Init into a non-empty directory is refused.
+    let full = r.mkdir("full");
+    write_file(&full.join("something"), b"x");
+    let mut c = r.cmd(&["init"]);
+    c.env("WAYBACK_REPO", &full);
+    let o = run(c);
+    assert_ne!(o.status.code(), Some(0), "{}", describe(&o));
+    assert!(!full.join("config").exists());
+    // Not a repository: not found.
+    let empty = r.mkdir("not_a_repo");
+    let mut c = r.cmd(&["snapshots"]);
+    c.env("WAYBACK_REPO", &empty);
+    assert_code(&run(c), exit::NOT_FOUND, "snapshots outside a repository");
+    // --repo overrides the environment.
+    let mut c = r.cmd(&["--repo", s(&r.path), "snapshots"]);
+    c.env("WAYBACK_REPO", &empty);
+    assert_code(&run(c), 0, "--repo");
+    // No repository at all, and no passphrase at all: clear errors, no prompt (stdin is null).
+    let mut c = r.cmd(&["snapshots"]);
+    c.env_remove("WAYBACK_REPO");
+    let o = run(c);
+    assert_ne!(o.status.code(), Some(0));
+    assert_stderr_contains(&o, "--repo");
+    let mut c = r.cmd(&["snapshots"]);
+    c.env_remove("WAYBACK_PASSWORD");
+    let o = run(c);
+    assert_ne!(o.status.code(), Some(0));
+    assert_stderr_contains(&o, "passphrase");
+    // Usage errors exit 2.
+    r.code(&["backup"], exit::USAGE);
+    r.code(&["no-such-command"], exit::USAGE);
+}

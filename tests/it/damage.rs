@@ -112,6 +112,26 @@ fn flipped_byte_in_pack_is_found_and_contained() {
         "every problem is in the damaged pack: {rep:#}"
     );
 
+    // Subsets partition the packs: exactly one half sees the damage.
+    let halves: Vec<_> = ["1/2", "2/2"]
+        .iter()
+        .map(|n| r.wb(&["check", "--read-data", "--subset", n, "--json"]))
+        .collect();
+    let read: u64 = halves
+        .iter()
+        .map(|o| u64_of(&parse_json(o), "/packs_read"))
+        .sum();
+    assert_eq!(
+        read,
+        r.packs().len() as u64,
+        "subsets must cover every pack once"
+    );
+    let damaged = halves
+        .iter()
+        .filter(|o| o.status.code() == Some(exit::DAMAGED))
+        .count();
+    assert_eq!(damaged, 1, "exactly one subset holds the damaged pack");
+
     // The other source is untouched.
     t.assert_a_restores("restore_a");
 

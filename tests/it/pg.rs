@@ -1,7 +1,7 @@
 //! A throwaway PostgreSQL 15 server for tests: initdb in a temp dir, unix socket only, run as
 //! the `postgres` user (the server refuses root); clients run as root with `-U postgres`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// Directory of the PostgreSQL 15 server binaries.
@@ -134,11 +134,6 @@ impl Pg {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
-    }
-
-    /// Data directory path as text.
-    pub fn data_dir(&self) -> &Path {
-        &self.data
     }
 }
 
