@@ -22,7 +22,11 @@ ln -s ../app/blob.bin "$work/etc/nginx/blob-link"
 echo "worker_processes 4;" > "$work/etc/nginx/nginx.conf"
 "$WB" backup "$work/etc" --source etc
 "$WB" backup --command "seq 1 200000" --stdin-name numbers.txt --source app-db
+seq 1 1000 | "$WB" backup --stdin --stdin-name numbers.txt --source piped
 "$WB" snapshots
+"$WB" snapshots --source etc --json | head -5
+"$WB" ls "etc@$(date -u +%Y-%m-%dT%H:%M:%S):/nginx" --json | head -2
+"$WB" key list
 "$WB" ls latest --source etc -l
 "$WB" cat latest:/nginx/nginx.conf --source etc
 "$WB" restore latest --source etc --target "$work/restored"
@@ -38,6 +42,8 @@ if [[ -e /dev/fuse ]] && command -v fusermount3 >/dev/null; then
   head -3 "$mnt/at/now/app-db/numbers.txt"
   "$WB" umount "$mnt"
 fi
+"$WB" check --read-data --subset 1/2
+rm -rf "$WAYBACK_REPO/index" && "$WB" index rebuild
 "$WB" check --read-data
 set +x
 echo "demo finished: repository, backup, restore, mount and check all worked"
