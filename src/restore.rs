@@ -197,8 +197,9 @@ pub fn restore(
         let mut conflicts = Vec::new();
         let mut check = |rel: &[u8], n: &Node| -> Result<()> {
             let p = path_of(target, rel);
-            if n.kind != NodeKind::Dir && std::fs::symlink_metadata(&p).is_ok() {
-                conflicts.push(p);
+            match std::fs::symlink_metadata(&p) {
+                Ok(md) if n.kind != NodeKind::Dir || !md.is_dir() => conflicts.push(p),
+                _ => {}
             }
             Ok(())
         };
@@ -230,6 +231,7 @@ pub fn restore(
     let (tx, rx) = bounded::<Job>(workers * 4);
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: HashMap<u64, PathBuf> = HashMap::new();
+    let mut extra_links: Vec<(u64, PathBuf)> = Vec::new();
 
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..workers {
@@ -249,18 +251,22 @@ pub fn restore(
             for st in ready {
                 finish_file(&st, &report, counters);
             }
-            if opts.overwrite && n.kind != NodeKind::Dir {
-                if let Ok(md) = std::fs::symlink_metadata(&p) {
-                    if !md.is_dir() {
-                        let _ = std::fs::remove_file(&p);
-                    }
+            if let Ok(md) = std::fs::symlink_metadata(&p) {
+                // Never write through a symlink in the target: replace it (only with
+                // --overwrite; without it the conflict check above already refused).
+                if !md.is_dir() && opts.overwrite {
+                    std::fs::remove_file(&p).map_err(|e| Error::io("replace", &p, e))?;
+                } else if md.is_dir() && n.kind != NodeKind::Dir && opts.overwrite {
+                    std::fs::remove_dir_all(&p).map_err(|e| Error::io("replace", &p, e))?;
                 }
             }
             match n.kind {
                 NodeKind::Dir => {
                     match std::fs::create_dir(&p) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists
+                                && std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) => {}
                         Err(e) => return Err(Error::io("create directory", &p, e)),
                     }
                     report.lock().expect("poisoned").dirs += 1;
@@ -268,9 +274,9 @@ pub fn restore(
                 }
                 NodeKind::File => {
                     if let Some(g) = n.link_group {
-                        if let Some(first) = links.get(&g) {
-                            std::fs::hard_link(first, &p)
-                                .map_err(|e| Error::io("hard link", &p, e))?;
+                        if links.contains_key(&g) {
+                            // Linked after every file is complete, and only to intact data.
+                            extra_links.push((g, p));
                             return Ok(());
                         }
                         links.insert(g, p.clone());
@@ -340,6 +346,19 @@ pub fn restore(
     for st in std::mem::take(&mut *done.lock().expect("poisoned")) {
         finish_file(&st, &report, counters);
     }
+    let mut report = report.into_inner().expect("poisoned");
+    for (g, p) in extra_links {
+        let first = &links[&g];
+        if let Some((_, why)) = report.failed.iter().find(|(f, _)| f == first) {
+            let why = format!(
+                "hard link to {} which could not be restored: {why}",
+                first.display()
+            );
+            report.failed.push((p, why));
+            continue;
+        }
+        std::fs::hard_link(first, &p).map_err(|e| Error::io("hard link", &p, e))?;
+    }
     // Directories last, deepest first, so child writes do not bump their mtimes again.
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, n) in &dirs {
@@ -348,5 +367,5 @@ pub fn restore(
     if let (Some(meta), true) = (root_meta, !target_existed) {
         apply_meta(target, meta).map_err(|e| Error::io("set metadata", target, e))?;
     }
-    Ok(report.into_inner().expect("poisoned"))
+    Ok(report)
 }

@@ -43,11 +43,16 @@ pub struct CatArgs {
 /// Splits `SNAP[:PATH]`. A time may contain colons, so the path starts at the first `:/` or,
 /// failing that, at a colon after which the rest is not part of a time.
 pub fn split_spec(spec: &str) -> (&str, &str) {
+    let now = now_ms();
+    // A snapshot part is a time when what follows an optional `SOURCE@` parses as one.
+    let is_time = |h: &str| {
+        let base = h.rsplit_once('@').map_or(h, |(_, t)| t);
+        crate::timespec::parse_time(base, now).is_some()
+    };
     if let Some(i) = spec.find(":/") {
         return (&spec[..i], &spec[i + 1..]);
     }
-    let now = now_ms();
-    if crate::timespec::parse_time(spec, now).is_some() {
+    if is_time(spec) {
         return (spec, "");
     }
     for (i, _) in spec
@@ -57,12 +62,32 @@ pub fn split_spec(spec: &str) -> (&str, &str) {
         .rev()
     {
         let head = &spec[..i];
-        let base = head.rsplit_once('@').map_or(head, |(_, t)| t);
-        if crate::timespec::parse_time(base, now).is_some() || !head.contains(':') {
+        if is_time(head) || !head.contains(':') {
             return (head, &spec[i + 1..]);
         }
     }
     (spec, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_spec;
+
+    #[test]
+    fn split_spec_handles_times_with_colons() {
+        assert_eq!(
+            split_spec("s@2025-09-18T01:26:12.205Z"),
+            ("s@2025-09-18T01:26:12.205Z", "")
+        );
+        assert_eq!(split_spec("s@2099-01-01T00:00"), ("s@2099-01-01T00:00", ""));
+        assert_eq!(
+            split_spec("s@2025-09-18T01:26:/a/b"),
+            ("s@2025-09-18T01:26", "/a/b")
+        );
+        assert_eq!(split_spec("latest:/etc"), ("latest", "/etc"));
+        assert_eq!(split_spec("abcd1234:etc/x"), ("abcd1234", "etc/x"));
+        assert_eq!(split_spec("2025-09-18T02:00"), ("2025-09-18T02:00", ""));
+    }
 }
 
 /// Resolves `SNAP[:PATH]` to a snapshot and path.

@@ -67,8 +67,16 @@ pub fn check(
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<CheckReport> {
     let mut rep = CheckReport::default();
-    let snaps = repo.snapshots()?;
-    rep.snapshots = snaps.len();
+    let (snaps, bad_manifests) = repo.snapshots_and_damage()?;
+    rep.snapshots = snaps.len() + bad_manifests.len();
+    for (name, e) in bad_manifests {
+        rep.problems.push(Problem {
+            what: format!("snapshot manifest snapshots/{name} unreadable: {e}"),
+            pack: None,
+            blob: None,
+            affected: vec![format!("snapshot {}", &name[..8.min(name.len())])],
+        });
+    }
     // Which snapshots/paths use each blob, filled lazily only for damaged blobs.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
     let mut missing: HashSet<(BlobKind, BlobId)> = HashSet::new();

@@ -252,7 +252,14 @@ impl Repository {
     /// All snapshots, oldest first. Re-lists `snapshots/` each call (cheap), so long-running
     /// readers see new snapshots; decoded manifests are cached for the process's life.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.snapshots_and_damage()?.0)
+    }
+
+    /// Like [`Repository::snapshots`], also returning the manifests that could not be read
+    /// (name and error), so `check` can report a lost snapshot instead of skipping it.
+    pub fn snapshots_and_damage(&self) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
         let names = self.be.list("snapshots")?;
+        let mut damaged = Vec::new();
         let mut out = Vec::with_capacity(names.len());
         let mut fresh = false;
         for name in names {
@@ -273,6 +280,7 @@ impl Repository {
                     }
                     Err(e) => {
                         tracing::error!(snapshot = %name, error = %e, "unreadable snapshot manifest skipped");
+                        damaged.push((name, e));
                         continue;
                     }
                 },
@@ -284,7 +292,7 @@ impl Repository {
             self.index.refresh()?;
         }
         out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
-        Ok(out)
+        Ok((out, damaged))
     }
 }
 

@@ -470,11 +470,16 @@ pub const T0: i64 = 1_600_000_000;
 pub struct RichTree {
     /// Size of the large random file (0: none).
     pub big: usize,
+    /// Number of tiny files in the `many/` directory (a large tree blob).
+    pub many: usize,
 }
 
 impl Default for RichTree {
     fn default() -> Self {
-        RichTree { big: 20 * MIB }
+        RichTree {
+            big: 20 * MIB,
+            many: 1500,
+        }
     }
 }
 
@@ -570,7 +575,7 @@ pub fn gen_rich_tree(root: &Path, opts: &RichTree) {
         lchown(&root.join("dev/loop_like"), 0, 6);
     }
     // Many entries in one directory (a large tree blob).
-    for i in 0..1500 {
+    for i in 0..opts.many {
         write_file(
             &root.join(format!("many/f{i:04}")),
             format!("{i}\n").as_bytes(),

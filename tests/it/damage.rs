@@ -12,12 +12,12 @@ use serde_json::Value;
 use crate::common::*;
 
 /// A repository with two sources whose data sit in different packs:
-/// source `A` (file `a.bin`) in one pack, source `B` (file `b.bin`) in `pack_b`.
+/// source `A` (file `a.bin`) in one pack, source `B` (file `b.bin`, snapshot `snap_b`) in
+/// `pack_b`.
 struct TwoSources {
     r: Repo,
     a_dir: PathBuf,
     b_dir: PathBuf,
-    snap_a: Value,
     snap_b: Value,
     pack_b: PathBuf,
 }
@@ -28,7 +28,7 @@ fn two_sources() -> TwoSources {
     let r = Repo::new();
     let a_dir = r.mkdir("a");
     write_random(&a_dir.join("a.bin"), FILE_SIZE, 0xa);
-    let snap_a = r.backup_dir(&a_dir, "A");
+    r.backup_dir(&a_dir, "A");
     let packs_a = r.packs();
     assert!(!packs_a.is_empty());
     let b_dir = r.mkdir("b");
@@ -45,7 +45,6 @@ fn two_sources() -> TwoSources {
         r,
         a_dir,
         b_dir,
-        snap_a,
         snap_b,
         pack_b,
     }
@@ -181,7 +180,6 @@ fn flipped_byte_in_pack_is_found_and_contained() {
     }
     // Listing still works: trees are intact.
     r.ok(&["ls", "latest", "--source", "B"]);
-    let _ = &t.snap_a;
 }
 
 #[test]
@@ -269,7 +267,13 @@ fn deleted_index_is_rebuilt() {
     let t = two_sources();
     let r = &t.r;
     let rich = r.scratch("rich");
-    gen_rich_tree(&rich, &RichTree { big: 2 * MIB });
+    gen_rich_tree(
+        &rich,
+        &RichTree {
+            big: 2 * MIB,
+            ..RichTree::default()
+        },
+    );
     r.backup_dir(&rich, "rich");
     r.backup(&[
         "--command",
@@ -305,8 +309,6 @@ fn deleted_index_is_rebuilt() {
         u64_of(&again, "/stats/bytes_added") < 64 * 1024,
         "{again:#}"
     );
-    let _ = &t.snap_a;
-    let _ = &t.snap_b;
 }
 
 #[test]
@@ -367,11 +369,6 @@ fn killed_backup_leaves_repository_usable() {
 }
 
 #[test]
-#[ignore = "BUG: src/restore.rs: when a hardlinked file's data is damaged, finish_file \
-            (line 178) removes only the first name; the other names, created by hard_link at \
-            line 272, stay behind with partial/zero-filled content and are not reported \
-            (and if the failure is finished before a later name is visited, hard_link fails \
-            and the whole restore aborts)"]
 fn damaged_hardlinked_file_leaves_no_name_with_wrong_content() {
     let r = Repo::new();
     let a_dir = r.mkdir("a");
@@ -465,11 +462,6 @@ fn damaged_tree_blob_is_found_and_contained() {
 }
 
 #[test]
-#[ignore = "BUG: a damaged snapshot manifest is invisible to `check`: Repository::snapshots \
-            (src/repo/mod.rs line 275) skips unreadable manifests with only a log line, and \
-            maint::check::check (src/maint/check.rs line 70) takes its list from there, so \
-            `check` and `check --read-data` print 'no errors found' and exit 0 while a snapshot \
-            is lost"]
 fn damaged_snapshot_manifest_is_reported_by_check() {
     let r = Repo::new();
     let src = r.scratch("src");

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: wayback vs restic vs borg on the same data, in one run.
+# Data: a pg_dump -Fc -Z0 of a pgbench database (scale $SCALE, ~15 MB per scale unit... see the
+# printed size) plus a tree of $NFILES small files. Prints a markdown table with ratios.
+# Usage: scripts/bench.sh            (SCALE=30 NFILES=30000 BENCH_DIR=/tmp/wayback-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --bench
+cargo build --release --quiet --bin wayback
+WB="${CARGO_TARGET_DIR:-$PWD/target}/release/wayback"
+SCALE=${SCALE:-30}
+NFILES=${NFILES:-30000}
+B=${BENCH_DIR:-/tmp/wayback-bench}
+PGBIN=/usr/lib/postgresql/15/bin
+export WAYBACK_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_BASE_DIR="$B/borg-home" RESTIC_CACHE_DIR="$B/restic-cache" XDG_CACHE_HOME="$B/cache"
+
+rm -rf "$B"; mkdir -p "$B"/{data/db,data/files,pg,out}
+chown postgres "$B/pg"
+# ---------- data ----------
+pg() { runuser -u postgres -- "$@"; }
+pg "$PGBIN/initdb" -D "$B/pg/data" -A trust -U postgres --no-sync >/dev/null
+pg "$PGBIN/pg_ctl" -D "$B/pg/data" -l "$B/pg/log" -o "-k $B/pg -c listen_addresses='' -c fsync=off" -w start >/dev/null
+trap 'pg "$PGBIN/pg_ctl" -D "$B/pg/data" -m immediate stop >/dev/null 2>&1 || true; for m in "$B"/mnt-*; do fusermount3 -uz "$m" 2>/dev/null || true; done' EXIT
+export PGHOST="$B/pg" PGUSER=postgres
+"$PGBIN/createdb" app
+"$PGBIN/pgbench" -i -s "$SCALE" -q app 2>/dev/null
+"$PGBIN/pg_dump" -Fc -Z0 app > "$B/dump1"
+# A clustered ~1% change: one contiguous range of accounts.
+rows=$((SCALE * 100000 / 100))
+"$PGBIN/psql" -q -d app -c "UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE aid <= $rows"
+"$PGBIN/pg_dump" -Fc -Z0 app > "$B/dump2"
+cp "$B/dump1" "$B/data/db/app.dump"
+python3 - "$B/data/files" "$NFILES" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(42)
+words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(3, 9))) for _ in range(2000)]
+for i in range(n):
+    d = os.path.join(root, f"d{i // 100:04d}")
+    if i % 100 == 0: os.makedirs(d, exist_ok=True)
+    size = rnd.randint(200, 8000)
+    body = b" ".join(rnd.choice(words) for _ in range(size // 6))
+    with open(os.path.join(d, f"f{i:06d}.txt"), "wb") as f: f.write(body[:size])
+PY
+DATA_MB=$(du -sm "$B/data" | cut -f1)
+echo "data: $(du -sh "$B/data/db/app.dump" | cut -f1) dump + $NFILES small files ($(du -sh "$B/data/files" | cut -f1)); total ${DATA_MB} MB" >&2
+
+# ---------- helpers ----------
+# t CMD...: runs CMD, prints "seconds peakRSS_MB"
+t() { /usr/bin/time -f "%e %M" -o "$B/time.txt" "$@" >/dev/null 2>"$B/last.err" || { cat "$B/last.err" >&2; return 1; }; awk '{printf "%s %.0f", $1, $2/1024}' "$B/time.txt"; }
+size() { du -sb "$1" | cut -f1; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+declare -A R
+run_tool() {
+  local tool=$1 repo="$B/repo-$1" out="$B/out/$1"
+  case $tool in
+    wayback) init() { "$WB" --repo "$repo" init >/dev/null; }
+             bk() { (cd "$B" && t "$WB" --repo "$repo" backup data --source bench); }
+             rs() { t "$WB" --repo "$repo" restore latest --source bench --target "$out"; } ;;
+    restic)  init() { restic -r "$repo" init >/dev/null 2>&1; }
+             bk() { (cd "$B" && t restic -r "$repo" backup data); }
+             rs() { t restic -r "$repo" restore latest --target "$out"; } ;;
+    borg)    init() { borg init -e repokey "$repo" >/dev/null 2>&1; }
+             bk() { (cd "$B" && t borg create --compression zstd,3 "$repo::s$(date +%s%N)" data); }
+             rs() { mkdir -p "$out" && (cd "$out" && t borg extract "$repo::$(borg list --last 1 --short "$repo")"); } ;;
+  esac
+  cp "$B/dump1" "$B/data/db/app.dump"; touch -d '2025-01-01' "$B/data/db/app.dump"
+  init; drop_caches
+  read -r R[$tool.first] R[$tool.first_rss] < <(bk)
+  local s0; s0=$(size "$repo")
+  read -r R[$tool.unchanged] _ < <(bk)
+  cp "$B/dump2" "$B/data/db/app.dump"
+  local s1; s1=$(size "$repo")
+  read -r R[$tool.changed] _ < <(bk)
+  R[$tool.added]=$(( ($(size "$repo") - s1) / 1024 / 1024 ))
+  R[$tool.repo]=$(( s0 / 1024 / 1024 ))
+  drop_caches
+  read -r R[$tool.restore] R[$tool.restore_rss] < <(rs)
+  diff -rq "$B/data" "$out/data" >/dev/null 2>&1 || diff -rq "$B/data" "$out" >/dev/null || echo "WARNING: $tool restore differs" >&2
+  rm -rf "$out"
+}
+for tool in wayback restic borg; do echo "running $tool..." >&2; run_tool $tool; done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2fx", b / a; else print "-" }'; }
+mbps() { awk -v s="$1" -v m="$DATA_MB" 'BEGIN { if (s > 0) printf "%.0f", m / s; else print "-" }'; }
+echo
+echo "| metric | wayback | restic | borg | restic/wayback | borg/wayback |"
+echo "| --- | --- | --- | --- | --- | --- |"
+row() { echo "| $1 | ${R[wayback.$2]} | ${R[restic.$2]} | ${R[borg.$2]} | $(ratio "${R[wayback.$2]}" "${R[restic.$2]}") | $(ratio "${R[wayback.$2]}" "${R[borg.$2]}") |"; }
+row "first backup (s)" first
+echo "| first backup MB/s | $(mbps "${R[wayback.first]}") | $(mbps "${R[restic.first]}") | $(mbps "${R[borg.first]}") | | |"
+row "unchanged 2nd backup (s)" unchanged
+row "backup after 1% dump change (s)" changed
+row "bytes added by 1% change (MiB)" added
+row "repository size after first (MiB)" repo
+row "restore (s)" restore
+row "peak RSS backup (MB)" first_rss
+row "peak RSS restore (MB)" restore_rss
+echo "(ratios > 1 mean wayback is faster/smaller; data ${DATA_MB} MB, scale $SCALE, $NFILES files)"
+
+# ---------- mount ----------
+echo >&2; echo "mount benchmarks..." >&2
+declare -A M
+mount_tool() {
+  local tool=$1 repo="$B/repo-$1" mp="$B/mnt-$1" root
+  mkdir -p "$mp"
+  local t0; t0=$(date +%s.%N)
+  case $tool in
+    wayback) "$WB" --repo "$repo" mount "$mp" --daemon >/dev/null; root="$mp/latest/bench/data" ;;
+    restic)  restic -r "$repo" mount "$mp" >/dev/null 2>&1 & sleep 0.2
+             until [ -d "$mp/snapshots/latest" ]; do sleep 0.1; done; root="$mp/snapshots/latest/data" ;;
+    borg)    borg mount "$repo::$(borg list --last 1 --short "$repo")" "$mp"; root="$mp/data" ;;
+  esac
+  ls "$root" >/dev/null
+  M[$tool.first_ls]=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}')
+  drop_caches
+  local s; s=$( { /usr/bin/time -f "%e" cat "$root/db/app.dump" > /dev/null; } 2>&1 | tail -1)
+  M[$tool.seq]=$(awk -v s="$s" -v f="$(stat -c %s "$B/dump2")" 'BEGIN{ if (s>0) printf "%.0f", f/1e6/s; else print "-"}')
+  M[$tool.walk_cold]=$( { /usr/bin/time -f "%e" ls -lR "$root/files" > /dev/null; } 2>&1 | tail -1)
+  M[$tool.walk_warm]=$( { /usr/bin/time -f "%e" ls -lR "$root/files" > /dev/null; } 2>&1 | tail -1)
+  local pid; pid=$(pgrep -f "$mp" | head -1 || true)
+  M[$tool.rss]=$([ -n "$pid" ] && awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" || echo -)
+  fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" || true
+  sleep 0.5
+}
+for tool in wayback restic borg; do mount_tool $tool; done
+catsecs=$( { /usr/bin/time -f "%e" "$WB" --repo "$B/repo-wayback" cat latest:/db/app.dump --source bench > /dev/null; } 2>&1 | tail -1)
+catmb=$(awk -v s="$catsecs" -v f="$(stat -c %s "$B/dump2")" 'BEGIN{printf "%.0f", f/1e6/s}')
+echo
+echo "| mount metric | wayback | restic | borg |"
+echo "| --- | --- | --- | --- |"
+for k in "first ls after mount (s):first_ls" "sequential read of the dump (MB/s):seq" "ls -lR small-file tree, cold (s):walk_cold" "ls -lR small-file tree, warm (s):walk_warm" "mount peak RSS (MB):rss"; do
+  n=${k%%:*}; m=${k##*:}
+  echo "| $n | ${M[wayback.$m]} | ${M[restic.$m]} | ${M[borg.$m]} |"
+done
+echo "(wayback cat of the same dump to /dev/null: ${catmb} MB/s)"
