@@ -69,27 +69,6 @@ pub fn split_spec(spec: &str) -> (&str, &str) {
     (spec, "")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_spec;
-
-    #[test]
-    fn split_spec_handles_times_with_colons() {
-        assert_eq!(
-            split_spec("s@2025-09-18T01:26:12.205Z"),
-            ("s@2025-09-18T01:26:12.205Z", "")
-        );
-        assert_eq!(split_spec("s@2099-01-01T00:00"), ("s@2099-01-01T00:00", ""));
-        assert_eq!(
-            split_spec("s@2025-09-18T01:26:/a/b"),
-            ("s@2025-09-18T01:26", "/a/b")
-        );
-        assert_eq!(split_spec("latest:/etc"), ("latest", "/etc"));
-        assert_eq!(split_spec("abcd1234:etc/x"), ("abcd1234", "etc/x"));
-        assert_eq!(split_spec("2025-09-18T02:00"), ("2025-09-18T02:00", ""));
-    }
-}
-
 /// Resolves `SNAP[:PATH]` to a snapshot and path.
 pub fn resolve_spec(
     repo: &Repository,
@@ -240,4 +219,25 @@ pub fn run_cat(ra: &RepoArgs, a: CatArgs) -> anyhow::Result<i32> {
     }
     out.flush().ok();
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_spec;
+
+    #[test]
+    fn split_spec_handles_times_with_colons() {
+        assert_eq!(
+            split_spec("s@2025-09-18T01:26:12.205Z"),
+            ("s@2025-09-18T01:26:12.205Z", "")
+        );
+        assert_eq!(split_spec("s@2099-01-01T00:00"), ("s@2099-01-01T00:00", ""));
+        assert_eq!(
+            split_spec("s@2025-09-18T01:26:/a/b"),
+            ("s@2025-09-18T01:26", "/a/b")
+        );
+        assert_eq!(split_spec("latest:/etc"), ("latest", "/etc"));
+        assert_eq!(split_spec("abcd1234:etc/x"), ("abcd1234", "etc/x"));
+        assert_eq!(split_spec("2025-09-18T02:00"), ("2025-09-18T02:00", ""));
+    }
 }

@@ -44,6 +44,9 @@ pub struct Config {
     pub created: String,
 }
 
+/// Snapshot manifests that could not be read: file name and why.
+pub type DamagedManifests = Vec<(String, Error)>;
+
 /// How a command uses the repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -257,7 +260,7 @@ impl Repository {
 
     /// Like [`Repository::snapshots`], also returning the manifests that could not be read
     /// (name and error), so `check` can report a lost snapshot instead of skipping it.
-    pub fn snapshots_and_damage(&self) -> Result<(Vec<Snapshot>, Vec<(String, Error)>)> {
+    pub fn snapshots_and_damage(&self) -> Result<(Vec<Snapshot>, DamagedManifests)> {
         let names = self.be.list("snapshots")?;
         let mut damaged = Vec::new();
         let mut out = Vec::with_capacity(names.len());
