@@ -8,4 +8,4 @@ scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test.log
+cargo test --workspace --no-fail-fast
