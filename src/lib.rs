@@ -8,6 +8,7 @@
 pub mod chunker;
 pub mod cli;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod fsview;
 pub mod id;

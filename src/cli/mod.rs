@@ -9,9 +9,11 @@
 mod backup;
 mod check;
 mod common;
+mod diff;
 mod index;
 mod init;
 mod key;
+mod log;
 mod ls;
 mod mount;
 mod restore;
@@ -73,6 +75,10 @@ pub enum Cmd {
     Restore(restore::Args),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::Args),
+    /// Compare two snapshots at the cost of the change (exit 0 same, 1 different, 2 trouble).
+    Diff(diff::Args),
+    /// Versions of one path across a source's snapshots, newest first.
+    Log(log::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -96,6 +102,8 @@ pub fn main_entry() -> i32 {
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Diff(a) => diff::run(&cli.repo, a),
+        Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),
         Cmd::Umount(a) => mount::run_umount(a),
     };

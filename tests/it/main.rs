@@ -4,5 +4,6 @@
 mod common;
 mod core;
 mod damage;
+mod diff;
 mod mount;
 mod pg;
