@@ -22,6 +22,18 @@ pub enum Virt {
     SnapshotsRoot,
     /// `/snapshots/<source>`.
     SnapSource(String),
+    /// `/history`.
+    HistoryRoot,
+    /// `/history/<source>/<path>`: a directory of the newest snapshot (`versions == false`), or
+    /// the versions of the non-directory at `path` (`versions == true`).
+    History {
+        /// Source name.
+        source: String,
+        /// Path inside the source's snapshots.
+        path: Vec<u8>,
+        /// Whether this lists versions of one entry.
+        versions: bool,
+    },
 }
 
 /// What an inode stands for.
@@ -113,7 +125,15 @@ impl Inodes {
     /// name stands for changed, e.g. `/latest/src` after a new backup).
     pub fn child(&mut self, parent: Ino, name: &[u8], data: InodeData, _counted: bool) -> Ino {
         let proot = self.slots.get(parent as usize - 1).map_or(0, |s| s.root);
+        // Children of a versions directory come from different trees: key them by name.
+        let versions_parent = matches!(
+            self.slots.get(parent as usize - 1).map(|s| &s.data),
+            Some(InodeData::Virt {
+                virt: Virt::History { versions: true, .. }
+            })
+        );
         let key = match &data {
+            _ if versions_parent => Key::Named(parent, name.into()),
             InodeData::Node {
                 link_group: Some(g),
                 is_dir: false,

@@ -278,6 +278,7 @@ impl RepoView {
                         ("at", Virt::AtRoot),
                         ("latest", Virt::LatestRoot),
                         ("snapshots", Virt::SnapshotsRoot),
+                        ("history", Virt::HistoryRoot),
                     ] {
                         out.push((OsString::from(n), InodeData::virt(v), Kind::Dir));
                     }
@@ -327,6 +328,80 @@ impl RepoView {
                         ));
                     }
                 }
+                Virt::HistoryRoot => {
+                    for src in sources(&snaps) {
+                        let v = Virt::History {
+                            source: src.clone(),
+                            path: Vec::new(),
+                            versions: false,
+                        };
+                        out.push((OsString::from(src), InodeData::virt(v), Kind::Dir));
+                    }
+                }
+                Virt::History {
+                    source,
+                    path,
+                    versions: false,
+                } => {
+                    let s = as_of(&snaps, &source, i64::MAX).ok_or(Errno::ENOENT)?;
+                    let tree = match self.locate(&s.root, &path)? {
+                        None if path.is_empty() => s.root,
+                        None => return Err(Errno::ENOENT),
+                        Some((t, i)) => {
+                            let t = self.tree(&t)?;
+                            match (t.nodes[i].kind, t.nodes[i].subtree) {
+                                (NodeKind::Dir, Some(sub)) => sub,
+                                _ => return Err(Errno::ENOTDIR),
+                            }
+                        }
+                    };
+                    for n in &self.tree(&tree)?.nodes {
+                        let mut p = path.clone();
+                        if !p.is_empty() {
+                            p.push(b'/');
+                        }
+                        p.extend_from_slice(&n.name);
+                        let v = Virt::History {
+                            source: source.clone(),
+                            path: p,
+                            versions: n.kind != NodeKind::Dir,
+                        };
+                        out.push((
+                            OsString::from_vec(n.name.clone()),
+                            InodeData::virt(v),
+                            Kind::Dir,
+                        ));
+                    }
+                }
+                Virt::History {
+                    source,
+                    path,
+                    versions: true,
+                } => {
+                    // One entry per distinct version, named by the time it first appeared.
+                    let mut last: Option<(Vec<crate::tree::ChunkRef>, NodeKind, Option<Vec<u8>>)> =
+                        None;
+                    for s in snaps.iter().filter(|s| s.source == source) {
+                        let Some((t, i)) = self.locate(&s.root, &path)? else {
+                            last = None;
+                            continue;
+                        };
+                        let tree = self.tree(&t)?;
+                        let n = &tree.nodes[i];
+                        let sig = (n.content.clone(), n.kind, n.link_target.clone());
+                        if last.as_ref() != Some(&sig) && n.kind != NodeKind::Dir {
+                            let data = InodeData::Node {
+                                tree: t,
+                                index: i as u32,
+                                live: false,
+                                link_group: None,
+                                is_dir: false,
+                            };
+                            out.push((OsString::from(s.time_name()), data, kind_of(n.kind)));
+                        }
+                        last = Some(sig);
+                    }
+                }
                 Virt::SnapSource(src) => {
                     for s in snaps.iter().filter(|s| s.source == src) {
                         out.push((
@@ -370,6 +445,28 @@ impl RepoView {
             ));
         }
         Ok(())
+    }
+
+    /// The tree holding the entry at `path` under `root`, and its index there; `None` when the
+    /// path does not exist in that snapshot (or is empty: the root has no containing tree).
+    fn locate(&self, root: &TreeId, path: &[u8]) -> Result<Option<(TreeId, usize)>, Errno> {
+        let comps = crate::tree::reader::components(path);
+        let mut tree = *root;
+        let mut found = None;
+        for (k, c) in comps.iter().enumerate() {
+            let t = self.tree(&tree)?;
+            let Ok(i) = t.nodes.binary_search_by(|n| n.name.as_slice().cmp(c)) else {
+                return Ok(None);
+            };
+            found = Some((tree, i));
+            if k + 1 < comps.len() {
+                match (t.nodes[i].kind, t.nodes[i].subtree) {
+                    (NodeKind::Dir, Some(sub)) => tree = sub,
+                    _ => return Ok(None),
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Looks `name` up in a snapshot directory by binary search (directories can be huge).

@@ -274,3 +274,33 @@ fn log_lists_versions_newest_first() {
     assert_eq!(lines[1]["node"]["size"], 4);
     assert_eq!(lines[2]["node"]["size"], 3);
 }
+
+#[test]
+fn history_in_the_mount_shows_each_version_once() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/app.conf"), "v1\n").unwrap();
+    let s1 = r.backup_dir(&src, "t");
+    r.backup_dir(&src, "t"); // unchanged: no new version
+    fs::write(src.join("etc/app.conf"), "version two\n").unwrap();
+    let s3 = r.backup_dir(&src, "t");
+    let m = Mounted::new(&r, &[]);
+    let dir = m.p("history/t/etc/app.conf");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            s1["time_name"].as_str().unwrap().to_string(),
+            s3["time_name"].as_str().unwrap().to_string()
+        ]
+    );
+    assert_eq!(fs::read(dir.join(&names[0])).unwrap(), b"v1\n");
+    assert_eq!(fs::read(dir.join(&names[1])).unwrap(), b"version two\n");
+    assert!(m.p("history/t/etc").is_dir());
+    assert!(!m.p("history/t/nope").exists());
+}
