@@ -27,6 +27,10 @@ seq 1 1000 | "$WB" backup --stdin --stdin-name numbers.txt --source piped
 "$WB" snapshots --source etc --json | head -5
 "$WB" ls "etc@$(date -u +%Y-%m-%dT%H:%M:%S):/nginx" --json | head -2
 "$WB" key list
+first=$("$WB" snapshots --source etc --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["short_id"])')
+"$WB" diff "$first" latest --source etc --name-status || [ $? -eq 1 ]   # exit 1: they differ
+"$WB" diff "$first" latest --source etc --stat --ignore-meta || [ $? -eq 1 ]
+"$WB" log --source etc /nginx/nginx.conf
 "$WB" ls latest --source etc -l
 "$WB" cat latest:/nginx/nginx.conf --source etc
 "$WB" restore latest --source etc --target "$work/restored"
@@ -40,6 +44,7 @@ if [[ -e /dev/fuse ]] && command -v fusermount3 >/dev/null; then
   test ! -e "$mnt/snapshots/etc/$first/nginx/nginx.conf"   # did not exist in the first snapshot
   diff -r "$work/etc" "$mnt/latest/etc"
   head -3 "$mnt/at/now/app-db/numbers.txt"
+  ls "$mnt/history/etc/nginx/nginx.conf"
   "$WB" umount "$mnt"
 fi
 "$WB" check --read-data --subset 1/2
