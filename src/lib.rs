@@ -21,5 +21,6 @@ pub mod restore;
 pub mod snapshot;
 pub mod timespec;
 pub mod tree;
+pub mod wal;
 
 pub use error::{Error, Result};

@@ -33,6 +33,13 @@ pub struct Args {
     /// Store the stdout of this shell command (e.g. 'pg_dump -Fc app').
     #[arg(long)]
     pub command: Option<String>,
+    /// Run a base-backup command whose stdout is a tar stream (e.g. 'pg_basebackup -D - -Ft -X none')
+    /// and store it unpacked, so the snapshot is a data directory.
+    #[arg(long, conflicts_with_all = ["stdin", "command"])]
+    pub basebackup: Option<String>,
+    /// WAL archive (cluster) name a base backup belongs to (recorded with its WAL range).
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// File name for --stdin/--command content.
     #[arg(long)]
     pub stdin_name: Option<String>,
@@ -67,7 +74,19 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             }
         })
     };
-    let snap = if a.stdin || a.command.is_some() {
+    let snap = if let Some(cmd) = &a.basebackup {
+        if !a.paths.is_empty() {
+            bail!("give either paths or --basebackup, not both");
+        }
+        stream::backup_basebackup(
+            &repo,
+            &a.source,
+            cmd,
+            &a.tags,
+            a.cluster.clone(),
+            counters.clone(),
+        )
+    } else if a.stdin || a.command.is_some() {
         if !a.paths.is_empty() {
             bail!("give either paths or --stdin/--command, not both");
         }

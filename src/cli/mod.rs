@@ -4,7 +4,8 @@
 //! 0 success; 1 other error; 2 usage error; 3 snapshot written but incomplete (files changed or
 //! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
-//! file could not be restored; 13 snapshot, path or repository not found.
+//! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
+//! archived with different content; 15 WAL segment of another cluster.
 
 mod backup;
 mod check;
@@ -16,8 +17,10 @@ mod key;
 mod log;
 mod ls;
 mod mount;
+mod pitr;
 mod restore;
 mod snapshots;
+mod wal;
 
 use clap::{Parser, Subcommand};
 
@@ -84,6 +87,15 @@ pub enum Cmd {
     Index(index::IndexCmd),
     /// Mount every snapshot as a read-only directory tree.
     Mount(mount::Args),
+    /// Archive one PostgreSQL WAL file (archive_command); exit 0 only once durable.
+    WalPush(wal::PushArgs),
+    /// Restore one archived WAL file (restore_command); exit 1 when absent.
+    WalFetch(wal::FetchArgs),
+    /// Prepare a data directory that recovers to a point in time (base backup + WAL).
+    Pitr(pitr::Args),
+    /// WAL archive status.
+    #[command(subcommand)]
+    Wal(wal::WalCmd),
     /// Unmount a wayback mount (also cleans a stale one left by a killed process).
     Umount(mount::UmountArgs),
 }
@@ -106,6 +118,10 @@ pub fn main_entry() -> i32 {
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),
         Cmd::Umount(a) => mount::run_umount(a),
+        Cmd::WalPush(a) => wal::run_push(&cli.repo, a),
+        Cmd::WalFetch(a) => wal::run_fetch(&cli.repo, a),
+        Cmd::Wal(c) => wal::run(&cli.repo, c),
+        Cmd::Pitr(a) => pitr::run(&cli.repo, a),
     };
     match r {
         Ok(code) => code,

@@ -24,6 +24,10 @@ pub enum Virt {
     SnapSource(String),
     /// `/history`.
     HistoryRoot,
+    /// `/wal`.
+    WalRoot,
+    /// `/wal/<cluster>`.
+    WalCluster(String),
     /// `/history/<source>/<path>`: a directory of the newest snapshot (`versions == false`), or
     /// the versions of the non-directory at `path` (`versions == true`).
     History {
@@ -50,6 +54,13 @@ pub enum InodeData {
         snap: SnapshotId,
         /// Whether the mapping name -> snapshot may change (`/latest`, recent `/at/T`).
         live: bool,
+    },
+    /// One archived WAL file.
+    Wal {
+        /// Cluster.
+        cluster: String,
+        /// PostgreSQL file name.
+        name: String,
     },
     /// Entry `index` of tree `tree`.
     Node {

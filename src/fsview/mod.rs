@@ -63,6 +63,7 @@ pub struct RepoView {
     trees: Mutex<LruCache<TreeId, Arc<Tree>>>,
     chunks: Arc<ChunkCache>,
     starts: Mutex<LruCache<Ino, Arc<Vec<u64>>>>,
+    wal: Mutex<LruCache<(String, String), Arc<Tree>>>,
     snaps: Mutex<SnapList>,
     prefetch: Sender<(Arc<Repository>, crate::id::BlobId)>,
     mounted_at: SystemTime,
@@ -126,6 +127,9 @@ impl RepoView {
             chunks,
             starts: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
+            )),
+            wal: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(4096).expect("nonzero"),
             )),
             snaps: Mutex::new(SnapList {
                 at: Instant::now() - SNAPSHOT_REFRESH * 2,
@@ -236,6 +240,13 @@ impl RepoView {
                     ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
                 }
             }
+            InodeData::Wal { .. } => {
+                let (t, i) = self.file_node(ino)?;
+                Entry {
+                    attr: self.node_attr(ino, &t.nodes[i]),
+                    ttl: TTL_LIVE,
+                }
+            }
             InodeData::Node {
                 tree, index, live, ..
             } => {
@@ -279,6 +290,7 @@ impl RepoView {
                         ("latest", Virt::LatestRoot),
                         ("snapshots", Virt::SnapshotsRoot),
                         ("history", Virt::HistoryRoot),
+                        ("wal", Virt::WalRoot),
                     ] {
                         out.push((OsString::from(n), InodeData::virt(v), Kind::Dir));
                     }
@@ -325,6 +337,31 @@ impl RepoView {
                             OsString::from(src.clone()),
                             InodeData::virt(Virt::SnapSource(src)),
                             Kind::Dir,
+                        ));
+                    }
+                }
+                Virt::WalRoot => {
+                    let cs = crate::wal::clusters(self.repo.be.as_ref())
+                        .map_err(|e| errno(&e, &|| "listing /wal".into()))?;
+                    for c in cs {
+                        out.push((
+                            OsString::from(c.clone()),
+                            InodeData::virt(Virt::WalCluster(c)),
+                            Kind::Dir,
+                        ));
+                    }
+                }
+                Virt::WalCluster(c) => {
+                    let names = crate::wal::list(self.repo.be.as_ref(), &c)
+                        .map_err(|e| errno(&e, &|| format!("listing /wal/{c}")))?;
+                    for n in names {
+                        out.push((
+                            OsString::from(n.clone()),
+                            InodeData::Wal {
+                                cluster: c.clone(),
+                                name: n,
+                            },
+                            Kind::File,
                         ));
                     }
                 }
@@ -426,6 +463,7 @@ impl RepoView {
                     _ => return Err(Errno::ENOTDIR),
                 }
             }
+            InodeData::Wal { .. } => return Err(Errno::ENOTDIR),
         }
         Ok(out)
     }
@@ -488,6 +526,21 @@ impl RepoView {
             .ok_or(Errno::ENOENT)?;
         match data {
             InodeData::Node { tree, index, .. } => self.node(&tree, index),
+            InodeData::Wal { cluster, name } => {
+                let key = (cluster, name);
+                if let Some(t) = self.wal.lock().expect("poisoned").get(&key) {
+                    return Ok((t.clone(), 0));
+                }
+                let rec = crate::wal::read_record(&self.repo, &key.0, &key.1).map_err(|e| {
+                    errno(&e, &|| format!("WAL record {}/{} unreadable", key.0, key.1))
+                })?;
+                self.repo.add_location_hints(rec.hints());
+                let t = Arc::new(Tree {
+                    nodes: vec![rec.to_node()],
+                });
+                self.wal.lock().expect("poisoned").put(key, t.clone());
+                Ok((t, 0))
+            }
             _ => Err(Errno::EISDIR),
         }
     }
@@ -573,6 +626,7 @@ impl View for RepoView {
                     _ => return Err(Errno::ENOTDIR),
                 }
             }
+            InodeData::Wal { .. } => return Err(Errno::ENOTDIR),
             InodeData::Virt { .. } => self
                 .children(parent)?
                 .into_iter()

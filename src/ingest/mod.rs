@@ -12,6 +12,7 @@
 
 pub mod fs;
 pub mod stream;
+pub mod tar;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -15,7 +15,7 @@ use crate::id::BlobKind;
 use crate::ingest::fs::hostname;
 use crate::ingest::{with_saver, Counters};
 use crate::repo::Repository;
-use crate::snapshot::{Snapshot, SnapshotKind, SnapshotStats};
+use crate::snapshot::{DbPoint, Snapshot, SnapshotKind, SnapshotStats};
 use crate::timespec::now_ms;
 use crate::tree::{ChunkRef, Node, NodeKind, Tree};
 
@@ -142,6 +142,107 @@ pub fn backup(repo: &Repository, req: &StreamBackup, counters: Arc<Counters>) ->
         warnings: vec![],
         complete: true,
         db: None,
+    };
+    repo.save_snapshot(&mut snap)?;
+    Ok(snap)
+}
+
+/// Reads the WAL range a base backup needs from its `backup_label` and `backup_manifest`.
+pub fn db_point(
+    kept: &std::collections::HashMap<String, Vec<u8>>,
+    cluster: Option<String>,
+) -> DbPoint {
+    let mut p = DbPoint {
+        cluster,
+        ..Default::default()
+    };
+    if let Some(label) = kept.get("backup_label") {
+        for line in String::from_utf8_lossy(label).lines() {
+            if let Some(rest) = line.strip_prefix("START WAL LOCATION: ") {
+                let mut it = rest.split_whitespace();
+                p.start_lsn = it.next().map(str::to_string);
+                p.wal_start = rest
+                    .split("(file ")
+                    .nth(1)
+                    .map(|f| f.trim_end_matches(')').to_string());
+            } else if let Some(t) = line.strip_prefix("START TIMELINE: ") {
+                p.timeline = t.trim().parse().ok();
+            }
+        }
+    }
+    if let Some(m) = kept.get("backup_manifest") {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(m) {
+            if let Some(r) = v["WAL-Ranges"].as_array().and_then(|a| a.last()) {
+                p.stop_lsn = r["End-LSN"].as_str().map(str::to_string);
+                let tli = r["Timeline"].as_u64().unwrap_or(1) as u32;
+                if let Some(lsn) = p.stop_lsn.as_deref().and_then(crate::wal::names::parse_lsn) {
+                    // 16 MiB segments (PostgreSQL's default); other sizes are noted in wal status.
+                    p.wal_stop = Some(crate::wal::names::segment_name(
+                        tli,
+                        lsn.saturating_sub(1),
+                        16 << 20,
+                    ));
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Runs a base-backup command (e.g. `pg_basebackup -D - -Ft -X none`), unpacks its tar stream
+/// into a snapshot tree and records the WAL range it needs. A failing command keeps nothing
+/// visible.
+pub fn backup_basebackup(
+    repo: &Repository,
+    source: &str,
+    cmd: &str,
+    tags: &[String],
+    cluster: Option<String>,
+    counters: Arc<Counters>,
+) -> Result<Snapshot> {
+    let started = std::time::Instant::now();
+    let time = now_ms();
+    let un = with_saver(repo, counters.clone(), |saver| {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Command(format!("cannot start `{cmd}`: {e}")))?;
+        let out = child.stdout.take().expect("piped stdout");
+        let r = crate::ingest::tar::store_tar(repo, saver, out);
+        let status = child
+            .wait()
+            .map_err(|e| Error::Command(format!("`{cmd}`: {e}")))?;
+        let un = r?;
+        if !status.success() {
+            return Err(Error::Command(format!(
+                "`{cmd}` exited with {status}; no snapshot was written"
+            )));
+        }
+        Ok(un)
+    })?;
+    let mut stats = un.stats.clone();
+    stats.bytes_added = counters.bytes_added.load(Ordering::Relaxed);
+    stats.bytes_stored = counters.bytes_stored.load(Ordering::Relaxed);
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let mut snap = Snapshot {
+        id: Default::default(),
+        version: 0,
+        source: source.to_string(),
+        time,
+        host: hostname(),
+        tags: tags.to_vec(),
+        kind: SnapshotKind::Basebackup,
+        paths: vec![format!("command: {cmd}")],
+        root: un.root,
+        root_meta: Some(un.root_meta),
+        parent: None,
+        stats,
+        warnings: vec![],
+        complete: true,
+        db: Some(db_point(&un.kept, cluster)),
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)

@@ -17,7 +17,7 @@ use crate::chunker::ChunkerParams;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind, SnapshotId};
-use crate::index::{rebuild, Index};
+use crate::index::{rebuild, BlobLocation, Index};
 use crate::pack::{open_blob, pack_path};
 use crate::snapshot::{Snapshot, SNAPSHOT_AD, SNAPSHOT_VERSION};
 use crate::tree::Tree;
@@ -71,6 +71,8 @@ pub struct Repository {
     /// Id of the key file that opened the repository.
     pub key_id: String,
     snapshots: Mutex<HashMap<String, Snapshot>>,
+    /// Locations of blobs not in the index (WAL chunks carry their own; see `wal`).
+    hints: Mutex<HashMap<BlobId, BlobLocation>>,
     _lock: Option<WriterLock>,
 }
 
@@ -171,6 +173,7 @@ impl Repository {
             index,
             key_id,
             snapshots: Mutex::new(HashMap::new()),
+            hints: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         if access == Access::Write {
@@ -190,12 +193,20 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob. Damage anywhere is `Corrupt` naming the pack.
     pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.index.get(kind, id)?.ok_or_else(|| {
-            Error::Corrupt(format!(
-                "{kind:?} blob {} is not in the index (missing pack?)",
-                id.short()
-            ))
-        })?;
+        let hinted = || {
+            (kind == BlobKind::Data)
+                .then(|| self.hints.lock().expect("poisoned").get(id).copied())
+                .flatten()
+        };
+        let loc = match self.index.get(kind, id)? {
+            Some(l) => l,
+            None => hinted().ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{kind:?} blob {} is not in the index (missing pack?)",
+                    id.short()
+                ))
+            })?,
+        };
         let path = pack_path(&loc.pack);
         let sealed = self
             .be
@@ -208,6 +219,12 @@ impl Repository {
         open_blob(&self.key, kind, id, loc.raw_length, &sealed, &|| {
             format!("pack {}", loc.pack)
         })
+    }
+
+    /// Teaches the reader where data blobs live that the index may not know yet (WAL chunks are
+    /// written by `wal-push` without the index, and their records carry their locations).
+    pub fn add_location_hints(&self, hints: impl IntoIterator<Item = (BlobId, BlobLocation)>) {
+        self.hints.lock().expect("poisoned").extend(hints);
     }
 
     /// Loads and decodes a tree.

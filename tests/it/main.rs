@@ -7,3 +7,5 @@ mod damage;
 mod diff;
 mod mount;
 mod pg;
+mod pitr;
+mod wal;

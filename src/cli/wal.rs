@@ -1,0 +1,142 @@
+//! `wayback wal-push`, `wayback wal-fetch`, `wayback wal status`: PostgreSQL's archive and
+//! restore commands, and the archive's health.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::cli::common::RepoArgs;
+use crate::repo::{Access, Repository};
+use crate::wal::{self, Pushed, WalError};
+
+/// Exit status: the file is already archived with different content.
+pub const EXIT_WAL_CONFLICT: i32 = 14;
+/// Exit status: the segment belongs to another cluster.
+pub const EXIT_WAL_OTHER_CLUSTER: i32 = 15;
+
+/// Arguments of `wal-push` (`archive_command = 'wayback wal-push --cluster main %p'`).
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Path of the file to archive (PostgreSQL's %p, relative to the data directory).
+    pub path: PathBuf,
+    /// Archive name; default: the data directory's name.
+    #[arg(long)]
+    pub cluster: Option<String>,
+}
+
+/// Arguments of `wal-fetch` (`restore_command = 'wayback wal-fetch --cluster main %f %p'`).
+#[derive(clap::Args, Debug)]
+pub struct FetchArgs {
+    /// File name wanted (%f).
+    pub name: String,
+    /// Where to write it (%p).
+    pub dest: PathBuf,
+    /// Archive name.
+    #[arg(long)]
+    pub cluster: String,
+}
+
+/// `wal` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum WalCmd {
+    /// Per cluster: newest segment, its age (the live RPO), gaps, timelines.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn default_cluster(path: &std::path::Path) -> anyhow::Result<String> {
+    let abs = std::path::absolute(path)?;
+    // %p is pg_wal/<name> relative to the data directory.
+    let data = abs
+        .parent()
+        .and_then(|p| p.parent())
+        .context("cannot tell the cluster from the path; use --cluster")?;
+    Ok(data
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("use --cluster")?
+        .to_string())
+}
+
+/// Archives one file; exit 0 only when durable.
+pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
+    let cluster = match a.cluster {
+        Some(c) => c,
+        None => default_cluster(&a.path)?,
+    };
+    let path = ra.path()?;
+    let pass = ra.password(false)?;
+    // No writer lock: wal-push writes only its own packs and records (see `wal`).
+    let repo = Repository::open(&path, &pass, Access::Read)?;
+    match wal::push(&repo, &cluster, &a.path) {
+        Ok(Pushed::Stored) => Ok(0),
+        Ok(Pushed::AlreadyThere) => {
+            tracing::info!(file = %a.path.display(), "already archived with identical content");
+            Ok(0)
+        }
+        Err(e @ WalError::Conflict { .. }) => {
+            eprintln!("wayback wal-push: {e}");
+            Ok(EXIT_WAL_CONFLICT)
+        }
+        Err(e @ WalError::OtherCluster { .. }) => {
+            eprintln!("wayback wal-push: {e}");
+            Ok(EXIT_WAL_OTHER_CLUSTER)
+        }
+        Err(WalError::Repo(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Restores one file; exit 1 quickly and silently when it is not archived.
+pub fn run_fetch(ra: &RepoArgs, a: FetchArgs) -> anyhow::Result<i32> {
+    let root = ra.path()?;
+    let be = crate::repo::backend::LocalBackend::new(&root);
+    if !wal::exists(&be, &a.cluster, &a.name)? {
+        return Ok(1);
+    }
+    let repo = ra.open(Access::Read)?;
+    wal::fetch(&repo, &a.cluster, &a.name, &a.dest)?;
+    Ok(0)
+}
+
+/// Prints archive status.
+pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
+    match cmd {
+        WalCmd::Status { json } => {
+            let repo = ra.open(Access::Read)?;
+            let st = wal::status(&repo)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                for c in &st {
+                    println!(
+                        "{}: {} files, newest segment {} ({}), timelines {:?}, {}",
+                        c.cluster,
+                        c.files,
+                        c.newest_segment.as_deref().unwrap_or("-"),
+                        c.newest_age_s
+                            .map(|a| format!("archived {a:.0} s ago"))
+                            .unwrap_or_else(|| "-".into()),
+                        c.timelines,
+                        if c.gaps.is_empty() {
+                            "no gaps".to_string()
+                        } else {
+                            c.gaps
+                                .iter()
+                                .map(|(_, a, b)| format!("gap {a}..{b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    );
+                }
+                if st.is_empty() {
+                    println!("no WAL archived yet");
+                }
+            }
+            Ok(0)
+        }
+    }
+}

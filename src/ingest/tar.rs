@@ -1,0 +1,185 @@
+//! Unpacking a tar stream (pg_basebackup `-Ft -D -`) into a snapshot tree.
+//!
+//! The result is a directory with the archive's modes, owners, mtimes and symlinks, so
+//! `cp -a /mnt/wb/at/<T>/<source> DIR` yields a usable PostgreSQL data directory. Memory holds
+//! only the directory structure (names and chunk lists), never file contents.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::id::{BlobKind, TreeId};
+use crate::ingest::Saver;
+use crate::repo::Repository;
+use crate::snapshot::SnapshotStats;
+use crate::tree::{ChunkRef, Node, NodeKind, Tree};
+
+/// Small files kept in memory while unpacking, for the caller to inspect (e.g. `backup_label`).
+const KEEP: &[&str] = &["backup_label", "backup_manifest", "tablespace_map"];
+
+#[derive(Default)]
+struct Dir {
+    meta: Option<Node>,
+    entries: BTreeMap<Vec<u8>, Node>,
+}
+
+/// What unpacking produced.
+pub struct Unpacked {
+    /// Root tree.
+    pub root: TreeId,
+    /// Metadata of the archive's top directory.
+    pub root_meta: Node,
+    /// Counters.
+    pub stats: SnapshotStats,
+    /// Contents of the files named in `KEEP`, by name.
+    pub kept: HashMap<String, Vec<u8>>,
+}
+
+fn split(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+fn dir_node(name: Vec<u8>) -> Node {
+    let mut n = Node::new(name, NodeKind::Dir);
+    n.mode = 0o700;
+    n.nlink = 2;
+    n
+}
+
+/// Reads a tar stream to its end and stores it as trees and chunks.
+pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<Unpacked> {
+    let mut ar = tar::Archive::new(reader);
+    let mut dirs: HashMap<Vec<Vec<u8>>, Dir> = HashMap::new();
+    dirs.insert(Vec::new(), Dir::default());
+    let mut stats = SnapshotStats::default();
+    let mut kept = HashMap::new();
+    let bad = |e: std::io::Error| Error::Invalid(format!("tar stream: {e}"));
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let path = entry.path_bytes().into_owned();
+        let comps = split(&path);
+        let h = entry.header();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => NodeKind::Dir,
+            tar::EntryType::Symlink => NodeKind::Symlink,
+            tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File,
+            other => {
+                tracing::warn!(path = %String::from_utf8_lossy(&path), kind = ?other, "tar entry type not stored");
+                continue;
+            }
+        };
+        let mut node = Node::new(comps.last().cloned().unwrap_or_default(), kind);
+        node.mode = h.mode().map_err(bad)? & 0o7777;
+        node.uid = h.uid().map_err(bad)? as u32;
+        node.gid = h.gid().map_err(bad)? as u32;
+        node.mtime_ns = (h.mtime().map_err(bad)? as i64) * 1_000_000_000;
+        node.ctime_ns = node.mtime_ns;
+        // Every ancestor directory exists even if the archive never listed it.
+        for depth in 0..comps.len() {
+            dirs.entry(comps[..depth].to_vec()).or_default();
+        }
+        match kind {
+            NodeKind::Dir => {
+                node.nlink = 2;
+                dirs.entry(comps.clone()).or_default().meta = Some(node);
+                if !comps.is_empty() {
+                    stats.dirs += 1;
+                }
+                continue;
+            }
+            NodeKind::Symlink => {
+                let t = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                node.size = t.len() as u64;
+                node.link_target = Some(t);
+                stats.others += 1;
+            }
+            _ => {
+                let keep =
+                    comps.len() == 1 && KEEP.iter().any(|k| k.as_bytes() == comps[0].as_slice());
+                let mut kept_bytes = Vec::new();
+                let mut ch = Chunker::new(&mut entry, repo.config.chunker);
+                while let Some(c) = ch.next_chunk().map_err(bad)? {
+                    let id = saver.save(BlobKind::Data, c)?;
+                    node.content.push(ChunkRef {
+                        id,
+                        len: c.len() as u32,
+                    });
+                    if keep {
+                        kept_bytes.extend_from_slice(c);
+                    }
+                }
+                node.size = ch.consumed;
+                node.blocks = node.size.div_ceil(512);
+                stats.files += 1;
+                stats.total_bytes += node.size;
+                stats.bytes_read += node.size;
+                if keep {
+                    kept.insert(String::from_utf8_lossy(&comps[0]).into_owned(), kept_bytes);
+                }
+            }
+        }
+        if comps.is_empty() {
+            continue;
+        }
+        let parent = comps[..comps.len() - 1].to_vec();
+        dirs.entry(parent)
+            .or_default()
+            .entries
+            .insert(node.name.clone(), node);
+    }
+    // Trees bottom-up: deepest directories first, so every subtree id is known in time.
+    let mut children: HashMap<Vec<Vec<u8>>, Vec<Vec<Vec<u8>>>> = HashMap::new();
+    for p in dirs.keys().filter(|p| !p.is_empty()) {
+        children
+            .entry(p[..p.len() - 1].to_vec())
+            .or_default()
+            .push(p.clone());
+    }
+    let metas: HashMap<Vec<Vec<u8>>, Option<Node>> = dirs
+        .iter()
+        .map(|(k, d)| (k.clone(), d.meta.clone()))
+        .collect();
+    let mut paths: Vec<Vec<Vec<u8>>> = dirs.keys().cloned().collect();
+    paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut ids: HashMap<Vec<Vec<u8>>, TreeId> = HashMap::new();
+    for p in &paths {
+        let mut entries = dirs.remove(p).expect("listed").entries;
+        for cp in children.get(p).map(|v| v.as_slice()).unwrap_or(&[]) {
+            let name = cp.last().expect("child paths are non-empty").clone();
+            let mut n = metas
+                .get(cp)
+                .cloned()
+                .flatten()
+                .unwrap_or_else(|| dir_node(name.clone()));
+            n.name = name.clone();
+            n.kind = NodeKind::Dir;
+            n.subtree = ids.get(cp).copied();
+            entries.insert(name, n);
+        }
+        let mut tree = Tree {
+            nodes: entries.into_values().collect(),
+        };
+        ids.insert(p.clone(), saver.save_tree(&mut tree)?);
+    }
+    let root = *ids
+        .get(&Vec::new())
+        .ok_or_else(|| Error::Invalid("empty tar stream".into()))?;
+    let root_meta = metas
+        .get(&Vec::new())
+        .cloned()
+        .flatten()
+        .unwrap_or_else(|| dir_node(Vec::new()));
+    Ok(Unpacked {
+        root,
+        root_meta,
+        stats,
+        kept,
+    })
+}

@@ -1,0 +1,505 @@
+//! The PostgreSQL WAL archive inside the repository.
+//!
+//! Each archived file is stored as chunks in packs (like any file) plus one small sealed record
+//! `wal/<cluster>/<name>` naming its chunks, size, digest and push time. Records are the durable
+//! catalog: they live beside the packs, not only in the index, so the archive survives index
+//! loss. File names stay plaintext (they are PostgreSQL's names, not secrets) so a missing file
+//! can be answered without unlocking the key: `restore_command` probes many names that do not
+//! exist and must hear "no" fast.
+//!
+//! Contract of [`push`] (PostgreSQL's `archive_command`): returns only after packs and record
+//! are durable; the same name with the same bytes again is success; the same name with other
+//! bytes is [`WalError::Conflict`], naming both digests; a segment from another cluster
+//! (different system identifier) is refused.
+
+pub mod names;
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::pack::{pack_path, seal_blob, PackWriter, TARGET_PACK_SIZE};
+use crate::repo::backend::Backend;
+use crate::repo::Repository;
+use crate::timespec::{now_ms, TimeMs};
+use crate::tree::{ChunkRef, Node, NodeKind};
+use names::WalName;
+
+/// Record format version (never reuse).
+pub const WAL_RECORD_VERSION: u32 = 1;
+
+/// One archived file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct WalRecord {
+    /// Format version.
+    pub version: u32,
+    /// Cluster (archive) name.
+    pub cluster: String,
+    /// PostgreSQL file name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// blake3 (unkeyed) of the content, hex: compare with `b3sum`.
+    pub digest: String,
+    /// Content chunks.
+    pub content: Vec<ChunkRef>,
+    /// Where each chunk is stored (same order as `content`): wal-push writes its own packs
+    /// without the index, so readers find WAL without waiting for an index update.
+    pub locations: Vec<WalLocation>,
+    /// When it was archived (UTC ms).
+    pub pushed: TimeMs,
+    /// Owner, group and permission bits of the pushed file (the mount shows them, so the
+    /// database user can read `/wal` through an `allow_other` mount).
+    pub owner: (u32, u32, u32),
+}
+
+/// Pack position of one WAL chunk.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalLocation {
+    /// Pack id.
+    pub pack: crate::id::PackId,
+    /// Offset of the sealed blob.
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+}
+
+impl WalRecord {
+    /// Chunk locations in the form the repository's reader takes as hints.
+    pub fn hints(&self) -> Vec<(crate::id::BlobId, crate::index::BlobLocation)> {
+        self.content
+            .iter()
+            .zip(&self.locations)
+            .map(|(c, l)| {
+                (
+                    c.id,
+                    crate::index::BlobLocation {
+                        pack: l.pack,
+                        offset: l.offset,
+                        length: l.length,
+                        raw_length: c.len,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+impl WalRecord {
+    /// The record as a read-only file node (for the mount and restore).
+    pub fn to_node(&self) -> Node {
+        let mut n = Node::new(self.name.as_bytes().to_vec(), NodeKind::File);
+        (n.uid, n.gid, n.mode) = self.owner;
+        n.size = self.size;
+        n.blocks = self.size.div_ceil(512);
+        n.mtime_ns = self.pushed * 1_000_000;
+        n.ctime_ns = n.mtime_ns;
+        n.content = self.content.clone();
+        n
+    }
+}
+
+/// WAL-specific failures (mapped to distinct exit codes by the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// Same name, different bytes: never overwrite an archived file.
+    #[error("{cluster}/{name} is already archived with different content (archived digest {archived}, new digest {new}); refusing to overwrite")]
+    Conflict {
+        /// Cluster.
+        cluster: String,
+        /// File name.
+        name: String,
+        /// Digest in the archive.
+        archived: String,
+        /// Digest of the pushed file.
+        new: String,
+    },
+    /// The file is not a WAL archive file name.
+    #[error("'{0}' is not a PostgreSQL WAL, history, backup or partial file name")]
+    BadName(String),
+    /// The segment belongs to another database system than the archive.
+    #[error("segment {name} belongs to database system {found}, but archive '{cluster}' holds system {expected}; two clusters never mix (use another --cluster)")]
+    OtherCluster {
+        /// Cluster.
+        cluster: String,
+        /// File name.
+        name: String,
+        /// System id the archive holds.
+        expected: u64,
+        /// System id in the segment.
+        found: u64,
+    },
+    /// Any other failure.
+    #[error(transparent)]
+    Repo(#[from] Error),
+}
+
+fn check_cluster_name(cluster: &str) -> Result<()> {
+    if cluster.is_empty()
+        || cluster.starts_with('.')
+        || !cluster
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(Error::Invalid(format!(
+            "'{cluster}' is not a valid cluster name (letters, digits, - _ .)"
+        )));
+    }
+    Ok(())
+}
+
+fn record_path(cluster: &str, name: &str) -> String {
+    format!("wal/{cluster}/{name}")
+}
+
+fn record_ad(cluster: &str, name: &str) -> Vec<u8> {
+    format!("wayback-wal-v1\0{cluster}\0{name}").into_bytes()
+}
+
+/// True when `name` is archived for `cluster`; needs no key (file names are plaintext).
+pub fn exists(be: &dyn Backend, cluster: &str, name: &str) -> Result<bool> {
+    check_cluster_name(cluster)?;
+    if names::parse(name).is_none() {
+        return Ok(false);
+    }
+    match be.size(&record_path(cluster, name)) {
+        Ok(_) => Ok(true),
+        Err(Error::NotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads and authenticates one record.
+pub fn read_record(repo: &Repository, cluster: &str, name: &str) -> Result<WalRecord> {
+    let sealed = repo.be.get(&record_path(cluster, name))?;
+    let plain = repo.key.open(&record_ad(cluster, name), &sealed, &|| {
+        format!("WAL record {cluster}/{name}")
+    })?;
+    let r: WalRecord = serde_json::from_slice(&plain)
+        .map_err(|e| Error::Corrupt(format!("WAL record {cluster}/{name}: {e}")))?;
+    if r.version != WAL_RECORD_VERSION || r.locations.len() != r.content.len() {
+        return Err(Error::Unsupported(format!(
+            "WAL record {cluster}/{name} has version {}",
+            r.version
+        )));
+    }
+    Ok(r)
+}
+
+/// Archived file names of a cluster, sorted (PostgreSQL names sort in WAL order per timeline).
+pub fn list(be: &dyn Backend, cluster: &str) -> Result<Vec<String>> {
+    check_cluster_name(cluster)?;
+    Ok(be
+        .list(&format!("wal/{cluster}"))?
+        .into_iter()
+        .filter(|n| names::parse(n).is_some())
+        .collect())
+}
+
+/// Cluster names with an archive.
+pub fn clusters(be: &dyn Backend) -> Result<Vec<String>> {
+    Ok(be
+        .list("wal")?
+        .into_iter()
+        .filter(|c| check_cluster_name(c).is_ok())
+        .collect())
+}
+
+/// The database system identifier in a segment's first page header, if it has one.
+pub fn system_id(first_page: &[u8]) -> Option<u64> {
+    // XLogLongPageHeaderData: magic u16, info u16 (XLP_LONG_HEADER = 0x0002), tli u32,
+    // pageaddr u64, rem_len u32, padding, sysid u64 at offset 24.
+    if first_page.len() < 32 {
+        return None;
+    }
+    let info = u16::from_le_bytes([first_page[2], first_page[3]]);
+    if info & 0x0002 == 0 {
+        return None;
+    }
+    Some(u64::from_le_bytes(first_page[24..32].try_into().ok()?))
+}
+
+fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((h.finalize().to_hex().to_string(), n))
+}
+
+/// Outcome of a push.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Newly archived.
+    Stored,
+    /// Already archived with identical content.
+    AlreadyThere,
+}
+
+/// Archives one WAL file (see the module contract). The repository must be open for writing.
+pub fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Pushed, WalError> {
+    check_cluster_name(cluster)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| WalError::BadName(path.display().to_string()))?
+        .to_string();
+    let kind = names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
+    if repo.be.size(&record_path(cluster, &name)).is_ok() {
+        let old = read_record(repo, cluster, &name)?;
+        let (digest, _) = hash_file(path)?;
+        return if old.digest == digest {
+            Ok(Pushed::AlreadyThere)
+        } else {
+            Err(WalError::Conflict {
+                cluster: cluster.into(),
+                name,
+                archived: old.digest,
+                new: digest,
+            })
+        };
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    if let WalName::Segment { .. } = kind {
+        let mut page = [0u8; 40];
+        if f.read_exact(&mut page).is_ok() {
+            if let Some(found) = system_id(&page) {
+                check_system(repo, cluster, &name, found)?;
+            }
+        }
+        f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    }
+    // Own packs, no index and no writer lock: archiving never waits for a running backup
+    // (pg_basebackup -X none itself waits for archiving, so waiting here could deadlock).
+    let mut hasher = blake3::Hasher::new();
+    let mut ch = Chunker::new(&f, repo.config.chunker);
+    let mut content = Vec::new();
+    let mut locations = Vec::new();
+    let mut pw = PackWriter::new();
+    let mut in_pack = 0usize;
+    while let Some(c) = ch.next_chunk().map_err(|e| Error::io("read", path, e))? {
+        hasher.update(c);
+        let id = repo.key.blob_id(c);
+        let sealed = seal_blob(
+            &repo.key,
+            crate::id::BlobKind::Data,
+            id,
+            c,
+            repo.config.zstd_level,
+        );
+        if !pw.is_empty() && pw.len() + sealed.bytes.len() > TARGET_PACK_SIZE {
+            flush_wal_pack(repo, std::mem::take(&mut pw), &mut locations, in_pack)?;
+            in_pack = 0;
+        }
+        pw.add(&sealed);
+        in_pack += 1;
+        content.push(ChunkRef {
+            id,
+            len: c.len() as u32,
+        });
+    }
+    if !pw.is_empty() {
+        flush_wal_pack(repo, pw, &mut locations, in_pack)?;
+    }
+    let size = ch.consumed;
+    let rec = WalRecord {
+        version: WAL_RECORD_VERSION,
+        cluster: cluster.into(),
+        name: name.clone(),
+        size,
+        digest: hasher.finalize().to_hex().to_string(),
+        content,
+        locations,
+        pushed: now_ms(),
+        owner: {
+            use std::os::unix::fs::MetadataExt;
+            let md = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+            (md.uid(), md.gid(), md.mode() & 0o7777)
+        },
+    };
+    let plain = serde_json::to_vec(&rec).expect("record serializes");
+    repo.be.put(
+        &record_path(cluster, &name),
+        &repo.key.seal(&record_ad(cluster, &name), &plain),
+    )?;
+    Ok(Pushed::Stored)
+}
+
+fn flush_wal_pack(
+    repo: &Repository,
+    pw: PackWriter,
+    locations: &mut Vec<WalLocation>,
+    n: usize,
+) -> Result<()> {
+    let (id, image, entries) = pw.finish(&repo.key);
+    repo.be.put(&pack_path(&id), &image)?;
+    debug_assert_eq!(entries.len(), n);
+    locations.extend(entries.iter().map(|e| WalLocation {
+        pack: id,
+        offset: e.offset,
+        length: e.length,
+    }));
+    Ok(())
+}
+
+fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Result<(), WalError> {
+    let p = format!("wal/{cluster}/.system");
+    match repo.be.get(&p) {
+        Ok(raw) => {
+            let plain = repo
+                .key
+                .open(b"wayback-wal-system-v1", &raw, &|| p.to_string())?;
+            let expected = u64::from_le_bytes(
+                plain
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| Error::Corrupt(format!("{p}: short")))?,
+            );
+            if expected != found {
+                return Err(WalError::OtherCluster {
+                    cluster: cluster.into(),
+                    name: name.into(),
+                    expected,
+                    found,
+                });
+            }
+            Ok(())
+        }
+        Err(Error::NotFound(_)) => {
+            repo.be.put(
+                &p,
+                &repo
+                    .key
+                    .seal(b"wayback-wal-system-v1", &found.to_le_bytes()),
+            )?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes an archived file to `dest` (temp + rename, verified against its digest).
+pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Result<()> {
+    let rec = read_record(repo, cluster, name)?;
+    repo.add_location_hints(rec.hints());
+    let tmp = dest.with_file_name(format!(
+        ".{}.wayback-tmp",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
+    ));
+    let mut h = blake3::Hasher::new();
+    let mut write = || -> Result<()> {
+        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        for c in &rec.content {
+            let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
+            h.update(&data);
+            std::io::Write::write_all(&mut out, &data).map_err(|e| Error::io("write", &tmp, e))?;
+        }
+        out.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if h.finalize().to_hex().as_str() != rec.digest {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Corrupt(format!(
+            "WAL {cluster}/{name}: content does not match its digest"
+        )));
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))
+}
+
+/// Per-cluster archive health: newest segment, its age, gaps, timelines.
+#[derive(Serialize, Debug)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub cluster: String,
+    /// Archived files.
+    pub files: usize,
+    /// Newest segment name.
+    pub newest_segment: Option<String>,
+    /// Seconds since the newest file was archived (the live RPO).
+    pub newest_age_s: Option<f64>,
+    /// Timelines seen (segments and history files).
+    pub timelines: Vec<u32>,
+    /// Missing segment ranges per timeline: (timeline, first missing, last missing).
+    pub gaps: Vec<(u32, String, String)>,
+}
+
+/// Computes [`ClusterStatus`] for every cluster (decrypts only the newest record of each).
+pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
+    let mut out = Vec::new();
+    for cluster in clusters(repo.be.as_ref())? {
+        let files = list(repo.be.as_ref(), &cluster)?;
+        let mut segs: Vec<(u32, u64, String)> = Vec::new();
+        let mut tlis = std::collections::BTreeSet::new();
+        for f in &files {
+            match names::parse(f) {
+                Some(WalName::Segment { tli, log, seg }) => {
+                    tlis.insert(tli);
+                    segs.push((tli, ((log as u64) << 32) | seg as u64, f.clone()));
+                }
+                Some(WalName::History { tli }) => {
+                    tlis.insert(tli);
+                }
+                _ => {}
+            }
+        }
+        segs.sort();
+        let newest = segs
+            .iter()
+            .max_by_key(|(t, n, _)| (*n, *t))
+            .map(|s| s.2.clone());
+        let mut age = None;
+        if let Some(n) = &newest {
+            if let Ok(r) = read_record(repo, &cluster, n) {
+                age = Some((now_ms() - r.pushed) as f64 / 1000.0);
+                let per = names::segs_per_log(r.size);
+                let mut gaps = Vec::new();
+                for w in segs.windows(2) {
+                    let (t0, a, _) = &w[0];
+                    let (t1, b, _) = &w[1];
+                    if t0 != t1 {
+                        continue;
+                    }
+                    let lin = |v: u64| (v >> 32) * per + (v & 0xffff_ffff);
+                    let (la, lb) = (lin(*a), lin(*b));
+                    if lb > la + 1 {
+                        let name = |l: u64| format!("{t0:08X}{:08X}{:08X}", l / per, l % per);
+                        gaps.push((*t0, name(la + 1), name(lb - 1)));
+                    }
+                }
+                out.push(ClusterStatus {
+                    cluster: cluster.clone(),
+                    files: files.len(),
+                    newest_segment: newest.clone(),
+                    newest_age_s: age,
+                    timelines: tlis.iter().copied().collect(),
+                    gaps,
+                });
+                continue;
+            }
+        }
+        out.push(ClusterStatus {
+            cluster,
+            files: files.len(),
+            newest_segment: newest,
+            newest_age_s: age,
+            timelines: tlis.into_iter().collect(),
+            gaps: vec![],
+        });
+    }
+    Ok(out)
+}
