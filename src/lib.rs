@@ -5,6 +5,7 @@
 //! index/pack -> repo/crypto`. See `../shared/design.md` and `docs/format.md`.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

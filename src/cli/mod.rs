@@ -7,6 +7,7 @@
 //! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
 //! archived with different content; 15 WAL segment of another cluster.
 
+mod agent;
 mod backup;
 mod check;
 mod common;
@@ -61,6 +62,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// The scheduled writer: runs every source of a TOML config on its schedule.
+    Agent(agent::Args),
     /// Create a new repository.
     Init(init::Args),
     /// Manage passphrases (key files).
@@ -106,6 +109,7 @@ pub fn main_entry() -> i32 {
     common::init_tracing(cli.verbose);
     let r = match cli.cmd {
         Cmd::Init(a) => init::run(&cli.repo, a),
+        Cmd::Agent(a) => agent::run(&cli.repo, a),
         Cmd::Key(k) => key::run(&cli.repo, k),
         Cmd::Backup(a) => backup::run(&cli.repo, a),
         Cmd::Snapshots(a) => snapshots::run(&cli.repo, a),

@@ -1,6 +1,7 @@
 //! Integration tests of the `wayback` binary, built as one test binary: each module is one
 //! area (shared fixtures in `common`).
 
+mod agent;
 mod common;
 mod core;
 mod damage;

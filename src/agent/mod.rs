@@ -1,0 +1,285 @@
+//! The agent: one long-running writer that runs every source on its schedule.
+//!
+//! It holds the repository's writer lock for its whole life (so CLI backups are refused while it
+//! runs, with a message naming it), runs one job at a time, retries failures with exponential
+//! backoff (30 s, 60 s, ... capped at 1 h and at the next regular run), and never leaves a
+//! partial snapshot visible: a job that fails writes no manifest. A Unix control socket answers
+//! `status` (JSON) and `run NAME` (run now). WAL does not pass through the agent: `wal-push`
+//! writes its own packs without the writer lock, so archiving never waits for a backup.
+
+pub mod config;
+pub mod cron;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use globset::{Glob, GlobSetBuilder};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::ingest::stream::{StreamBackup, StreamInput};
+use crate::ingest::{fs, stream, Counters};
+use crate::repo::{Access, Repository};
+use crate::snapshot::SnapshotKind;
+use config::{Config, Schedule, Source};
+
+/// What the agent knows about one source (served by `status`).
+#[derive(Serialize, Clone, Debug)]
+pub struct SourceState {
+    /// Source name.
+    pub name: String,
+    /// Source type.
+    pub kind: String,
+    /// Next run (UTC, RFC 3339), none for passive sources.
+    pub next_run: Option<String>,
+    /// Last successful snapshot (short id and time).
+    pub last_snapshot: Option<String>,
+    /// Last error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Jobs run.
+    pub runs: u64,
+    /// Consecutive failures.
+    pub failures: u64,
+    #[serde(skip)]
+    next: Option<DateTime<Utc>>,
+}
+
+struct Shared {
+    states: Mutex<Vec<SourceState>>,
+    wake: Notify,
+}
+
+fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match s.schedule() {
+        Schedule::Every(d) => Some(now + chrono::Duration::from_std(d).ok()?),
+        Schedule::Cron(c) => c.next_after(now),
+        Schedule::Passive => None,
+    }
+}
+
+/// Runs one source's job; returns a one-line description of the snapshot.
+pub fn run_job(repo: &Repository, s: &Source) -> Result<String> {
+    let counters = Arc::new(Counters::default());
+    let snap = match s.kind.as_str() {
+        "paths" => {
+            let mut gs = GlobSetBuilder::new();
+            for e in &s.exclude {
+                gs.add(Glob::new(e).map_err(|e| Error::Invalid(e.to_string()))?);
+            }
+            let parent = repo
+                .snapshots()?
+                .into_iter()
+                .filter(|x| x.source == s.name && x.kind == SnapshotKind::Files)
+                .max_by_key(|x| x.time);
+            let opts = fs::FsBackup {
+                source: s.name.clone(),
+                paths: s.paths.clone(),
+                tags: s.tags.clone(),
+                excludes: gs.build().map_err(|e| Error::Invalid(e.to_string()))?,
+                parent,
+            };
+            fs::backup(repo, &opts, counters)?
+        }
+        "command" => stream::backup(
+            repo,
+            &StreamBackup {
+                source: s.name.clone(),
+                name: s.file.clone().unwrap_or_else(|| "stdout".into()),
+                tags: s.tags.clone(),
+                input: StreamInput::Command(s.command.clone().unwrap_or_default()),
+            },
+            counters,
+        )?,
+        "basebackup" => stream::backup_basebackup(
+            repo,
+            &s.name,
+            s.command.as_deref().unwrap_or_default(),
+            &s.tags,
+            s.cluster.clone(),
+            counters,
+        )?,
+        other => return Err(Error::Invalid(format!("source type {other} has no job"))),
+    };
+    Ok(format!("{} {}", snap.id.short(), snap.time_name()))
+}
+
+/// Socket path for a configuration.
+pub fn socket_path(cfg: &Config) -> PathBuf {
+    cfg.socket
+        .clone()
+        .unwrap_or_else(|| cfg.repo.join("agent.sock"))
+}
+
+/// Runs the agent until SIGINT/SIGTERM.
+pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
+    let repo = Arc::new(Repository::open(&cfg.repo, &pass, Access::Write)?);
+    let now = Utc::now();
+    let shared = Arc::new(Shared {
+        states: Mutex::new(
+            cfg.sources
+                .iter()
+                .map(|s| {
+                    // Interval sources run at start; cron sources at their next match.
+                    let next = match s.schedule() {
+                        Schedule::Every(_) => Some(now),
+                        _ => next_regular(s, now),
+                    };
+                    SourceState {
+                        name: s.name.clone(),
+                        kind: s.kind.clone(),
+                        next_run: next.map(|t| t.to_rfc3339()),
+                        last_snapshot: None,
+                        last_error: None,
+                        runs: 0,
+                        failures: 0,
+                        next,
+                    }
+                })
+                .collect(),
+        ),
+        wake: Notify::new(),
+    });
+    let sock = socket_path(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("start runtime", &sock, e))?;
+    rt.block_on(async move {
+        let _ = std::fs::remove_file(&sock);
+        let listener =
+            UnixListener::bind(&sock).map_err(|e| Error::io("bind control socket", &sock, e))?;
+        tracing::info!(socket = %sock.display(), sources = cfg.sources.len(), "agent started");
+        let server = tokio::spawn(serve(listener, shared.clone()));
+        let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("signal", &sock, e))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("agent stopping");
+        server.abort();
+        sched.abort();
+        let _ = std::fs::remove_file(&sock);
+        Ok(())
+    })
+}
+
+async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
+    loop {
+        let due = {
+            let st = shared.states.lock().expect("poisoned");
+            st.iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.next.map(|t| (t, i)))
+                .min()
+        };
+        let Some((when, i)) = due else {
+            shared.wake.notified().await;
+            continue;
+        };
+        let wait = (when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shared.wake.notified() => continue,
+            }
+        }
+        let src = cfg.sources[i].clone();
+        let r2 = repo.clone();
+        tracing::info!(source = %src.name, "job starting");
+        let res = tokio::task::spawn_blocking(move || run_job(&r2, &src))
+            .await
+            .unwrap_or_else(|e| Err(Error::Invalid(format!("job panicked: {e}"))));
+        let now = Utc::now();
+        let mut st = shared.states.lock().expect("poisoned");
+        let s = &mut st[i];
+        s.runs += 1;
+        let regular = next_regular(&cfg.sources[i], now);
+        match res {
+            Ok(desc) => {
+                tracing::info!(source = %s.name, snapshot = %desc, "job done");
+                s.last_snapshot = Some(desc);
+                s.last_error = None;
+                s.failures = 0;
+                s.next = regular;
+            }
+            Err(e) => {
+                s.failures += 1;
+                let backoff =
+                    chrono::Duration::seconds((30i64 << (s.failures - 1).min(7)).min(3600));
+                let retry = now + backoff;
+                tracing::error!(source = %s.name, error = %e, retry_in_s = backoff.num_seconds(), "job failed; no snapshot written");
+                s.last_error = Some(e.to_string());
+                s.next = Some(match regular {
+                    Some(r) if r < retry => r,
+                    _ => retry,
+                });
+            }
+        }
+        s.next_run = s.next.map(|t| t.to_rfc3339());
+    }
+}
+
+async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = handle(&shared, line.trim());
+                if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn handle(shared: &Shared, cmd: &str) -> String {
+    let mut parts = cmd.splitn(2, ' ');
+    match (parts.next(), parts.next()) {
+        (Some("status"), None) => {
+            let st = shared.states.lock().expect("poisoned").clone();
+            serde_json::to_string(&st).unwrap_or_else(|_| "[]".into())
+        }
+        (Some("run"), Some(name)) => {
+            let mut st = shared.states.lock().expect("poisoned");
+            match st
+                .iter_mut()
+                .find(|s| s.name == name && s.kind != "postgres-wal")
+            {
+                Some(s) => {
+                    s.next = Some(Utc::now());
+                    s.next_run = s.next.map(|t| t.to_rfc3339());
+                    drop(st);
+                    shared.wake.notify_one();
+                    "{\"ok\":true}".into()
+                }
+                None => format!("{{\"ok\":false,\"error\":\"no runnable source named {name}\"}}"),
+            }
+        }
+        _ => "{\"ok\":false,\"error\":\"commands: status | run NAME\"}".into(),
+    }
+}
+
+/// Sends one command to a running agent and returns its reply line.
+pub fn ask(sock: &std::path::Path, cmd: &str) -> Result<String> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock)
+        .map_err(|e| Error::io("connect to agent (is it running?)", sock, e))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    writeln!(s, "{cmd}").map_err(|e| Error::io("write", sock, e))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&s)
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read", sock, e))?;
+    Ok(line.trim().to_string())
+}
