@@ -18,6 +18,7 @@ mod key;
 mod log;
 mod ls;
 mod mount;
+mod pgat;
 mod pitr;
 mod restore;
 mod snapshots;
@@ -96,6 +97,8 @@ pub enum Cmd {
     WalFetch(wal::FetchArgs),
     /// Prepare a data directory that recovers to a point in time (base backup + WAL).
     Pitr(pitr::Args),
+    /// Start PostgreSQL on a point in time without restoring (overlay on the mount).
+    PgAt(pgat::Args),
     /// WAL archive status.
     #[command(subcommand)]
     Wal(wal::WalCmd),
@@ -126,6 +129,7 @@ pub fn main_entry() -> i32 {
         Cmd::WalFetch(a) => wal::run_fetch(&cli.repo, a),
         Cmd::Wal(c) => wal::run(&cli.repo, c),
         Cmd::Pitr(a) => pitr::run(&cli.repo, a),
+        Cmd::PgAt(a) => pgat::run(&cli.repo, a),
     };
     match r {
         Ok(code) => code,

@@ -43,6 +43,8 @@ fn split(path: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A directory node for a directory the archive implies but never lists (mode 0700, as
+/// PostgreSQL requires of its data directory and creates its subdirectories).
 fn dir_node(name: Vec<u8>) -> Node {
     let mut n = Node::new(name, NodeKind::Dir);
     n.mode = 0o700;
@@ -57,6 +59,8 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
     dirs.insert(Vec::new(), Dir::default());
     let mut stats = SnapshotStats::default();
     let mut kept = HashMap::new();
+    // pg_basebackup's tar has no entry for the top directory: give it the owner of the files.
+    let mut owner: Option<(u32, u32, i64)> = None;
     let bad = |e: std::io::Error| Error::Invalid(format!("tar stream: {e}"));
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
@@ -128,6 +132,9 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
         if comps.is_empty() {
             continue;
         }
+        if owner.is_none() {
+            owner = Some((node.uid, node.gid, node.mtime_ns));
+        }
         let parent = comps[..comps.len() - 1].to_vec();
         dirs.entry(parent)
             .or_default()
@@ -175,7 +182,13 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
         .get(&Vec::new())
         .cloned()
         .flatten()
-        .unwrap_or_else(|| dir_node(Vec::new()));
+        .unwrap_or_else(|| {
+            let mut n = dir_node(Vec::new());
+            if let Some((uid, gid, mtime)) = owner {
+                (n.uid, n.gid, n.mtime_ns, n.ctime_ns) = (uid, gid, mtime, mtime);
+            }
+            n
+        });
     Ok(Unpacked {
         root,
         root_meta,

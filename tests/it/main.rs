@@ -8,5 +8,6 @@ mod damage;
 mod diff;
 mod mount;
 mod pg;
+mod pgat;
 mod pitr;
 mod wal;

@@ -90,9 +90,29 @@ fn start_recovered(data: &Path, sock: &Path) -> String {
     r
 }
 
-#[test]
-fn point_in_time_recovery_from_the_mount_and_with_pitr() {
-    let r = Repo::new();
+/// A PostgreSQL cluster archived into `r` by `wal-push`, with a base backup snapshot (source
+/// `pgdata`, archive `main`), then: 100 rows in `t` and table `keep` at T; 250 rows in `t` and
+/// `keep` dropped at T2; WAL well past T2 archived.
+pub struct Archived {
+    /// The running original server.
+    pub pg: Pg,
+    /// Target time with the first state.
+    pub t: String,
+    /// Target time with the second state.
+    pub t2: String,
+    /// Passphrase file readable by postgres.
+    pub pwfile: std::path::PathBuf,
+}
+
+fn now_utc(pg: &Pg) -> String {
+    pg.sql(
+        "app",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    )
+}
+
+/// Sets up [`Archived`] with a pgbench database of `scale`.
+pub fn archived(r: &Repo, scale: u32) -> Archived {
     Command::new("chmod")
         .arg("755")
         .arg(r.tmp())
@@ -112,7 +132,7 @@ fn point_in_time_recovery_from_the_mount_and_with_pitr() {
     pg.client("createdb").arg("app").status().unwrap();
     assert!(pg
         .client("pgbench")
-        .args(["-i", "-s", "2", "-q", "app"])
+        .args(["-i", "-s", &scale.to_string(), "-q", "app"])
         .output()
         .unwrap()
         .status
@@ -121,7 +141,6 @@ fn point_in_time_recovery_from_the_mount_and_with_pitr() {
         "app",
         "CREATE TABLE t(id int); CREATE TABLE keep(id int); INSERT INTO keep VALUES (1),(2),(3)",
     );
-    // Base backup, as the repository's owner (postgres), unpacked into a snapshot tree.
     let bb = format!(
         "{} -h {} -U postgres -D - -Ft -X none -c fast",
         bin("pg_basebackup"),
@@ -153,17 +172,21 @@ fn point_in_time_recovery_from_the_mount_and_with_pitr() {
     assert!(snap["db"]["wal_start"].is_string(), "{snap:#}");
     pg.sql("app", "INSERT INTO t SELECT generate_series(1, 100)");
     std::thread::sleep(Duration::from_millis(1100));
-    let t = pg.sql(
-        "app",
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
-    );
+    let t = now_utc(&pg);
     std::thread::sleep(Duration::from_millis(1100));
-    pg.sql(
-        "app",
-        "INSERT INTO t SELECT generate_series(101, 250); DROP TABLE keep",
-    );
-    // Switch twice so WAL well past T is archived (PG 13+ needs WAL beyond the target).
+    // Separate transactions: a paused standby keeps the AccessExclusiveLock of a DROP whose
+    // commit lies after the target, so the DROP must not share the INSERT's transaction.
+    pg.sql("app", "INSERT INTO t SELECT generate_series(101, 250)");
+    pg.sql("app", "DROP TABLE keep");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t2 = now_utc(&pg);
+    std::thread::sleep(Duration::from_millis(1100));
+    // Switch twice so WAL well past T2 is archived (PG 13+ needs WAL beyond the target).
     for _ in 0..2 {
+        pg.sql(
+            "app",
+            "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
+        );
         let seg = pg.sql("app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
         pg.sql("app", "SELECT pg_switch_wal()");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,12 +194,15 @@ fn point_in_time_recovery_from_the_mount_and_with_pitr() {
             assert!(Instant::now() < deadline, "segment {seg} was not archived");
             std::thread::sleep(Duration::from_millis(100));
         }
-        pg.sql(
-            "app",
-            "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
-        );
     }
-    eprintln!("WAL past T archived after {:?}: {}", started.elapsed(), pg.sql("app", "SELECT archived_count || ' archived, ' || failed_count || ' failed, last failure: ' || coalesce(last_failed_wal, '-') FROM pg_stat_archiver"));
+    eprintln!("WAL past T2 archived after {:?}", started.elapsed());
+    Archived { pg, t, t2, pwfile }
+}
+
+#[test]
+fn point_in_time_recovery_from_the_mount_and_with_pitr() {
+    let r = Repo::new();
+    let Archived { pg, t, pwfile, .. } = archived(&r, 2);
     let st = r.json(&["wal", "status", "--json"]);
     assert!(st[0]["files"].as_u64().unwrap() >= 3, "{st:#}");
 

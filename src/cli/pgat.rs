@@ -1,0 +1,383 @@
+//! `wayback pg-at`: a PostgreSQL server on a point in time, in seconds, without a restore.
+//!
+//! The base backup at or before T is served read-only by a private wayback mount; the kernel's
+//! overlayfs puts a scratch upper layer on it, so PostgreSQL sees a writable data directory
+//! while only what recovery writes is stored anew. WAL comes from the same mount's `/wal`.
+//! Recovery stops at T and pauses (read-only queries as of T), or promotes with `--writable`.
+//! Ctrl-C (or `pg-at --stop --scratch DIR`) stops the server, unmounts both layers and removes
+//! the scratch directory.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::cli::common::RepoArgs;
+use crate::error::Error;
+use crate::fsview::{RepoView, ViewOptions};
+use crate::repo::Access;
+use crate::snapshot::SnapshotKind;
+use crate::timespec::{format_time, now_ms, parse_time};
+
+/// Arguments of `pg-at`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Base-backup source.
+    #[arg(long, required_unless_present = "stop")]
+    pub source: Option<String>,
+    /// Point in time.
+    #[arg(long, required_unless_present = "stop")]
+    pub to: Option<String>,
+    /// TCP port to listen on as well (default: unix socket only, port number 5432).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Scratch directory (created; removed on stop). Default: a new directory under /tmp.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// WAL archive name (default: the one recorded with the base backup).
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Promote at T instead of pausing (the server accepts writes; they go to scratch).
+    #[arg(long)]
+    pub writable: bool,
+    /// PostgreSQL binaries directory.
+    #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
+    pub pg_bin: PathBuf,
+    /// Stop the pg-at running with --scratch DIR.
+    #[arg(long, requires = "scratch")]
+    pub stop: bool,
+}
+
+fn sh(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    Ok(o)
+}
+
+fn as_user(uid: u32, args: &[&str]) -> Command {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "postgres".into());
+    let mut c = Command::new("runuser");
+    c.args(["-u", &user, "--"]).args(args);
+    c
+}
+
+/// Runs pg-at in the foreground.
+pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
+    if a.stop {
+        let scratch = a.scratch.clone().expect("required by clap");
+        let pid: i32 = std::fs::read_to_string(scratch.join("pg-at.pid"))
+            .with_context(|| format!("no pg-at running with scratch {}", scratch.display()))?
+            .trim()
+            .parse()?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .with_context(|| format!("signalling pg-at pid {pid}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scratch.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("stopped pg-at (pid {pid})");
+        return Ok(0);
+    }
+    // Block SIGINT/SIGTERM before any thread exists, so every thread inherits the mask and the
+    // signal reaches `wait_for_signal` (children get a clean mask from std::process).
+    signals().thread_block()?;
+    let (source, to) = (a.source.clone().expect("clap"), a.to.clone().expect("clap"));
+    let t = parse_time(&to, now_ms()).with_context(|| format!("'{to}' is not a time"))?;
+    if let Some(p) = a.port {
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_err() {
+            bail!("port {p} is in use; choose another with --port");
+        }
+    }
+    let repo = Arc::new(ra.open(Access::Read)?);
+    let snaps = repo.snapshots()?;
+    let base = snaps
+        .iter()
+        .filter(|s| s.source == source && s.kind == SnapshotKind::Basebackup && s.time <= t)
+        .max_by_key(|s| s.time)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(format!("no base backup of source '{source}' at or before {to} (T is before the first base backup)")))?;
+    let cluster = a
+        .cluster
+        .clone()
+        .or(base.db.as_ref().and_then(|d| d.cluster.clone()))
+        .context("the base backup names no WAL archive; give --cluster")?;
+    let owner = base.root_meta.as_ref().map_or(0, |m| m.uid);
+    let scratch = match &a.scratch {
+        Some(s) => s.clone(),
+        None => std::env::temp_dir().join(format!("wayback-pg-at-{}", std::process::id())),
+    };
+    if scratch.exists() && std::fs::read_dir(&scratch)?.next().is_some() {
+        bail!("scratch directory {} is not empty", scratch.display());
+    }
+    let (mnt, upper, work, data, sock) = (
+        scratch.join("mnt"),
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("data"),
+        scratch.join("sock"),
+    );
+    for d in [&mnt, &upper, &work, &data, &sock] {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755))?;
+    for d in [&upper, &sock] {
+        nix::unistd::chown(d, Some(nix::unistd::Uid::from_raw(owner)), None)?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    std::fs::write(scratch.join("pg-at.pid"), std::process::id().to_string())?;
+    let mut guard = Cleanup {
+        scratch: scratch.clone(),
+        data: data.clone(),
+        mnt: mnt.clone(),
+        pg_bin: a.pg_bin.clone(),
+        owner,
+        fuse: None,
+        overlay: false,
+        server: false,
+    };
+
+    let view = RepoView::new(repo.clone(), ViewOptions::default());
+    let opts = wayback_mount::MountOptions {
+        allow_other: true,
+        fsname: "wayback-pg-at".into(),
+        ..Default::default()
+    };
+    guard.fuse = Some(
+        wayback_mount::mount_background(view, &mnt, &opts).context("mounting the repository")?,
+    );
+    let lower = mnt.join("snapshots").join(&source).join(base.time_name());
+    let o = sh(Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            // Snapshot time names contain ':', overlayfs's lowerdir separator: escape it.
+            lower.display().to_string().replace(':', "\\:"),
+            upper.display(),
+            work.display()
+        ))
+        .arg(&data))?;
+    if !o.status.success() {
+        bail!(
+            "cannot mount an overlay on {} (need root and overlayfs): {}",
+            data.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    guard.overlay = true;
+    let target = format_time(t).replace('T', " ").replace('Z', "+00");
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(data.join("postgresql.auto.conf"))?;
+    writeln!(conf, "\n# wayback pg-at {} at {}", base.id.short(), to)?;
+    writeln!(
+        conf,
+        "restore_command = 'cp {}/wal/{cluster}/%f \"%p\"'",
+        mnt.display()
+    )?;
+    writeln!(conf, "recovery_target_time = '{target}'")?;
+    writeln!(
+        conf,
+        "recovery_target_action = '{}'",
+        if a.writable { "promote" } else { "pause" }
+    )?;
+    writeln!(
+        conf,
+        "archive_mode = off\nhot_standby = on\nunix_socket_directories = '{}'",
+        sock.display()
+    )?;
+    writeln!(
+        conf,
+        "port = {}\nlisten_addresses = '{}'",
+        a.port.unwrap_or(5432),
+        if a.port.is_some() { "127.0.0.1" } else { "" }
+    )?;
+    drop(conf);
+    std::fs::write(data.join("recovery.signal"), b"")?;
+    for f in ["postgresql.auto.conf", "recovery.signal"] {
+        nix::unistd::chown(&data.join(f), Some(nix::unistd::Uid::from_raw(owner)), None)?;
+    }
+    let log = scratch.join("postgres.log");
+    std::fs::write(&log, b"")?;
+    nix::unistd::chown(&log, Some(nix::unistd::Uid::from_raw(owner)), None)?;
+    let started = Instant::now();
+    let pg_ctl = a.pg_bin.join("pg_ctl");
+    let o = sh(&mut as_user(
+        owner,
+        &[
+            pg_ctl.to_str().unwrap_or("pg_ctl"),
+            "-D",
+            data.to_str().unwrap_or(""),
+            "-l",
+            log.to_str().unwrap_or(""),
+            "-w",
+            "-t",
+            "600",
+            "start",
+        ],
+    ))?;
+    guard.server = true;
+    if !o.status.success() {
+        bail!(
+            "{} {}",
+            explain_failure(&log, &cluster),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    // Wait until recovery has reached T (paused) or promoted.
+    let psql = a.pg_bin.join("psql");
+    let query = |q: &str| -> Option<String> {
+        let o = Command::new(&psql)
+            .env("PGHOST", &sock)
+            .env("PGPORT", a.port.unwrap_or(5432).to_string())
+            .args([
+                "-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-c", q,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let ready = if a.writable {
+            query("SELECT pg_is_in_recovery()").as_deref() == Some("f")
+        } else {
+            query("SELECT pg_get_wal_replay_pause_state()").as_deref() == Some("paused")
+        };
+        if ready {
+            break;
+        }
+        if !data.join("postmaster.pid").exists() || Instant::now() > deadline {
+            guard.server = false;
+            bail!("{}", explain_failure(&log, &cluster));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let upper_bytes = du(&upper);
+    println!(
+        "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB",
+        target,
+        base.id.short(),
+        base.time_name(),
+        started.elapsed().as_secs_f64(),
+        upper_bytes / 1024
+    );
+    println!(
+        "connect: psql \"host={} port={} user=postgres dbname=postgres\"{}",
+        sock.display(),
+        a.port.unwrap_or(5432),
+        a.port
+            .map(|p| format!("  or  psql -h 127.0.0.1 -p {p} -U postgres"))
+            .unwrap_or_default()
+    );
+    println!(
+        "stop: Ctrl-C, or wayback pg-at --stop --scratch {}",
+        scratch.display()
+    );
+    let _ = std::io::stdout().flush();
+    wait_for_signal();
+    drop(guard);
+    Ok(0)
+}
+
+fn signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set
+}
+
+fn wait_for_signal() {
+    let _ = signals().wait();
+}
+
+/// Bytes of the files under `p` (what recovery wrote to the upper layer).
+pub fn du(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += du(&e.path()),
+                Ok(m) => total += m.blocks() * 512,
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Turns a failed start into an actionable message: the first WAL segment recovery asked for
+/// and did not find, or the server log's fatal line.
+fn explain_failure(log: &Path, cluster: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let missing = text
+        .lines()
+        .filter_map(|l| l.split(&format!("/wal/{cluster}/")).nth(1))
+        .map(|rest| rest.split(['\'', ' ', ':']).next().unwrap_or(""))
+        .find(|n| n.len() == 24);
+    let fatal = text
+        .lines()
+        .filter(|l| l.contains("FATAL"))
+        .last()
+        .unwrap_or("")
+        .to_string();
+    match missing {
+        Some(seg) if fatal.contains("recovery") || fatal.contains("checkpoint") => format!(
+            "recovery could not reach the target: WAL segment {seg} is missing from archive '{cluster}' ({fatal})"
+        ),
+        _ => format!("PostgreSQL did not start: {fatal} (log: {})", log.display()),
+    }
+}
+
+struct Cleanup {
+    scratch: PathBuf,
+    data: PathBuf,
+    mnt: PathBuf,
+    pg_bin: PathBuf,
+    owner: u32,
+    fuse: Option<wayback_mount::MountHandle>,
+    overlay: bool,
+    server: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.server && self.data.join("postmaster.pid").exists() {
+            let pg_ctl = self.pg_bin.join("pg_ctl");
+            let _ = as_user(
+                self.owner,
+                &[
+                    pg_ctl.to_str().unwrap_or("pg_ctl"),
+                    "-D",
+                    self.data.to_str().unwrap_or(""),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+            )
+            .output();
+        }
+        if self.overlay {
+            let _ = Command::new("umount").arg(&self.data).output();
+        }
+        if let Some(h) = self.fuse.take() {
+            let _ = h.unmount();
+        }
+        let _ = wayback_mount::unmount(&self.mnt);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
