@@ -330,8 +330,7 @@ fn explain_failure(log: &Path, cluster: &str) -> String {
         .find(|n| n.len() == 24);
     let fatal = text
         .lines()
-        .filter(|l| l.contains("FATAL"))
-        .last()
+        .rfind(|l| l.contains("FATAL"))
         .unwrap_or("")
         .to_string();
     match missing {
