@@ -101,6 +101,25 @@ row "peak RSS backup (MB)" first_rss
 row "peak RSS restore (MB)" restore_rss
 echo "(ratios > 1 mean wayback is faster/smaller; data ${DATA_MB} MB, scale $SCALE, $NFILES files)"
 
+# ---------- diff ----------
+# First vs last snapshot: the dump changed (1%), the small-file tree did not.
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'; }
+wids=$("$WB" --repo "$B/repo-wayback" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
+rids=$(restic -r "$B/repo-restic" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
+D_WB=$(secs "$WB" --repo "$B/repo-wayback" diff ${wids} --name-status)
+TREES=$("$WB" --repo "$B/repo-wayback" diff ${wids} --stat | grep -o '[0-9]* tree blocks read')
+D_RESTIC=$(secs restic -r "$B/repo-restic" diff ${rids})
+mkdir -p "$B/mnt-diff"; "$WB" --repo "$B/repo-wayback" mount "$B/mnt-diff" --daemon >/dev/null
+read -r n1 n3 < <(ls "$B/mnt-diff/snapshots/bench" | sed -n '1p;$p' | tr '\n' ' ')
+D_RQ=$(secs diff -rq "$B/mnt-diff/snapshots/bench/$n1" "$B/mnt-diff/snapshots/bench/$n3")
+"$WB" umount "$B/mnt-diff"
+echo
+echo "| diff of first vs last snapshot ($NFILES small files + dump) | seconds |"
+echo "| --- | --- |"
+echo "| wayback diff ($TREES) | $D_WB |"
+echo "| restic diff | $D_RESTIC ($(ratio "$D_WB" "$D_RESTIC") slower than wayback) |"
+echo "| diff -rq through the wayback mount | $D_RQ |"
+
 # ---------- mount ----------
 echo >&2; echo "mount benchmarks..." >&2
 declare -A M
