@@ -49,7 +49,7 @@ echo "data: $(du -sh "$B/data/db/app.dump" | cut -f1) dump + $NFILES small files
 
 # ---------- helpers ----------
 # t CMD...: runs CMD, prints "seconds peakRSS_MB"
-t() { /usr/bin/time -f "%e %M" -o "$B/time.txt" "$@" >/dev/null 2>"$B/last.err" || { cat "$B/last.err" >&2; return 1; }; awk '{printf "%s %.0f", $1, $2/1024}' "$B/time.txt"; }
+t() { /usr/bin/time -f "%e %M" -o "$B/time.txt" "$@" >/dev/null 2>"$B/last.err" || { cat "$B/last.err" >&2; return 1; }; awk '{printf "%s %.0f\n", $1, $2/1024}' "$B/time.txt"; }
 size() { du -sb "$1" | cut -f1; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
