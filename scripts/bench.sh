@@ -50,7 +50,9 @@ echo "data: $(du -sh "$B/data/db/app.dump" | cut -f1) dump + $NFILES small files
 # ---------- helpers ----------
 # t CMD...: runs CMD, prints "seconds peakRSS_MB"
 t() { /usr/bin/time -f "%e %M" -o "$B/time.txt" "$@" >/dev/null 2>"$B/last.err" || { cat "$B/last.err" >&2; return 1; }; awk '{printf "%s %.0f\n", $1, $2/1024}' "$B/time.txt"; }
-size() { du -sb "$1" | cut -f1; }
+# Repository bytes; wayback's index/ is a local cache (like restic's and borg's caches, which
+# live outside their repositories), so it is not counted.
+size() { du -sb --exclude=index --exclude=locks --exclude=tmp "$1" | cut -f1; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 declare -A R
@@ -75,7 +77,7 @@ run_tool() {
   cp "$B/dump2" "$B/data/db/app.dump"
   local s1; s1=$(size "$repo")
   read -r R[$tool.changed] _ < <(bk)
-  R[$tool.added]=$(( ($(size "$repo") - s1) / 1024 / 1024 ))
+  R[$tool.added]=$(( ($(size "$repo") - s1) / 1024 ))
   R[$tool.repo]=$(( s0 / 1024 / 1024 ))
   drop_caches
   read -r R[$tool.restore] R[$tool.restore_rss] < <(rs)
@@ -94,7 +96,7 @@ row "first backup (s)" first
 echo "| first backup MB/s | $(mbps "${R[wayback.first]}") | $(mbps "${R[restic.first]}") | $(mbps "${R[borg.first]}") | | |"
 row "unchanged 2nd backup (s)" unchanged
 row "backup after 1% dump change (s)" changed
-row "bytes added by 1% change (MiB)" added
+row "bytes added by 1% change (KiB)" added
 row "repository size after first (MiB)" repo
 row "restore (s)" restore
 row "peak RSS backup (MB)" first_rss
@@ -107,10 +109,10 @@ secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; t1=$(date
 wids=$("$WB" --repo "$B/repo-wayback" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
 rids=$(restic -r "$B/repo-restic" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
 D_WB=$(secs "$WB" --repo "$B/repo-wayback" diff ${wids} --name-status)
-TREES=$("$WB" --repo "$B/repo-wayback" diff ${wids} --stat | grep -o '[0-9]* tree blocks read')
+TREES=$("$WB" --repo "$B/repo-wayback" diff ${wids} --stat | grep -o '[0-9]* tree blocks read' || true)
 D_RESTIC=$(secs restic -r "$B/repo-restic" diff ${rids})
 mkdir -p "$B/mnt-diff"; "$WB" --repo "$B/repo-wayback" mount "$B/mnt-diff" --daemon >/dev/null
-read -r n1 n3 < <(ls "$B/mnt-diff/snapshots/bench" | sed -n '1p;$p' | tr '\n' ' ')
+read -r n1 n3 < <(ls "$B/mnt-diff/snapshots/bench" | sed -n '1p;$p' | tr '\n' ' '; echo)
 D_RQ=$(secs diff -rq "$B/mnt-diff/snapshots/bench/$n1" "$B/mnt-diff/snapshots/bench/$n3")
 "$WB" umount "$B/mnt-diff"
 echo

@@ -75,6 +75,34 @@ pub fn store_stream(
     Ok(node)
 }
 
+/// Runs `sh -c cmd`, hands its stdout to `consume`, then fails if either failed. A consumer
+/// that gives up early drops the pipe (the command gets EPIPE) and the command is killed, so
+/// waiting for it can never hang.
+fn with_command_stdout<T>(cmd: &str, consume: impl FnOnce(std::process::ChildStdout) -> Result<T>) -> Result<T> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Command(format!("cannot start `{cmd}`: {e}")))?;
+    let out = child.stdout.take().expect("piped stdout");
+    let r = consume(out);
+    if r.is_err() {
+        let _ = child.kill();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Command(format!("`{cmd}`: {e}")))?;
+    let v = r?;
+    if !status.success() {
+        return Err(Error::Command(format!(
+            "`{cmd}` exited with {status}; no snapshot was written"
+        )));
+    }
+    Ok(v)
+}
+
 /// Runs a stream backup and commits its snapshot.
 pub fn backup(repo: &Repository, req: &StreamBackup, counters: Arc<Counters>) -> Result<Snapshot> {
     let started = std::time::Instant::now();
@@ -91,27 +119,10 @@ pub fn backup(repo: &Repository, req: &StreamBackup, counters: Arc<Counters>) ->
                 store_stream(repo, saver, std::io::stdin().lock(), &req.name)?,
                 "stdin".to_string(),
             ),
-            StreamInput::Command(cmd) => {
-                let mut child = Command::new("sh")
-                    .arg("-c")
-                    .arg(cmd)
-                    .stdout(Stdio::piped())
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .map_err(|e| Error::Command(format!("cannot start `{cmd}`: {e}")))?;
-                let out = child.stdout.take().expect("piped stdout");
-                let r = store_stream(repo, saver, out, &req.name);
-                let status = child
-                    .wait()
-                    .map_err(|e| Error::Command(format!("`{cmd}`: {e}")))?;
-                let node = r?;
-                if !status.success() {
-                    return Err(Error::Command(format!(
-                        "`{cmd}` exited with {status}; no snapshot was written"
-                    )));
-                }
-                (node, format!("command: {cmd}"))
-            }
+            StreamInput::Command(cmd) => (
+                with_command_stdout(cmd, |out| store_stream(repo, saver, out, &req.name))?,
+                format!("command: {cmd}"),
+            ),
         };
         let mut tree = Tree {
             nodes: vec![node.clone()],
@@ -203,25 +214,7 @@ pub fn backup_basebackup(
     let started = std::time::Instant::now();
     let time = now_ms();
     let un = with_saver(repo, counters.clone(), |saver| {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::Command(format!("cannot start `{cmd}`: {e}")))?;
-        let out = child.stdout.take().expect("piped stdout");
-        let r = crate::ingest::tar::store_tar(repo, saver, out);
-        let status = child
-            .wait()
-            .map_err(|e| Error::Command(format!("`{cmd}`: {e}")))?;
-        let un = r?;
-        if !status.success() {
-            return Err(Error::Command(format!(
-                "`{cmd}` exited with {status}; no snapshot was written"
-            )));
-        }
-        Ok(un)
+        with_command_stdout(cmd, |out| crate::ingest::tar::store_tar(repo, saver, out))
     })?;
     let mut stats = un.stats.clone();
     stats.bytes_added = counters.bytes_added.load(Ordering::Relaxed);
