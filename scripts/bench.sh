@@ -16,6 +16,10 @@ export WAYBACK_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 export BORG_BASE_DIR="$B/borg-home" RESTIC_CACHE_DIR="$B/restic-cache" XDG_CACHE_HOME="$B/cache"
 
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+if [[ "${ONLY_MOUNT:-0}" == 1 ]]; then
+  DATA_MB=$(du -sm "$B/data" | cut -f1)
+else
 rm -rf "$B"; mkdir -p "$B"/{data/db,data/files,pg,out}
 chown postgres "$B/pg"
 # ---------- data ----------
@@ -53,7 +57,6 @@ t() { /usr/bin/time -f "%e %M" -o "$B/time.txt" "$@" >/dev/null 2>"$B/last.err" 
 # Repository bytes; wayback's index/ is a local cache (like restic's and borg's caches, which
 # live outside their repositories), so it is not counted.
 size() { du -sb --exclude=index --exclude=locks --exclude=tmp "$1" | cut -f1; }
-drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 declare -A R
 run_tool() {
@@ -122,6 +125,8 @@ echo "| wayback diff ($TREES) | $D_WB |"
 echo "| restic diff | $D_RESTIC ($(ratio "$D_WB" "$D_RESTIC") slower than wayback) |"
 echo "| diff -rq through the wayback mount | $D_RQ |"
 
+fi  # ONLY_MOUNT
+
 # ---------- mount ----------
 echo >&2; echo "mount benchmarks..." >&2
 declare -A M
@@ -130,7 +135,7 @@ mount_tool() {
   mkdir -p "$mp"
   local t0; t0=$(date +%s.%N)
   case $tool in
-    wayback) "$WB" --repo "$repo" mount "$mp" --daemon >/dev/null; root="$mp/latest/bench/data" ;;
+    wayback) "$WB" --repo "$repo" mount "$mp" --daemon >/dev/null; root="$mp/latest/bench" ;;
     restic)  restic -r "$repo" mount "$mp" >/dev/null 2>&1 & sleep 0.2
              until [ -d "$mp/snapshots/latest" ]; do sleep 0.1; done; root="$mp/snapshots/latest/data" ;;
     borg)    borg mount "$repo::$(borg list --last 1 --short "$repo")" "$mp"; root="$mp/data" ;;

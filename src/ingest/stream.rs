@@ -78,7 +78,10 @@ pub fn store_stream(
 /// Runs `sh -c cmd`, hands its stdout to `consume`, then fails if either failed. A consumer
 /// that gives up early drops the pipe (the command gets EPIPE) and the command is killed, so
 /// waiting for it can never hang.
-fn with_command_stdout<T>(cmd: &str, consume: impl FnOnce(std::process::ChildStdout) -> Result<T>) -> Result<T> {
+fn with_command_stdout<T>(
+    cmd: &str,
+    consume: impl FnOnce(std::process::ChildStdout) -> Result<T>,
+) -> Result<T> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)

@@ -17,9 +17,14 @@ use crate::tree::{Node, NodeKind, Tree};
 type CacheInner = (LruCache<BlobId, Arc<Vec<u8>>>, usize);
 
 /// Bounded cache of decrypted chunks, by total bytes.
+///
+/// Loads are serialized per chunk (striped locks): when the kernel sends several read-ahead
+/// requests into the same uncached chunk at once, one thread decrypts it and the others wait
+/// for the result instead of decrypting the same megabytes again.
 pub struct ChunkCache {
     inner: Mutex<CacheInner>,
     budget: usize,
+    loading: Vec<Mutex<()>>,
 }
 
 impl ChunkCache {
@@ -28,11 +33,18 @@ impl ChunkCache {
         ChunkCache {
             inner: Mutex::new((LruCache::unbounded(), 0)),
             budget,
+            loading: (0..64).map(|_| Mutex::new(())).collect(),
         }
     }
 
     /// The chunk, from cache or the repository.
     pub fn get(&self, repo: &Repository, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.inner.lock().expect("poisoned").0.get(id) {
+            return Ok(c.clone());
+        }
+        let _loading = self.loading[id.0[0] as usize % self.loading.len()]
+            .lock()
+            .expect("poisoned");
         if let Some(c) = self.inner.lock().expect("poisoned").0.get(id) {
             return Ok(c.clone());
         }
