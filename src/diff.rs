@@ -102,7 +102,15 @@ fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     p
 }
 
-impl Differ<'_> {
+impl<'a> Differ<'a> {
+    fn new(repo: &'a Repository, opts: DiffOptions) -> Self {
+        Differ {
+            repo,
+            opts,
+            stats: DiffStats::default(),
+        }
+    }
+
     fn tree(&mut self, id: &TreeId) -> Result<Tree> {
         self.stats.trees_read += 1;
         self.repo.read_tree(id)
@@ -231,11 +239,7 @@ pub fn diff_trees(
     opts: DiffOptions,
     out: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<DiffStats> {
-    let mut d = Differ {
-        repo,
-        opts,
-        stats: DiffStats::default(),
-    };
+    let mut d = Differ::new(repo, opts);
     d.trees(a, b, prefix, out)?;
     Ok(d.stats)
 }
@@ -249,11 +253,7 @@ pub fn diff_nodes(
     opts: DiffOptions,
     out: &mut dyn FnMut(Change) -> Result<()>,
 ) -> Result<DiffStats> {
-    let mut d = Differ {
-        repo,
-        opts,
-        stats: DiffStats::default(),
-    };
+    let mut d = Differ::new(repo, opts);
     match (a, b) {
         (Some(x), Some(y)) => d.nodes(x, y, path.to_vec(), out)?,
         (Some(x), None) => d.whole(path.to_vec(), x, ChangeKind::Removed, out)?,

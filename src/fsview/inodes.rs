@@ -134,7 +134,7 @@ impl Inodes {
 
     /// The inode of `name` in `parent`, allocating one the first time (or when the object the
     /// name stands for changed, e.g. `/latest/src` after a new backup).
-    pub fn child(&mut self, parent: Ino, name: &[u8], data: InodeData, _counted: bool) -> Ino {
+    pub fn child(&mut self, parent: Ino, name: &[u8], data: InodeData) -> Ino {
         let proot = self.slots.get(parent as usize - 1).map_or(0, |s| s.root);
         // Children of a versions directory come from different trees: key them by name.
         let versions_parent = matches!(

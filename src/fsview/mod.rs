@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::id::TreeId;
 use crate::repo::Repository;
 use crate::snapshot::{as_of, Snapshot};
-use crate::timespec::{format_time, now_ms, parse_time, TimeMs};
+use crate::timespec::{now_ms, parse_time};
 use crate::tree::reader::ChunkCache;
 use crate::tree::{Node, NodeKind, Tree};
 use inodes::{InodeData, Inodes, Virt};
@@ -262,7 +262,6 @@ impl RepoView {
     fn virt_ttl(&self, v: &Virt) -> Duration {
         match v {
             Virt::AtTime(t) if *t < now_ms() - 3_600_000 => TTL_IMMUTABLE,
-            Virt::SnapSource(_) | Virt::AtRoot | Virt::SnapshotsRoot => TTL_LIVE,
             _ => TTL_LIVE,
         }
     }
@@ -638,7 +637,7 @@ impl View for RepoView {
             .inodes
             .lock()
             .expect("poisoned")
-            .child(parent, name.as_bytes(), child, true);
+            .child(parent, name.as_bytes(), child);
         self.attr_of(ino)
     }
 
@@ -651,7 +650,7 @@ impl View for RepoView {
         let mut inodes = self.inodes.lock().expect("poisoned");
         let mut out = Vec::with_capacity(kids.len());
         for (name, data, kind) in kids {
-            let ino = inodes.child(ino, name.as_bytes(), data, false);
+            let ino = inodes.child(ino, name.as_bytes(), data);
             out.push(DirEntry { ino, kind, name });
         }
         Ok(out)
@@ -754,9 +753,4 @@ impl View for RepoView {
 /// Root inode data (used by the inode table's constructor).
 pub(crate) fn root_data() -> InodeData {
     InodeData::virt(Virt::Root)
-}
-
-/// Formats a time for directory names (re-exported for the CLI's messages).
-pub fn time_name(t: TimeMs) -> String {
-    format_time(t)
 }

@@ -53,7 +53,7 @@ fn ns(sec: i64, nsec: i64) -> i64 {
 }
 
 /// Builds a node from `lstat` metadata (content and subtree are filled in by the caller).
-pub fn node_from_meta(name: &[u8], md: &Metadata, path: &Path) -> Node {
+pub fn node_from_meta(name: &[u8], md: &Metadata) -> Node {
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         NodeKind::Dir
@@ -92,7 +92,6 @@ pub fn node_from_meta(name: &[u8], md: &Metadata, path: &Path) -> Node {
             h.finalize().as_bytes()[..8].try_into().expect("8"),
         ));
     }
-    let _ = path;
     n
 }
 
@@ -135,7 +134,7 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
-        let mut node = node_from_meta(name, &md, path);
+        let mut node = node_from_meta(name, &md);
         self.saver.counters.entries.fetch_add(1, Ordering::Relaxed);
         if node.kind != NodeKind::Symlink {
             match read_xattrs(path) {
@@ -361,7 +360,7 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
         let (root, meta) = if single_dir {
             let md =
                 std::fs::symlink_metadata(&abs[0]).map_err(|e| Error::io("stat", &abs[0], e))?;
-            let mut meta = node_from_meta(b"", &md, &abs[0]);
+            let mut meta = node_from_meta(b"", &md);
             meta.xattrs = read_xattrs(&abs[0]).unwrap_or_default();
             let id = w
                 .dir(&abs[0], parent_root.as_ref())?
