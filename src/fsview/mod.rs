@@ -30,7 +30,7 @@ use crate::snapshot::{as_of, Snapshot};
 use crate::timespec::{now_ms, parse_time};
 use crate::tree::reader::ChunkCache;
 use crate::tree::{Node, NodeKind, Tree};
-use inodes::{InodeData, Inodes, Virt};
+use inodes::{InodeData, Inodes, NewChild, Virt};
 
 /// Kernel cache lifetime for immutable snapshot content.
 const TTL_IMMUTABLE: Duration = Duration::from_secs(86_400);
@@ -50,6 +50,34 @@ pub struct ViewOptions {
     pub cache_bytes: usize,
 }
 
+/// Decoded directory trees, bounded by their size in memory.
+///
+/// Why bytes and not a count: a walk of a million-file snapshot touches ten thousand trees of
+/// ~30 KiB each; a count-bounded cache of 4096 held 120 MB of them (measured: mount RSS 335 MB).
+struct TreeCache {
+    lru: LruCache<TreeId, (Arc<Tree>, usize)>,
+    bytes: usize,
+}
+
+/// Memory for decoded trees (lookups walk a directory's tree many times while it is listed).
+const TREE_CACHE_BYTES: usize = 24 << 20;
+
+impl TreeCache {
+    fn put(&mut self, id: TreeId, t: Arc<Tree>) {
+        let b = t.approx_bytes();
+        if let Some((_, old)) = self.lru.put(id, (t, b)) {
+            self.bytes -= old;
+        }
+        self.bytes += b;
+        while self.bytes > TREE_CACHE_BYTES && self.lru.len() > 1 {
+            match self.lru.pop_lru() {
+                Some((_, (_, b))) => self.bytes -= b,
+                None => break,
+            }
+        }
+    }
+}
+
 struct SnapList {
     at: Instant,
     list: Arc<Vec<Snapshot>>,
@@ -60,7 +88,7 @@ pub struct RepoView {
     repo: Arc<Repository>,
     opts: ViewOptions,
     inodes: Mutex<Inodes>,
-    trees: Mutex<LruCache<TreeId, Arc<Tree>>>,
+    trees: Mutex<TreeCache>,
     chunks: Arc<ChunkCache>,
     starts: Mutex<LruCache<Ino, Arc<Vec<u64>>>>,
     wal: Mutex<LruCache<(String, String), Arc<Tree>>>,
@@ -121,9 +149,10 @@ impl RepoView {
             repo,
             opts,
             inodes: Mutex::new(Inodes::new()),
-            trees: Mutex::new(LruCache::new(
-                std::num::NonZeroUsize::new(4096).expect("nonzero"),
-            )),
+            trees: Mutex::new(TreeCache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
             chunks,
             starts: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
@@ -158,7 +187,7 @@ impl RepoView {
     }
 
     fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, Errno> {
-        if let Some(t) = self.trees.lock().expect("poisoned").get(id) {
+        if let Some((t, _)) = self.trees.lock().expect("poisoned").lru.get(id) {
             return Ok(t.clone());
         }
         let t = Arc::new(
@@ -272,7 +301,7 @@ impl RepoView {
     }
 
     /// The children of a directory inode as (name, child inode data).
-    fn children(&self, ino: Ino) -> Result<Vec<(OsString, InodeData, Kind)>, Errno> {
+    fn children(&self, ino: Ino) -> Result<Vec<(OsString, NewChild, Kind)>, Errno> {
         let data = self
             .inodes
             .lock()
@@ -291,7 +320,7 @@ impl RepoView {
                         ("history", Virt::HistoryRoot),
                         ("wal", Virt::WalRoot),
                     ] {
-                        out.push((OsString::from(n), InodeData::virt(v), Kind::Dir));
+                        out.push((OsString::from(n), NewChild::Named(InodeData::virt(v)), Kind::Dir));
                     }
                 }
                 Virt::AtRoot => {
@@ -301,7 +330,7 @@ impl RepoView {
                         if let Some(t) = parse_time(&n, now_ms()) {
                             out.push((
                                 OsString::from(n),
-                                InodeData::virt(Virt::AtTime(t)),
+                                NewChild::Named(InodeData::virt(Virt::AtTime(t))),
                                 Kind::Dir,
                             ));
                         }
@@ -313,7 +342,7 @@ impl RepoView {
                             let live = t > now_ms() - 3_600_000;
                             out.push((
                                 OsString::from(src),
-                                InodeData::snap_root(s, live),
+                                NewChild::Named(InodeData::snap_root(s, live)),
                                 Kind::Dir,
                             ));
                         }
@@ -324,7 +353,7 @@ impl RepoView {
                         if let Some(s) = as_of(&snaps, &src, i64::MAX) {
                             out.push((
                                 OsString::from(src),
-                                InodeData::snap_root(s, true),
+                                NewChild::Named(InodeData::snap_root(s, true)),
                                 Kind::Dir,
                             ));
                         }
@@ -334,7 +363,7 @@ impl RepoView {
                     for src in sources(&snaps) {
                         out.push((
                             OsString::from(src.clone()),
-                            InodeData::virt(Virt::SnapSource(src)),
+                            NewChild::Named(InodeData::virt(Virt::SnapSource(src))),
                             Kind::Dir,
                         ));
                     }
@@ -345,7 +374,7 @@ impl RepoView {
                     for c in cs {
                         out.push((
                             OsString::from(c.clone()),
-                            InodeData::virt(Virt::WalCluster(c)),
+                            NewChild::Named(InodeData::virt(Virt::WalCluster(c))),
                             Kind::Dir,
                         ));
                     }
@@ -356,10 +385,10 @@ impl RepoView {
                     for n in names {
                         out.push((
                             OsString::from(n.clone()),
-                            InodeData::Wal {
+                            NewChild::Named(InodeData::Wal {
                                 cluster: c.clone(),
                                 name: n,
-                            },
+                            }),
                             Kind::File,
                         ));
                     }
@@ -371,7 +400,7 @@ impl RepoView {
                             path: Vec::new(),
                             versions: false,
                         };
-                        out.push((OsString::from(src), InodeData::virt(v), Kind::Dir));
+                        out.push((OsString::from(src), NewChild::Named(InodeData::virt(v)), Kind::Dir));
                     }
                 }
                 Virt::History {
@@ -404,7 +433,7 @@ impl RepoView {
                         };
                         out.push((
                             OsString::from_vec(n.name.clone()),
-                            InodeData::virt(v),
+                            NewChild::Named(InodeData::virt(v)),
                             Kind::Dir,
                         ));
                     }
@@ -430,10 +459,12 @@ impl RepoView {
                                 tree: t,
                                 index: i as u32,
                                 live: false,
-                                link_group: None,
-                                is_dir: false,
                             };
-                            out.push((OsString::from(s.time_name()), data, kind_of(n.kind)));
+                            out.push((
+                                OsString::from(s.time_name()),
+                                NewChild::Named(data),
+                                kind_of(n.kind),
+                            ));
                         }
                         last = Some(sig);
                     }
@@ -442,7 +473,7 @@ impl RepoView {
                     for s in snaps.iter().filter(|s| s.source == src) {
                         out.push((
                             OsString::from(s.time_name()),
-                            InodeData::snap_root(s, false),
+                            NewChild::Named(InodeData::snap_root(s, false)),
                             Kind::Dir,
                         ));
                     }
@@ -471,13 +502,13 @@ impl RepoView {
         &self,
         id: &TreeId,
         live: bool,
-        out: &mut Vec<(OsString, InodeData, Kind)>,
+        out: &mut Vec<(OsString, NewChild, Kind)>,
     ) -> Result<(), Errno> {
         let t = self.tree(id)?;
         for (i, n) in t.nodes.iter().enumerate() {
             out.push((
                 OsString::from_vec(n.name.clone()),
-                node_data(id, i, n, live),
+                node_child(id, i, t.nodes.len(), n, live),
                 kind_of(n.kind),
             ));
         }
@@ -507,13 +538,13 @@ impl RepoView {
     }
 
     /// Looks `name` up in a snapshot directory by binary search (directories can be huge).
-    fn find_in_tree(&self, id: &TreeId, name: &OsStr, live: bool) -> Result<InodeData, Errno> {
+    fn find_in_tree(&self, id: &TreeId, name: &OsStr, live: bool) -> Result<NewChild, Errno> {
         let t = self.tree(id)?;
         let i = t
             .nodes
             .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
             .map_err(|_| Errno::ENOENT)?;
-        Ok(node_data(id, i, &t.nodes[i], live))
+        Ok(node_child(id, i, t.nodes.len(), &t.nodes[i], live))
     }
 
     fn file_node(&self, ino: Ino) -> Result<(Arc<Tree>, usize), Errno> {
@@ -574,13 +605,14 @@ impl RepoView {
     }
 }
 
-fn node_data(tree: &TreeId, i: usize, n: &Node, live: bool) -> InodeData {
-    InodeData::Node {
+fn node_child(tree: &TreeId, i: usize, len: usize, n: &Node, live: bool) -> NewChild {
+    NewChild::Entry {
         tree: *tree,
         index: i as u32,
+        len: len as u32,
         live,
-        link_group: n.link_group,
-        is_dir: n.kind == NodeKind::Dir,
+        // Directories never share inodes (the kernel forbids directory aliases).
+        link_group: n.link_group.filter(|_| n.kind != NodeKind::Dir),
     }
 }
 
@@ -610,7 +642,7 @@ impl View for RepoView {
                 if !snaps.iter().any(|s| s.time <= t) {
                     return Err(Errno::ENOENT);
                 }
-                InodeData::virt(Virt::AtTime(t))
+                NewChild::Named(InodeData::virt(Virt::AtTime(t)))
             }
             InodeData::SnapRoot { snap, live } => {
                 let s = self.snapshot_by_idx(snap)?;

@@ -172,6 +172,26 @@ impl Tree {
         Ok(t)
     }
 
+    /// Heap and inline bytes held by the decoded tree, so caches can be bounded by memory
+    /// rather than by count (one directory of a million files weighs as much as 10k small ones).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Tree>()
+            + self
+                .nodes
+                .iter()
+                .map(|n| {
+                    std::mem::size_of::<Node>()
+                        + n.name.capacity()
+                        + n.link_target.as_ref().map_or(0, |t| t.capacity())
+                        + n.xattrs
+                            .iter()
+                            .map(|(k, v)| 48 + k.capacity() + v.capacity())
+                            .sum::<usize>()
+                        + n.content.capacity() * std::mem::size_of::<ChunkRef>()
+                })
+                .sum::<usize>()
+    }
+
     /// Finds an entry by name (binary search; entries are sorted).
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
