@@ -49,8 +49,18 @@ impl RepoArgs {
         bail!("no passphrase: set WAYBACK_PASSWORD, use --password-file, or run on a terminal")
     }
 
-    /// Opens the repository.
+    /// Opens the repository with the key cached by `wayback key unlock`, else the passphrase.
     pub fn open(&self, access: Access) -> anyhow::Result<Repository> {
+        let path = self.path()?;
+        let ask = || {
+            self.password(false)
+                .map_err(|e| Error::Invalid(format!("{e:#}")))
+        };
+        Ok(Repository::open_cached(&path, &ask, access)?)
+    }
+
+    /// Opens the repository with the passphrase, never the cached key (to prove the passphrase).
+    pub fn open_with_passphrase(&self, access: Access) -> anyhow::Result<Repository> {
         let path = self.path()?;
         let pass = self.password(false)?;
         Ok(Repository::open(&path, &pass, access)?)

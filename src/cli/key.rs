@@ -26,6 +26,29 @@ pub enum KeyCmd {
     },
     /// Change the passphrase in use: add the new one, remove the current key file.
     Passwd(NewPass),
+    /// Check the passphrase once and keep the unlocked key in the kernel keyring (this uid
+    /// only), so the next commands skip the passphrase and its ~0.2 s KDF, like ssh-agent.
+    Unlock {
+        /// How long the key stays cached (e.g. 900, 15m, 2h).
+        #[arg(long, default_value = "15m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Drop this repository's cached key now.
+    Lock,
+}
+
+/// Parses `90`, `90s`, `15m`, `2h`, `1d`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
+    };
+    Ok(std::time::Duration::from_secs(n * mult))
 }
 
 /// Where a new passphrase comes from.
@@ -55,9 +78,23 @@ fn new_password(np: &NewPass) -> anyhow::Result<Vec<u8>> {
 pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
     match cmd {
         KeyCmd::Add(np) => {
-            let repo = ra.open(Access::Read)?;
+            let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
             println!("added key {id}");
+        }
+        KeyCmd::Unlock { timeout } => {
+            let repo = ra.open_with_passphrase(Access::Read)?;
+            repo.cache_key(timeout)?;
+            eprintln!(
+                "key cached in the kernel keyring for {}s (`wayback key lock` drops it)",
+                timeout.as_secs()
+            );
+        }
+        KeyCmd::Lock => {
+            let path = ra.path()?;
+            if !crate::repo::Repository::forget_cached_key(&path)? {
+                eprintln!("no cached key for {}", path.display());
+            }
         }
         KeyCmd::List { json } => {
             let repo = ra.open(Access::Read)?;
@@ -79,7 +116,7 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
             }
         }
         KeyCmd::Remove { id } => {
-            let repo = ra.open(Access::Read)?;
+            let repo = ra.open_with_passphrase(Access::Read)?;
             let keys = list_keys(repo.be.as_ref())?;
             if !keys.iter().any(|k| k.id == id) {
                 return Err(crate::Error::NotFound(format!("key {id}")).into());
@@ -94,7 +131,7 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
             println!("removed key {id}");
         }
         KeyCmd::Passwd(np) => {
-            let repo = ra.open(Access::Read)?;
+            let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
             repo.be.delete(&format!("keys/{}", repo.key_id))?;
             println!("passphrase changed (key {} replaced by {id})", repo.key_id);

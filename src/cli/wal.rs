@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::cli::common::RepoArgs;
-use crate::repo::{Access, Repository};
+use crate::repo::Access;
 use crate::wal::{self, Pushed, WalError};
 
 /// Exit status: the file is already archived with different content.
@@ -67,10 +67,8 @@ pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
         Some(c) => c,
         None => default_cluster(&a.path)?,
     };
-    let path = ra.path()?;
-    let pass = ra.password(false)?;
     // No writer lock: wal-push writes only its own packs and records (see `wal`).
-    let repo = Repository::open(&path, &pass, Access::Read)?;
+    let repo = ra.open(Access::Read)?;
     match wal::push(&repo, &cluster, &a.path) {
         Ok(Pushed::Stored) => Ok(0),
         Ok(Pushed::AlreadyThere) => {

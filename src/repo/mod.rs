@@ -4,6 +4,7 @@
 //! `index/` (RocksDB cache), `tmp/` (staging for atomic puts).
 
 pub mod backend;
+pub mod keycache;
 pub mod keys;
 pub mod lock;
 
@@ -145,12 +146,41 @@ impl Repository {
 
     /// Opens an existing repository.
     pub fn open(root: &Path, pass: &[u8], access: Access) -> Result<Repository> {
+        Self::open_unlocking(root, &|| Ok(pass.to_vec()), access, false)
+    }
+
+    /// Opens with the key cached by `wayback key unlock` when there is one (skipping the KDF),
+    /// else with the passphrase `ask` returns (called only then, so no prompt appears).
+    pub fn open_cached(
+        root: &Path,
+        ask: &dyn Fn() -> Result<Vec<u8>>,
+        access: Access,
+    ) -> Result<Repository> {
+        Self::open_unlocking(root, ask, access, true)
+    }
+
+    fn open_unlocking(
+        root: &Path,
+        ask: &dyn Fn() -> Result<Vec<u8>>,
+        access: Access,
+        use_cache: bool,
+    ) -> Result<Repository> {
         let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(root));
         let sealed = read_config_header(be.as_ref(), root)?;
-        let (key_id, key) = keys::unlock(be.as_ref(), pass)?;
-        let config: Config =
-            serde_json::from_slice(&key.open(b"wayback-config", &sealed, &|| "config".into())?)
-                .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
+        let open_config = |key: &MasterKey| key.open(b"wayback-config", &sealed, &|| "config".into());
+        let cached = use_cache
+            .then(|| keycache::load(&keycache::entry_name(&sealed)))
+            .flatten()
+            .and_then(|(id, key)| Some((id, open_config(&key).ok()?, key)));
+        let (key_id, plain, key) = match cached {
+            Some(c) => c,
+            None => {
+                let (id, key) = keys::unlock(be.as_ref(), &ask()?)?;
+                (id, open_config(&key)?, key)
+            }
+        };
+        let config: Config = serde_json::from_slice(&plain)
+            .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
         if !config.chunker.validate() {
             return Err(Error::Corrupt(
                 "config: chunker parameters out of range".into(),
@@ -189,6 +219,24 @@ impl Repository {
             }
         }
         Ok(repo)
+    }
+
+    /// Caches the unlocked key in the kernel keyring for `timeout` (`wayback key unlock`).
+    pub fn cache_key(&self, timeout: std::time::Duration) -> Result<()> {
+        let sealed = read_config_header(self.be.as_ref(), &self.root)?;
+        keycache::store(
+            &keycache::entry_name(&sealed),
+            &self.key_id,
+            &self.key,
+            timeout,
+        )
+    }
+
+    /// Drops this repository's cached key (`wayback key lock`); whether one was cached.
+    pub fn forget_cached_key(root: &Path) -> Result<bool> {
+        let be = LocalBackend::new(root);
+        let sealed = read_config_header(&be, root)?;
+        Ok(keycache::forget(&keycache::entry_name(&sealed)))
     }
 
     /// Reads, decrypts and verifies one blob. Damage anywhere is `Corrupt` naming the pack.

@@ -853,6 +853,42 @@ fn wrong_passphrase_is_refused() {
     assert_code(&run(c), 0, "--password-file");
 }
 
+#[test]
+fn unlocked_key_is_cached_in_the_kernel_keyring_until_locked() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("a"), b"a").unwrap();
+    r.backup_dir(&src, "s");
+    // Unlock checks the passphrase: a wrong one caches nothing.
+    let o = r.wb_pass("wrong", &["key", "unlock"]);
+    assert_code(&o, exit::WRONG_PASSWORD, "unlock with a wrong passphrase");
+    let no_pass = |args: &[&str]| {
+        let mut c = r.cmd(args);
+        c.env_remove("WAYBACK_PASSWORD");
+        run(c)
+    };
+    let o = no_pass(&["snapshots"]);
+    assert_code(&o, exit::ERROR, "no passphrase and no cached key");
+    assert_stderr_contains(&o, "no passphrase");
+    r.ok(&["key", "unlock", "--timeout", "5m"]);
+    // Now reading commands need no passphrase at all, and writers work too.
+    let o = no_pass(&["snapshots", "--json"]);
+    assert_code(&o, 0, "snapshots with the cached key");
+    assert_eq!(parse_json(&o).as_array().unwrap().len(), 1);
+    assert_code(&no_pass(&["backup", s(&src), "--source", "s"]), 0, "backup with the cached key");
+    // Changing keys still demands the passphrase.
+    assert_code(&no_pass(&["key", "add"]), exit::ERROR, "key add without passphrase");
+    // Another repository is not opened by this one's cached key.
+    let other = Repo::new();
+    let mut c = other.cmd(&["snapshots"]);
+    c.env_remove("WAYBACK_PASSWORD");
+    assert_code(&run(c), exit::ERROR, "other repository");
+    r.ok(&["key", "lock"]);
+    assert_code(&no_pass(&["snapshots"]), exit::ERROR, "after lock");
+    let o = r.wb_pass("wrong", &["snapshots"]);
+    assert_code(&o, exit::WRONG_PASSWORD, "after lock, the passphrase is checked again");
+}
+
 fn key_list(r: &Repo, pass: &str) -> Vec<Value> {
     let o = r.wb_pass(pass, &["key", "list", "--json"]);
     assert_code(&o, 0, "key list");
