@@ -29,14 +29,21 @@ read -r r1 r2 < <(restic -r "$B/restic" snapshots --json | python3 -c 'import js
 "$WB" --repo "$B/wb" diff "$w1" "$w2" --name-status --ignore-meta > "$B/wb.txt" || true
 lines=$(wc -l < "$B/wb.txt")
 trees=$("$WB" --repo "$B/wb" diff "$w1" "$w2" --stat --ignore-meta | grep -o '[0-9]* tree blocks read' || true)
-tw=$(secs "$WB" --repo "$B/wb" diff "$w1" "$w2" --name-status)
-tr=$(secs restic -r "$B/restic" diff "$r1" "$r2")
+# Best of 3 each: with the passphrase (argon2 KDF every run, like restic's scrypt) and with
+# the key cached by `wayback key unlock` (the way an admin or a script session runs it).
+best() { local b=999 t; for _ in 1 2 3; do t=$(secs "$@"); b=$(awk -v a="$b" -v t="$t" 'BEGIN{print (t<a)?t:a}'); done; echo "$b"; }
+tk=$(best "$WB" --repo "$B/wb" diff "$w1" "$w2" --name-status)
+"$WB" --repo "$B/wb" key unlock --timeout 10m >/dev/null 2>&1
+tw=$(best "$WB" --repo "$B/wb" diff "$w1" "$w2" --name-status)
+"$WB" --repo "$B/wb" key lock >/dev/null 2>&1
+tr=$(best restic -r "$B/restic" diff "$r1" "$r2")
 mkdir -p "$B/mnt"; "$WB" --repo "$B/wb" mount "$B/mnt" --daemon >/dev/null
 read -r n1 n2 < <(ls "$B/mnt/snapshots/t" | tr '\n' ' '; echo)
 tq=$(secs diff -rq "$B/mnt/snapshots/t/$n1" "$B/mnt/snapshots/t/$n2")
 "$WB" umount "$B/mnt"
 echo "| diff of two $NFILES-file snapshots differing in 10 files | seconds | vs wayback diff |"
 echo "| --- | --- | --- |"
-echo "| wayback diff ($lines changed paths incl. parent dirs' mtimes hidden by --ignore-meta; $trees) | $tw | 1x |"
-echo "| restic diff | $tr | $(awk -v a="$tw" -v b="$tr" 'BEGIN{printf "%.0fx", b/a}') |"
+echo "| wayback diff, key cached by \`key unlock\` ($lines changed paths with --ignore-meta; $trees) | $tw | 1x |"
+echo "| wayback diff, passphrase + argon2 KDF on every run | $tk | $(awk -v a="$tw" -v b="$tk" 'BEGIN{printf "%.0fx", b/a}') |"
+echo "| restic diff | $tr | $(awk -v a="$tw" -v b="$tr" 'BEGIN{printf "%.0fx", b/a}') ($(awk -v a="$tk" -v b="$tr" 'BEGIN{printf "%.0fx", b/a}') vs KDF run) |"
 echo "| diff -rq through the wayback mount | $tq | $(awk -v a="$tw" -v b="$tq" 'BEGIN{printf "%.0fx", b/a}') |"

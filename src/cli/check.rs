@@ -53,9 +53,10 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         println!(
-            "checked {} snapshots, {} trees{}",
+            "checked {} snapshots, {} trees, {} WAL files{}",
             rep.snapshots,
             rep.trees,
+            rep.wal_files,
             if a.read_data {
                 format!(
                     ", {} packs read, {} blobs verified",

@@ -320,7 +320,11 @@ impl RepoView {
                         ("history", Virt::HistoryRoot),
                         ("wal", Virt::WalRoot),
                     ] {
-                        out.push((OsString::from(n), NewChild::Named(InodeData::virt(v)), Kind::Dir));
+                        out.push((
+                            OsString::from(n),
+                            NewChild::Named(InodeData::virt(v)),
+                            Kind::Dir,
+                        ));
                     }
                 }
                 Virt::AtRoot => {
@@ -400,7 +404,11 @@ impl RepoView {
                             path: Vec::new(),
                             versions: false,
                         };
-                        out.push((OsString::from(src), NewChild::Named(InodeData::virt(v)), Kind::Dir));
+                        out.push((
+                            OsString::from(src),
+                            NewChild::Named(InodeData::virt(v)),
+                            Kind::Dir,
+                        ));
                     }
                 }
                 Virt::History {

@@ -189,12 +189,20 @@ pub fn db_point(
             if let Some(r) = v["WAL-Ranges"].as_array().and_then(|a| a.last()) {
                 p.stop_lsn = r["End-LSN"].as_str().map(str::to_string);
                 let tli = r["Timeline"].as_u64().unwrap_or(1) as u32;
+                // The segment size follows from the start segment's name and LSN (clusters
+                // made with `initdb --wal-segsize` differ from the 16 MiB default).
+                let seg_size = p
+                    .start_lsn
+                    .as_deref()
+                    .and_then(crate::wal::names::parse_lsn)
+                    .zip(p.wal_start.as_deref())
+                    .and_then(|(lsn, name)| crate::wal::names::segment_size_for(lsn, name))
+                    .unwrap_or(16 << 20);
                 if let Some(lsn) = p.stop_lsn.as_deref().and_then(crate::wal::names::parse_lsn) {
-                    // 16 MiB segments (PostgreSQL's default); other sizes are noted in wal status.
                     p.wal_stop = Some(crate::wal::names::segment_name(
                         tli,
                         lsn.saturating_sub(1),
-                        16 << 20,
+                        seg_size,
                     ));
                 }
             }
@@ -242,4 +250,40 @@ pub fn backup_basebackup(
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(label: &str, end_lsn: &str) -> DbPoint {
+        let mut kept = std::collections::HashMap::new();
+        kept.insert("backup_label".to_string(), label.as_bytes().to_vec());
+        let manifest = serde_json::json!({
+            "WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/8000028", "End-LSN": end_lsn}]
+        });
+        kept.insert(
+            "backup_manifest".to_string(),
+            serde_json::to_vec(&manifest).unwrap(),
+        );
+        db_point(&kept, Some("main".into()))
+    }
+
+    #[test]
+    fn wal_range_uses_the_clusters_segment_size() {
+        // initdb --wal-segsize 64: 0/8000028 is in segment 2, 0/C000100 in segment 3.
+        let p = point(
+            "START WAL LOCATION: 0/8000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+            "0/C000100",
+        );
+        assert_eq!(p.wal_start.as_deref(), Some("000000010000000000000002"));
+        assert_eq!(p.wal_stop.as_deref(), Some("000000010000000000000003"));
+        assert_eq!(p.timeline, Some(1));
+        // The default 16 MiB: 0/8000028 is segment 8.
+        let p = point(
+            "START WAL LOCATION: 0/8000028 (file 000000010000000000000008)\n",
+            "0/C000100",
+        );
+        assert_eq!(p.wal_stop.as_deref(), Some("00000001000000000000000C"));
+    }
 }

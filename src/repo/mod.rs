@@ -167,7 +167,8 @@ impl Repository {
     ) -> Result<Repository> {
         let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(root));
         let sealed = read_config_header(be.as_ref(), root)?;
-        let open_config = |key: &MasterKey| key.open(b"wayback-config", &sealed, &|| "config".into());
+        let open_config =
+            |key: &MasterKey| key.open(b"wayback-config", &sealed, &|| "config".into());
         let cached = use_cache
             .then(|| keycache::load(&keycache::entry_name(&sealed)))
             .flatten()
@@ -179,8 +180,8 @@ impl Repository {
                 (id, open_config(&key)?, key)
             }
         };
-        let config: Config = serde_json::from_slice(&plain)
-            .map_err(|e| Error::Corrupt(format!("config: {e}")))?;
+        let config: Config =
+            serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))?;
         if !config.chunker.validate() {
             return Err(Error::Corrupt(
                 "config: chunker parameters out of range".into(),

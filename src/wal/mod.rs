@@ -421,6 +421,26 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
     std::fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))
 }
 
+/// Reassembles an archived file in memory-bounded steps and compares it with the digest
+/// recorded at push time (`wayback check --read-data`).
+pub fn verify(repo: &Repository, rec: &WalRecord) -> Result<()> {
+    repo.add_location_hints(rec.hints());
+    let mut h = blake3::Hasher::new();
+    let mut size = 0u64;
+    for c in &rec.content {
+        let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
+        size += data.len() as u64;
+        h.update(&data);
+    }
+    if size != rec.size || h.finalize().to_hex().as_str() != rec.digest {
+        return Err(Error::Corrupt(format!(
+            "WAL {}/{}: content does not match its digest",
+            rec.cluster, rec.name
+        )));
+    }
+    Ok(())
+}
+
 /// Per-cluster archive health: newest segment, its age, gaps, timelines.
 #[derive(Serialize, Debug)]
 pub struct ClusterStatus {

@@ -77,6 +77,21 @@ pub fn segment_name(tli: u32, lsn: u64, seg_size: u64) -> String {
     format!("{tli:08X}{:08X}{:08X}", segno / per, segno % per)
 }
 
+/// The WAL segment size (1 MiB to 1 GiB, a power of two, as `initdb --wal-segsize` allows)
+/// under which `lsn` lies in the segment named `name`; `None` when no size fits.
+///
+/// Why: a base backup's label names its start segment and LSN but not the segment size, and
+/// the stop segment must be named with the cluster's real size, not an assumed 16 MiB.
+pub fn segment_size_for(lsn: u64, name: &str) -> Option<u64> {
+    let tli = match parse(name)? {
+        WalName::Segment { tli, .. } => tli,
+        _ => return None,
+    };
+    (20..=30)
+        .map(|b| 1u64 << b)
+        .find(|&size| segment_name(tli, lsn, size) == name)
+}
+
 /// Parses `X/Y` LSN notation.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
@@ -124,5 +139,21 @@ mod tests {
             segment_name(3, parse_lsn("1/FF000000").unwrap(), 16 << 20),
             "0000000300000001000000FF"
         );
+    }
+
+    #[test]
+    fn segment_size_is_recovered_from_a_label() {
+        for size in [1u64 << 20, 16 << 20, 64 << 20, 1 << 30] {
+            for lsn in [0x0200_0028u64, 0x1_FF00_0000, 0x37_4000_1234] {
+                let lsn = lsn.max(size + 0x28);
+                let n = segment_name(1, lsn, size);
+                assert_eq!(segment_size_for(lsn, &n), Some(size), "{n} {lsn:X}");
+            }
+        }
+        assert_eq!(
+            segment_size_for(0x0200_0028, "000000010000000000000077"),
+            None
+        );
+        assert_eq!(segment_size_for(0x0200_0028, "00000002.history"), None);
     }
 }

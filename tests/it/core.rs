@@ -875,9 +875,17 @@ fn unlocked_key_is_cached_in_the_kernel_keyring_until_locked() {
     let o = no_pass(&["snapshots", "--json"]);
     assert_code(&o, 0, "snapshots with the cached key");
     assert_eq!(parse_json(&o).as_array().unwrap().len(), 1);
-    assert_code(&no_pass(&["backup", s(&src), "--source", "s"]), 0, "backup with the cached key");
+    assert_code(
+        &no_pass(&["backup", s(&src), "--source", "s"]),
+        0,
+        "backup with the cached key",
+    );
     // Changing keys still demands the passphrase.
-    assert_code(&no_pass(&["key", "add"]), exit::ERROR, "key add without passphrase");
+    assert_code(
+        &no_pass(&["key", "add"]),
+        exit::ERROR,
+        "key add without passphrase",
+    );
     // Another repository is not opened by this one's cached key.
     let other = Repo::new();
     let mut c = other.cmd(&["snapshots"]);
@@ -886,7 +894,11 @@ fn unlocked_key_is_cached_in_the_kernel_keyring_until_locked() {
     r.ok(&["key", "lock"]);
     assert_code(&no_pass(&["snapshots"]), exit::ERROR, "after lock");
     let o = r.wb_pass("wrong", &["snapshots"]);
-    assert_code(&o, exit::WRONG_PASSWORD, "after lock, the passphrase is checked again");
+    assert_code(
+        &o,
+        exit::WRONG_PASSWORD,
+        "after lock, the passphrase is checked again",
+    );
 }
 
 fn key_list(r: &Repo, pass: &str) -> Vec<Value> {

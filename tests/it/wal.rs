@@ -163,3 +163,46 @@ fn status_and_mount_show_the_archive() {
     ]);
     assert!(m.p("wal/main/000000010000000000000003").exists());
 }
+
+#[test]
+fn check_verifies_archived_wal_and_names_damaged_segments() {
+    let r = Repo::new();
+    let d = r.mkdir("pg_wal");
+    for (i, name) in ["000000010000000000000001", "000000010000000000000002"]
+        .iter()
+        .enumerate()
+    {
+        let p = segment(&d, name, 7, i as u8 + 1);
+        r.ok(&["wal-push", "--cluster", "main", s(&p)]);
+    }
+    let rep = r.json(&["check", "--read-data", "--json"]);
+    assert_eq!(rep["wal_files"], 2, "{rep:#}");
+    assert_eq!(rep["problems"].as_array().unwrap().len(), 0, "{rep:#}");
+    // Flip one byte in the middle of every pack: the read-data check must name the segments.
+    let packs = r.packs();
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut b = fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0x55;
+        fs::write(p, b).unwrap();
+    }
+    let o = r.code(&["check", "--read-data"], crate::common::exit::DAMAGED);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("WAL main/000000010000000000000001")
+            || out.contains("WAL main/000000010000000000000002"),
+        "{out}"
+    );
+    // A missing pack is found without reading data.
+    for p in &packs {
+        fs::remove_file(p).unwrap();
+    }
+    let o = r.code(&["check"], crate::common::exit::DAMAGED);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("pack holding archived WAL is missing")
+            && out.contains("WAL main/000000010000000000000002"),
+        "{out}"
+    );
+}
