@@ -2,6 +2,7 @@
 //! area (shared fixtures in `common`).
 
 mod agent;
+mod archive;
 mod common;
 mod core;
 mod damage;

@@ -12,7 +12,7 @@ use crate::common::{s, Repo, BIN, PASSWORD};
 use crate::mount::Mounted;
 use crate::pg::{bin, Pg};
 
-fn chown_postgres(p: &Path) {
+pub fn chown_postgres(p: &Path) {
     assert!(Command::new("chown")
         .args(["-R", "postgres:postgres"])
         .arg(p)
@@ -21,7 +21,7 @@ fn chown_postgres(p: &Path) {
         .success());
 }
 
-fn as_postgres(args: &[&str]) -> std::process::Output {
+pub fn as_postgres(args: &[&str]) -> std::process::Output {
     Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .args(args)
@@ -104,7 +104,7 @@ pub struct Archived {
     pub pwfile: std::path::PathBuf,
 }
 
-fn now_utc(pg: &Pg) -> String {
+pub fn now_utc(pg: &Pg) -> String {
     pg.sql(
         "app",
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",

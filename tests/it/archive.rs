@@ -1,0 +1,272 @@
+//! The archive contract under failure, with a real PostgreSQL 15: pushes killed with SIGKILL
+//! at random moments are retried by PostgreSQL and nothing is lost (every archived segment is
+//! byte-identical to PostgreSQL's own copy); and a promote after point-in-time recovery starts
+//! timeline 2, whose `.history` file and segments are archived beside timeline 1 and followed
+//! by a later recovery.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{s, Repo, BIN, PASSWORD};
+use crate::mount::Mounted;
+use crate::pg::{bin, Pg};
+use crate::pitr::{archived, as_postgres, chown_postgres, now_utc, Archived};
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn killed_pushes_are_retried_by_postgres_and_nothing_is_lost() {
+    let r = Repo::new();
+    Command::new("chmod")
+        .arg("755")
+        .arg(r.tmp())
+        .status()
+        .unwrap();
+    chown_postgres(&r.path);
+    let pwfile = r.scratch("pw");
+    fs::write(&pwfile, PASSWORD).unwrap();
+    let attempts = r.mkdir("attempts");
+    chown_postgres(&attempts);
+    // The first attempt at every file is killed with SIGKILL after 10..300 ms: before, during
+    // or after its packs and record are written. PostgreSQL sees a failure and retries.
+    let script = r.scratch("push.sh");
+    let push = format!(
+        "{BIN} --repo {} --password-file {} wal-push --cluster main",
+        s(&r.path),
+        s(&pwfile)
+    );
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nmark={}/$(basename \"$1\")\nif [ ! -e \"$mark\" ]; then\n  touch \"$mark\"\n  {push} \"$1\" &\n  pid=$!\n  sleep $(awk -v r=$(od -An -N2 -tu2 /dev/urandom) 'BEGIN{{printf \"%.3f\", 0.01 + (r % 290) / 1000}}')\n  kill -9 $pid 2>/dev/null\n  wait $pid\n  exit 1\nfi\nexec {push} \"$1\"\n",
+            s(&attempts)
+        ),
+    )
+    .unwrap();
+    chown_postgres(&pwfile);
+    chown_postgres(&script);
+    Command::new("chmod")
+        .arg("755")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let pg = Pg::start(&format!(
+        "archive_mode = on\nwal_level = replica\nwal_keep_size = 1GB\narchive_command = '{} %p'\n",
+        s(&script)
+    ));
+    pg.client("createdb").arg("app").status().unwrap();
+    assert!(pg
+        .client("pgbench")
+        .args(["-i", "-s", "2", "-q", "app"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let mut last = String::new();
+    for i in 0..4 {
+        pg.sql(
+            "app",
+            &format!("CREATE TABLE t{i} AS SELECT generate_series(1, 20000) x"),
+        );
+        last = pg.sql("app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        pg.sql("app", "SELECT pg_switch_wal()");
+    }
+    wait_for(&format!("{last} archived"), 120, || {
+        pg.sql(
+            "app",
+            "SELECT coalesce(last_archived_wal, '') >= '{last}' FROM pg_stat_archiver"
+                .replace("{last}", &last)
+                .as_str(),
+        ) == "t"
+            && r.path.join(format!("wal/main/{last}")).exists()
+    });
+    let failed: u64 = pg
+        .sql("app", "SELECT failed_count FROM pg_stat_archiver")
+        .parse()
+        .unwrap();
+    let killed = fs::read_dir(&attempts).unwrap().count() as u64;
+    assert!(
+        failed >= 4 && killed >= 4,
+        "failed {failed}, killed {killed}"
+    );
+    // Every segment PostgreSQL archived is in the repository, byte for byte, without gaps.
+    let pg_wal = pg.data.join("pg_wal");
+    let mut compared = 0;
+    let fetched = r.mkdir("fetched");
+    for e in fs::read_dir(&pg_wal).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name.len() != 24 || name > last {
+            continue;
+        }
+        let done = pg_wal.join("archive_status").join(format!("{name}.done"));
+        if !done.exists() {
+            continue;
+        }
+        let dest = fetched.join(&name);
+        r.ok(&["wal-fetch", "--cluster", "main", &name, s(&dest)]);
+        assert!(
+            fs::read(&dest).unwrap() == fs::read(pg_wal.join(&name)).unwrap(),
+            "{name} differs from PostgreSQL's copy"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 5, "only {compared} segments compared");
+    let st = r.json(&["wal", "status", "--json"]);
+    assert_eq!(st[0]["gaps"].as_array().unwrap().len(), 0, "{st:#}");
+    let rep = r.json(&["check", "--read-data", "--json"]);
+    assert_eq!(rep["problems"].as_array().unwrap().len(), 0, "{rep:#}");
+    assert!(rep["wal_files"].as_u64().unwrap() >= compared, "{rep:#}");
+}
+
+/// Starts a server on `data` with its own socket, archiving into cluster `main` of `r`.
+fn start_archiving(r: &Repo, pwfile: &Path, data: &Path, sock: &Path) {
+    fs::create_dir_all(sock).unwrap();
+    chown_postgres(sock);
+    let mut c = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    c.push_str(&format!(
+        "\nunix_socket_directories = '{}'\nport = 5432\narchive_mode = on\narchive_command = '{BIN} --repo {} --password-file {} wal-push --cluster main %p'\n",
+        s(sock),
+        s(&r.path),
+        s(pwfile)
+    ));
+    fs::write(data.join("postgresql.auto.conf"), c).unwrap();
+    chown_postgres(data);
+    let log = sock.join("server.log");
+    let o = as_postgres(&[
+        &bin("pg_ctl"),
+        "-D",
+        s(data),
+        "-l",
+        s(&log),
+        "-w",
+        "-t",
+        "120",
+        "start",
+    ]);
+    assert!(
+        o.status.success(),
+        "server did not start: {}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
+fn psql(sock: &Path, q: &str) -> String {
+    let o = Command::new(bin("psql"))
+        .env("PGHOST", sock)
+        .args(["-X", "-A", "-t", "-U", "postgres", "-d", "app", "-c", q])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stop(data: &Path) {
+    let _ = as_postgres(&[&bin("pg_ctl"), "-D", s(data), "-m", "fast", "-w", "stop"]);
+}
+
+#[test]
+fn promote_after_recovery_archives_timeline_2_and_recovery_follows_it() {
+    let r = Repo::new();
+    let Archived { pg, t, pwfile, .. } = archived(&r, 1);
+    // Recover to T and promote: the new primary starts timeline 2 and archives into `main`.
+    let data = r.scratch("tl2");
+    r.ok(&[
+        "--password-file",
+        s(&pwfile),
+        "pitr",
+        "--source",
+        "pgdata",
+        "--to",
+        &t,
+        "--target",
+        s(&data),
+    ]);
+    let sock = r.scratch("sock-tl2");
+    start_archiving(&r, &pwfile, &data, &sock);
+    wait_for("promotion", 120, || {
+        psql(&sock, "SELECT pg_is_in_recovery()") == "f"
+    });
+    assert_eq!(
+        psql(&sock, "SELECT timeline_id FROM pg_control_checkpoint()"),
+        "2"
+    );
+    psql(&sock, "INSERT INTO t SELECT generate_series(1001, 1007)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t3 = psql(
+        &sock,
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    psql(&sock, "INSERT INTO t SELECT generate_series(2001, 2050)");
+    let mut seg = String::new();
+    for _ in 0..2 {
+        psql(
+            &sock,
+            "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
+        );
+        seg = psql(&sock, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        psql(&sock, "SELECT pg_switch_wal()");
+    }
+    assert!(seg.starts_with("00000002"), "{seg}");
+    wait_for(&format!("{seg} archived"), 120, || {
+        r.path.join(format!("wal/main/{seg}")).exists()
+    });
+    stop(&data);
+    // Both timelines are in one archive; the history file is served by wal-fetch and the mount.
+    let st = r.json(&["wal", "status", "--json"]);
+    let tlis: Vec<u64> = st[0]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(tlis, vec![1, 2], "{st:#}");
+    let hist = fs::read(data.join("pg_wal/00000002.history")).unwrap();
+    let got = r.scratch("00000002.history");
+    r.ok(&[
+        "wal-fetch",
+        "--cluster",
+        "main",
+        "00000002.history",
+        s(&got),
+    ]);
+    assert_eq!(fs::read(&got).unwrap(), hist);
+    {
+        let m = Mounted::new(&r, &[]);
+        assert_eq!(fs::read(m.p("wal/main/00000002.history")).unwrap(), hist);
+    }
+    // A recovery to T3 starts from the timeline-1 base backup and follows timeline 2 (the
+    // default recovery_target_timeline = 'latest' reads 00000002.history via wal-fetch).
+    let data3 = r.scratch("tl2-again");
+    r.ok(&[
+        "--password-file",
+        s(&pwfile),
+        "pitr",
+        "--source",
+        "pgdata",
+        "--to",
+        &t3,
+        "--target",
+        s(&data3),
+    ]);
+    let sock3 = r.scratch("sock-tl2-again");
+    start_archiving(&r, &pwfile, &data3, &sock3);
+    wait_for("second promotion", 120, || {
+        psql(&sock3, "SELECT pg_is_in_recovery()") == "f"
+    });
+    let rows = psql(&sock3, "SELECT count(*), max(id) FROM t");
+    let keep = psql(&sock3, "SELECT count(*) FROM keep");
+    stop(&data3);
+    assert_eq!(rows, "107|1007", "rows at T3 on timeline 2");
+    assert_eq!(keep, "3");
+    // The original primary went on along timeline 1, untouched.
+    assert_eq!(pg.sql("app", "SELECT count(*) FROM t"), "250");
+    let _ = now_utc(&pg);
+}
