@@ -288,11 +288,15 @@ impl<V: View> Shared<V> {
         Ok(())
     }
 
-    fn open(&self, ino: Ino) -> Result<u32, Errno> {
+    fn open(&self, ino: Ino, write: bool) -> Result<u32, Errno> {
         let OpenFlags {
             keep_cache,
             direct_io,
-        } = self.view.open(ino)?;
+        } = if write {
+            self.view.open_for_write(ino)?
+        } else {
+            self.view.open(ino)?
+        };
         let mut flags = 0;
         if keep_cache {
             flags |= FOPEN_KEEP_CACHE;
@@ -550,11 +554,12 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        if wants_write(flags) {
+        let write = wants_write(flags);
+        if write && !self.shared.view.writable() {
             reply.error(libc::EROFS);
             return;
         }
-        self.spawn(move |s| match s.open(ino) {
+        self.spawn(move |s| match s.open(ino, write) {
             Ok(open_flags) => reply.opened(0, open_flags),
             Err(e) => {
                 log_err("open", ino, e);
@@ -600,9 +605,15 @@ impl<V: View> Filesystem for Driver<V> {
         reply.ok();
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
-        // Nothing is ever dirty.
-        reply.ok();
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
+        // Nothing is ever dirty in a read-only view; writable views make their writes durable.
+        self.spawn(move |s| match s.view.fsync(ino) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log_err("fsync", ino, e);
+                reply.error(code(e))
+            }
+        });
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
@@ -693,7 +704,7 @@ impl<V: View> Filesystem for Driver<V> {
 
     fn access(&mut self, _req: &Request<'_>, _ino: u64, mask: i32, reply: ReplyEmpty) {
         // Only reached without `default_permissions`; the kernel checks modes otherwise.
-        if mask & libc::W_OK != 0 {
+        if mask & libc::W_OK != 0 && !self.shared.view.writable() {
             reply.error(libc::EROFS);
         } else {
             reply.ok();
@@ -705,11 +716,11 @@ impl<V: View> Filesystem for Driver<V> {
     fn setattr(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
         _mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -720,7 +731,25 @@ impl<V: View> Filesystem for Driver<V> {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        reply.error(libc::EROFS);
+        // Writable views change sizes only; ownership and modes stay as backed up, and time
+        // updates are accepted and dropped (the view reports its own mtime).
+        if !self.shared.view.writable() || mode.is_some() || uid.is_some() || gid.is_some() {
+            reply.error(libc::EROFS);
+            return;
+        }
+        self.spawn(move |s| {
+            let r = match size {
+                Some(n) => s.view.set_size(ino, n),
+                None => s.getattr(ino),
+            };
+            match r {
+                Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+                Err(e) => {
+                    log_err("setattr", ino, e);
+                    reply.error(code(e))
+                }
+            }
+        });
     }
 
     fn mknod(
@@ -794,16 +823,31 @@ impl<V: View> Filesystem for Driver<V> {
     fn write(
         &mut self,
         _req: &Request<'_>,
-        _ino: u64,
+        ino: u64,
         _fh: u64,
-        _offset: i64,
-        _data: &[u8],
+        offset: i64,
+        data: &[u8],
         _write_flags: u32,
         _flags: i32,
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        reply.error(libc::EROFS);
+        let Ok(offset) = u64::try_from(offset) else {
+            reply.error(libc::EINVAL);
+            return;
+        };
+        if !self.shared.view.writable() {
+            reply.error(libc::EROFS);
+            return;
+        }
+        let data = data.to_vec();
+        self.spawn(move |s| match s.view.write(ino, offset, &data) {
+            Ok(n) => reply.written(n),
+            Err(e) => {
+                log_err("write", ino, e);
+                reply.error(code(e))
+            }
+        });
     }
 
     fn setxattr(

@@ -49,6 +49,9 @@ pub struct MountOptions {
     /// Largest read request the kernel may send, in bytes (the `max_read` mount option);
     /// 0 leaves the kernel default.
     pub max_read: u32,
+    /// Mount read-write (for a [`crate::View`] that is [`crate::View::writable`]); default
+    /// read-only, which the kernel enforces before any request reaches the view.
+    pub writable: bool,
 }
 
 impl Default for MountOptions {
@@ -59,6 +62,7 @@ impl Default for MountOptions {
             workers: DEFAULT_WORKERS,
             auto_unmount: false,
             max_read: 1024 * 1024,
+            writable: false,
         }
     }
 }
@@ -72,7 +76,11 @@ impl MountOptions {
             self.fsname.replace([',', '\\', ' ', '\t', '\n'], "_")
         };
         let mut o = vec![
-            MountOption::RO,
+            if self.writable {
+                MountOption::RW
+            } else {
+                MountOption::RO
+            },
             MountOption::FSName(fsname),
             MountOption::Subtype("wayback".to_owned()),
             MountOption::DefaultPermissions,

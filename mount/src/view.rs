@@ -143,6 +143,33 @@ pub trait View: Send + Sync + 'static {
         let _ = (ino, name);
         Err(Errno::ENODATA)
     }
+    /// Whether regular files of this view may be opened for writing. Read-only views (every
+    /// backup view) keep the default, and the driver answers `EROFS` to every mutation; a
+    /// writable view (the copy-on-write files under `pg-at`) serves `write`, `set_size` and
+    /// `fsync` on existing files, never namespace changes.
+    fn writable(&self) -> bool {
+        false
+    }
+    /// Called on open of a regular file for writing (only when [`View::writable`]).
+    fn open_for_write(&self, ino: Ino) -> Result<OpenFlags, Errno> {
+        let _ = ino;
+        Err(Errno::EROFS)
+    }
+    /// Writes `data` at `offset`; returns the bytes written (all of them, or an error).
+    fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let _ = (ino, offset, data);
+        Err(Errno::EROFS)
+    }
+    /// Truncates or extends a file (`ftruncate`).
+    fn set_size(&self, ino: Ino, size: u64) -> Result<Entry, Errno> {
+        let _ = (ino, size);
+        Err(Errno::EROFS)
+    }
+    /// Makes written data durable (`fsync`/`fdatasync`).
+    fn fsync(&self, ino: Ino) -> Result<(), Errno> {
+        let _ = ino;
+        Ok(())
+    }
     /// The kernel dropped `nlookup` references to `ino`.
     fn forget(&self, ino: Ino, nlookup: u64) {
         let _ = (ino, nlookup);

@@ -3,6 +3,10 @@
 //! The base backup at or before T is served read-only by a private wayback mount; the kernel's
 //! overlayfs puts a scratch upper layer on it, so PostgreSQL sees a writable data directory
 //! while only what recovery writes is stored anew. WAL comes from the same mount's `/wal`.
+//! Relation files of 1 MiB or more are not left to overlayfs, which would copy each one up
+//! whole on PostgreSQL's first `O_RDWR` open (even for a read): the upper layer gets a symlink
+//! to a block-level copy-on-write file served by a second, writable wayback mount
+//! ([`crate::fsview::cow`]), so scratch grows by the 8 KiB pages written, not by table sizes.
 //! Recovery stops at T and pauses (read-only queries as of T), or promotes with `--writable`.
 //! Ctrl-C (or `pg-at --stop --scratch DIR`) stops the server, unmounts both layers and removes
 //! the scratch directory.
@@ -50,7 +54,13 @@ pub struct Args {
     /// Stop the pg-at running with --scratch DIR.
     #[arg(long, requires = "scratch")]
     pub stop: bool,
+    /// Leave big relation files to overlayfs too (whole-file copy-up; for comparison).
+    #[arg(long)]
+    pub copy_up: bool,
 }
+
+/// Files at least this big get a block-level copy-on-write file instead of overlayfs copy-up.
+const COW_MIN_BYTES: u64 = 1 << 20;
 
 fn sh(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
     let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -119,14 +129,16 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if scratch.exists() && std::fs::read_dir(&scratch)?.next().is_some() {
         bail!("scratch directory {} is not empty", scratch.display());
     }
-    let (mnt, upper, work, data, sock) = (
+    let (mnt, upper, work, data, sock, cow, delta) = (
         scratch.join("mnt"),
         scratch.join("upper"),
         scratch.join("work"),
         scratch.join("data"),
         scratch.join("sock"),
+        scratch.join("cow"),
+        scratch.join("cow-delta"),
     );
-    for d in [&mnt, &upper, &work, &data, &sock] {
+    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta] {
         std::fs::create_dir_all(d)?;
     }
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755))?;
@@ -141,7 +153,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         mnt: mnt.clone(),
         pg_bin: a.pg_bin.clone(),
         owner,
+        cow: cow.clone(),
         fuse: None,
+        cow_fuse: None,
         overlay: false,
         server: false,
     };
@@ -155,6 +169,23 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     guard.fuse = Some(
         wayback_mount::mount_background(view, &mnt, &opts).context("mounting the repository")?,
     );
+    if !a.copy_up {
+        let files = cow_files(&repo, &base.root, &upper, &cow)?;
+        let n = files.len();
+        let view = crate::fsview::cow::CowView::new(repo.clone(), files, &delta, 64 << 20)
+            .context("creating copy-on-write files")?;
+        let opts = wayback_mount::MountOptions {
+            allow_other: true,
+            fsname: "wayback-pg-at-cow".into(),
+            writable: true,
+            ..Default::default()
+        };
+        guard.cow_fuse = Some(
+            wayback_mount::mount_background(view, &cow, &opts)
+                .context("mounting the copy-on-write files")?,
+        );
+        tracing::info!(files = n, "relation files served copy-on-write");
+    }
     let lower = mnt.join("snapshots").join(&source).join(base.time_name());
     let o = sh(Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o"])
@@ -265,7 +296,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let upper_bytes = du(&upper);
+    let upper_bytes = du(&upper) + du(&delta);
     println!(
         "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB",
         target,
@@ -302,6 +333,61 @@ fn signals() -> nix::sys::signal::SigSet {
 
 fn wait_for_signal() {
     let _ = signals().wait();
+}
+
+/// Finds the snapshot's files of at least [`COW_MIN_BYTES`] under `base/` and `global/`, and
+/// puts a symlink to copy-on-write file `cow/<i>` at each one's path in the overlay's upper
+/// layer (creating the directories on the way with the snapshot's owner and mode). Returns the
+/// nodes in the order of their numbers.
+fn cow_files(
+    repo: &crate::repo::Repository,
+    root: &crate::id::TreeId,
+    upper: &Path,
+    cow: &Path,
+) -> anyhow::Result<Vec<crate::tree::Node>> {
+    use crate::tree::NodeKind;
+    use std::os::unix::ffi::OsStrExt;
+    let mut dirs: std::collections::HashMap<Vec<u8>, crate::tree::Node> = Default::default();
+    let mut files = Vec::new();
+    crate::tree::reader::walk(repo, root, b"", &mut |path, n| {
+        let relation_dir = path.starts_with(b"base/") || path.starts_with(b"global/");
+        match n.kind {
+            NodeKind::Dir => {
+                dirs.insert(path.to_vec(), n.clone());
+            }
+            NodeKind::File if relation_dir && n.size >= COW_MIN_BYTES && n.link_group.is_none() => {
+                files.push((path.to_vec(), n.clone()));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let mut made = std::collections::HashSet::new();
+    for (i, (path, n)) in files.iter().enumerate() {
+        let rel = Path::new(std::ffi::OsStr::from_bytes(path));
+        let mut cur = PathBuf::new();
+        for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
+            cur.push(comp);
+            if !made.insert(cur.clone()) {
+                continue;
+            }
+            let dir = upper.join(&cur);
+            std::fs::create_dir_all(&dir)?;
+            if let Some(d) = dirs.get(cur.as_os_str().as_bytes()) {
+                nix::unistd::chown(
+                    &dir,
+                    Some(nix::unistd::Uid::from_raw(d.uid)),
+                    Some(nix::unistd::Gid::from_raw(d.gid)),
+                )?;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(d.mode & 0o7777))?;
+            }
+        }
+        let link = upper.join(rel);
+        std::os::unix::fs::symlink(cow.join(i.to_string()), &link)
+            .with_context(|| format!("symlink {}", link.display()))?;
+        std::os::unix::fs::lchown(&link, Some(n.uid), Some(n.gid))?;
+    }
+    Ok(files.into_iter().map(|(_, n)| n).collect())
 }
 
 /// Bytes of the files under `p` (what recovery wrote to the upper layer).
@@ -347,7 +433,9 @@ struct Cleanup {
     mnt: PathBuf,
     pg_bin: PathBuf,
     owner: u32,
+    cow: PathBuf,
     fuse: Option<wayback_mount::MountHandle>,
+    cow_fuse: Option<wayback_mount::MountHandle>,
     overlay: bool,
     server: bool,
 }
@@ -373,9 +461,13 @@ impl Drop for Cleanup {
         if self.overlay {
             let _ = Command::new("umount").arg(&self.data).output();
         }
-        if let Some(h) = self.fuse.take() {
+        for h in [self.cow_fuse.take(), self.fuse.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = h.unmount();
         }
+        let _ = wayback_mount::unmount(&self.cow);
         let _ = wayback_mount::unmount(&self.mnt);
         let _ = std::fs::remove_dir_all(&self.scratch);
     }

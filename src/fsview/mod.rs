@@ -12,6 +12,7 @@
 //! Snapshot trees are immutable, so their answers are cached by the kernel for a day; the
 //! virtual directories that change (`/latest`, `/at/<recent T>`) get one-second TTLs.
 
+pub mod cow;
 mod inodes;
 
 use std::ffi::{OsStr, OsString};
@@ -36,6 +37,8 @@ use inodes::{InodeData, Inodes, NewChild, Virt};
 const TTL_IMMUTABLE: Duration = Duration::from_secs(86_400);
 /// Kernel cache lifetime for parts that change as snapshots are added.
 const TTL_LIVE: Duration = Duration::from_secs(1);
+/// Chunks decrypted ahead of a sequential reader (and threads doing it).
+const READ_AHEAD_CHUNKS: usize = 2;
 /// How long the snapshot list is reused before `snapshots/` is listed again.
 const SNAPSHOT_REFRESH: Duration = Duration::from_millis(500);
 
@@ -109,7 +112,7 @@ fn kind_of(k: NodeKind) -> Kind {
     }
 }
 
-fn systime_ns(ns: i64) -> SystemTime {
+pub(crate) fn systime_ns(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)
     } else {
@@ -133,9 +136,12 @@ impl RepoView {
             opts.cache_bytes = 128 << 20;
         }
         let chunks = Arc::new(ChunkCache::new(opts.cache_bytes));
-        let (tx, rx) = bounded::<(Arc<Repository>, crate::id::BlobId)>(4);
-        {
+        // Two threads decrypt the next two chunks of a sequential reader while the kernel
+        // copies the current one out, so reads overlap with decryption and decompression.
+        let (tx, rx) = bounded::<(Arc<Repository>, crate::id::BlobId)>(8);
+        for _ in 0..READ_AHEAD_CHUNKS {
             let chunks = chunks.clone();
+            let rx = rx.clone();
             std::thread::Builder::new()
                 .name("wayback-readahead".into())
                 .spawn(move || {
@@ -750,7 +756,7 @@ impl View for RepoView {
             pos += take as u64;
             // Sequential reader past half of this chunk: fetch the next one in the background.
             if within + take > data.len() / 2 {
-                if let Some(next) = n.content.get(ci + 1) {
+                for next in n.content.iter().skip(ci + 1).take(READ_AHEAD_CHUNKS) {
                     let _ = self.prefetch.try_send((self.repo.clone(), next.id));
                 }
             }

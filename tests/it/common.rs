@@ -226,6 +226,23 @@ pub fn du(p: &Path) -> u64 {
     }
 }
 
+/// Bytes allocated on disk under `p` (sparse files count only their written blocks).
+pub fn du_allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if md.is_dir() {
+        fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| du_allocated(&e.path())).sum())
+            .unwrap_or(0)
+    } else if md.is_file() {
+        md.blocks() * 512
+    } else {
+        0
+    }
+}
+
 /// A path as `&str` (test paths are UTF-8 temporary directories).
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
