@@ -227,6 +227,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         "archive_mode = off\nhot_standby = on\nunix_socket_directories = '{}'",
         sock.display()
     )?;
+    // The scratch server is thrown away at stop, so durability buys nothing. And with fsync
+    // on, starting from a base backup makes PostgreSQL fsync the whole data directory first,
+    // opening every file read-write, which made overlayfs copy every small file into scratch
+    // (measured: 10 s of a 12.7 s start, scratch = the data size).
+    writeln!(conf, "fsync = off")?;
     writeln!(
         conf,
         "port = {}\nlisten_addresses = '{}'",
