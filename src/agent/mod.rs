@@ -7,6 +7,7 @@
 //! `status` (JSON) and `run NAME` (run now). WAL does not pass through the agent: `wal-push`
 //! writes its own packs without the writer lock, so archiving never waits for a backup.
 
+pub mod archive;
 pub mod config;
 pub mod cron;
 
@@ -145,6 +146,7 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         wake: Notify::new(),
     });
     let sock = socket_path(&cfg);
+    archive::serve(repo.clone())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -167,6 +169,7 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         server.abort();
         sched.abort();
         let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(archive::socket_path(&cfg.repo));
         Ok(())
     })
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::agent::archive::AgentReply;
 use crate::cli::common::RepoArgs;
 use crate::repo::Access;
 use crate::wal::{self, Pushed, WalError};
@@ -67,7 +68,23 @@ pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
         Some(c) => c,
         None => default_cluster(&a.path)?,
     };
-    // No writer lock: wal-push writes only its own packs and records (see `wal`).
+    // A running agent has the key unlocked and the repository open: hand the file over.
+    let root = ra.path()?;
+    match crate::agent::archive::push_via_agent(&root, &cluster, &a.path) {
+        Some(AgentReply::Archived) => return Ok(0),
+        Some(AgentReply::Conflict(m)) => {
+            eprintln!("wayback wal-push: {m}");
+            return Ok(EXIT_WAL_CONFLICT);
+        }
+        Some(AgentReply::OtherCluster(m)) => {
+            eprintln!("wayback wal-push: {m}");
+            return Ok(EXIT_WAL_OTHER_CLUSTER);
+        }
+        Some(AgentReply::Failed(m)) => anyhow::bail!("pushing through the agent: {m}"),
+        None => {}
+    }
+    // No agent: write directly. No writer lock: wal-push writes only its own packs and
+    // records (see `wal`).
     let repo = ra.open(Access::Read)?;
     match wal::push(&repo, &cluster, &a.path) {
         Ok(Pushed::Stored) => Ok(0),

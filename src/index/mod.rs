@@ -50,9 +50,31 @@ pub struct BlobLocation {
 }
 
 /// An open index, as writer (primary) or reader (secondary).
+///
+/// A reader opens RocksDB on first use, not at `open_reader`: commands that never look a blob
+/// up (`wal-push` writes its own packs, `snapshots`, `wal status`) skip the ~20 ms open.
 pub struct Index {
-    db: DB,
+    db: std::sync::OnceLock<std::result::Result<DB, String>>,
+    path: PathBuf,
     secondary: Option<PathBuf>,
+    /// A root writer in a repository another user owns gives the index files back to that
+    /// user at open and close, so that user's own commands can open the index as writer.
+    owner: Option<(u32, u32)>,
+}
+
+fn repo_owner(index: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(index.parent()?).ok()?;
+    (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
+}
+
+fn chown_tree(p: &Path, (u, g): (u32, u32)) {
+    let _ = std::os::unix::fs::lchown(p, Some(u), Some(g));
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            chown_tree(&e.path(), (u, g));
+        }
+    }
 }
 
 fn key(kind: BlobKind, id: &BlobId) -> [u8; 33] {
@@ -88,14 +110,20 @@ impl Index {
         o.set_keep_log_file_num(2);
         o.set_max_total_wal_size(64 << 20);
         let db = DB::open_cf_descriptors(&o, path, cfs())?;
+        let owner = repo_owner(path);
+        if let Some(o) = owner {
+            chown_tree(path, o);
+        }
         let idx = Index {
-            db,
+            db: Ok(db).into(),
+            path: path.to_path_buf(),
             secondary: None,
+            owner,
         };
         let meta = idx.cf(CF_META)?;
-        match idx.db.get_cf(meta, b"version")? {
+        match idx.db()?.get_cf(meta, b"version")? {
             None => idx
-                .db
+                .db()?
                 .put_cf(meta, b"version", INDEX_VERSION.to_le_bytes())?,
             Some(v) if v.as_slice() == INDEX_VERSION.to_le_bytes() => {}
             Some(_) => {
@@ -121,17 +149,27 @@ impl Index {
             std::process::id(),
             rand::random::<u32>()
         ));
-        let mut o = Options::default();
-        o.set_max_open_files(-1);
-        let db = DB::open_cf_descriptors_as_secondary(&o, path, &sec, cfs())?;
         Ok(Index {
-            db,
+            db: std::sync::OnceLock::new(),
+            path: path.to_path_buf(),
             secondary: Some(sec),
+            owner: None,
         })
     }
 
+    fn db(&self) -> Result<&DB> {
+        let r = self.db.get_or_init(|| {
+            let sec = self.secondary.as_ref().expect("writers open eagerly");
+            let mut o = Options::default();
+            o.set_max_open_files(-1);
+            DB::open_cf_descriptors_as_secondary(&o, &self.path, sec, cfs())
+                .map_err(|e| format!("opening index {}: {e}", self.path.display()))
+        });
+        r.as_ref().map_err(|e| Error::Index(e.clone()))
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db
+        self.db()?
             .cf_handle(name)
             .ok_or_else(|| Error::Index(format!("column family {name} missing")))
     }
@@ -139,7 +177,7 @@ impl Index {
     /// Sees the writer's latest entries (no-op for the writer itself).
     pub fn refresh(&self) -> Result<()> {
         if self.secondary.is_some() {
-            self.db.try_catch_up_with_primary()?;
+            self.db()?.try_catch_up_with_primary()?;
         }
         Ok(())
     }
@@ -157,7 +195,10 @@ impl Index {
     }
 
     fn get_local(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let Some(v) = self.db.get_pinned_cf(self.cf(CF_BLOBS)?, key(kind, id))? else {
+        let Some(v) = self
+            .db()?
+            .get_pinned_cf(self.cf(CF_BLOBS)?, key(kind, id))?
+        else {
             return Ok(None);
         };
         decode_location(&v).map(Some)
@@ -186,20 +227,23 @@ impl Index {
         b.put_cf(self.cf(CF_PACKS)?, pack.0, pv);
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        self.db.write_opt(b, &wo)?;
+        self.db()?.write_opt(b, &wo)?;
         Ok(())
     }
 
     /// True when the pack's entries are recorded.
     pub fn has_pack(&self, pack: &PackId) -> Result<bool> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_PACKS)?, pack.0)?.is_some())
+        Ok(self
+            .db()?
+            .get_pinned_cf(self.cf(CF_PACKS)?, pack.0)?
+            .is_some())
     }
 
     /// All recorded packs with their sizes.
     pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut out = Vec::new();
         for item in self
-            .db
+            .db()?
             .iterator_cf(self.cf(CF_PACKS)?, rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
@@ -220,7 +264,7 @@ impl Index {
     pub fn blobs(&self) -> Result<Vec<(BlobKind, BlobId, BlobLocation)>> {
         let mut out = Vec::new();
         for item in self
-            .db
+            .db()?
             .iterator_cf(self.cf(CF_BLOBS)?, rocksdb::IteratorMode::Start)
         {
             let (k, v) = item?;
@@ -264,12 +308,18 @@ impl Drop for Index {
             // the write-ahead log into memory.
             None => {
                 for name in [CF_BLOBS, CF_PACKS, CF_META] {
-                    let Some(cf) = self.db.cf_handle(name) else {
+                    let Some(Ok(db)) = self.db.get() else {
+                        break;
+                    };
+                    let Some(cf) = db.cf_handle(name) else {
                         continue;
                     };
-                    if let Err(e) = self.db.flush_cf(cf) {
+                    if let Err(e) = db.flush_cf(cf) {
                         tracing::warn!(error = %e, cf = name, "index flush at close failed (readers replay the log)");
                     }
+                }
+                if let Some(o) = self.owner {
+                    chown_tree(&self.path, o);
                 }
             }
         }

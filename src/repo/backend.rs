@@ -43,6 +43,11 @@ pub struct LocalBackend {
     root: PathBuf,
     /// Small cache of open pack files: the mount reads many ranges of few packs.
     open_files: Mutex<HashMap<String, Arc<File>>>,
+    /// When running as root in a repository another user owns (the agent, `pg-at`, a root
+    /// `wal-push` beside PostgreSQL's): that user, so new files and directories are theirs.
+    /// Without this, a root agent left root-owned pack directories and `.system` files that
+    /// PostgreSQL's own `wal-push` then could not write or read.
+    owner: Option<(u32, u32)>,
 }
 
 const MAX_OPEN_FILES: usize = 64;
@@ -50,9 +55,42 @@ const MAX_OPEN_FILES: usize = 64;
 impl LocalBackend {
     /// A backend rooted at `root` (which must exist for anything but `put`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let owner = std::fs::metadata(&root).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
+        });
         LocalBackend {
-            root: root.into(),
+            root,
             open_files: Mutex::new(HashMap::new()),
+            owner,
+        }
+    }
+
+    /// Gives `p` to the repository's owner (see `owner`).
+    fn own(&self, p: &Path) {
+        if let Some((u, g)) = self.owner {
+            let _ = std::os::unix::fs::chown(p, Some(u), Some(g));
+        }
+    }
+
+    /// `create_dir_all` that hands every directory it creates to the repository's owner.
+    fn make_dirs(&self, dir: &Path) -> Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if parent.starts_with(&self.root) && parent != self.root {
+                self.make_dirs(parent)?;
+            }
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                self.own(dir);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("create directory", dir, e)),
         }
     }
 
@@ -98,9 +136,9 @@ impl Backend for LocalBackend {
             .parent()
             .expect("object paths have a parent")
             .to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        self.make_dirs(&dir)?;
         let tmp_dir = self.root.join("tmp");
-        fs::create_dir_all(&tmp_dir).map_err(|e| Error::io("create directory", &tmp_dir, e))?;
+        self.make_dirs(&tmp_dir)?;
         let tmp = tmp_dir.join(format!(
             "{}.{}.{}",
             std::process::id(),
@@ -109,6 +147,7 @@ impl Backend for LocalBackend {
         ));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            self.own(&tmp);
             f.write_all(data)?;
             f.sync_all()?;
             Ok(())

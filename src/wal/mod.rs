@@ -222,13 +222,15 @@ pub fn system_id(first_page: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(first_page[24..32].try_into().ok()?))
 }
 
-fn hash_file(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+fn hash_file(f: &std::fs::File, path: &Path) -> Result<(String, u64)> {
+    use std::os::unix::fs::FileExt;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        let k = f
+            .read_at(&mut buf, n)
+            .map_err(|e| Error::io("read", path, e))?;
         if k == 0 {
             break;
         }
@@ -236,6 +238,21 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
         n += k as u64;
     }
     Ok((h.finalize().to_hex().to_string(), n))
+}
+
+/// Reads a file from offset 0 with `pread`, leaving a shared descriptor's offset alone.
+struct PositionalReader<'a> {
+    f: &'a std::fs::File,
+    pos: u64,
+}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.f.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Outcome of a push.
@@ -249,16 +266,31 @@ pub enum Pushed {
 
 /// Archives one WAL file (see the module contract). The repository must be open for writing.
 pub fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Pushed, WalError> {
-    check_cluster_name(cluster)?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| WalError::BadName(path.display().to_string()))?
         .to_string();
+    names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
+    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    push_file(repo, cluster, &name, &f, path)
+}
+
+/// Archives the open file `f` under `name` (the agent receives files as descriptors, so it
+/// reads exactly what the client could open, with the client's permissions).
+pub fn push_file(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    f: &std::fs::File,
+    path: &Path,
+) -> Result<Pushed, WalError> {
+    check_cluster_name(cluster)?;
+    let name = name.to_string();
     let kind = names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
     if repo.be.size(&record_path(cluster, &name)).is_ok() {
         let old = read_record(repo, cluster, &name)?;
-        let (digest, _) = hash_file(path)?;
+        let (digest, _) = hash_file(f, path)?;
         return if old.digest == digest {
             Ok(Pushed::AlreadyThere)
         } else {
@@ -270,44 +302,82 @@ pub fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Pushed, Wal
             })
         };
     }
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     if let WalName::Segment { .. } = kind {
+        use std::os::unix::fs::FileExt;
         let mut page = [0u8; 40];
-        if f.read_exact(&mut page).is_ok() {
+        if f.read_exact_at(&mut page, 0).is_ok() {
             if let Some(found) = system_id(&page) {
                 check_system(repo, cluster, &name, found)?;
             }
         }
-        f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     }
+    // Read from the start whatever the descriptor's position.
+    let mut reader = PositionalReader { f, pos: 0 };
     // Own packs, no index and no writer lock: archiving never waits for a running backup
     // (pg_basebackup -X none itself waits for archiving, so waiting here could deadlock).
     let mut hasher = blake3::Hasher::new();
-    let mut ch = Chunker::new(&f, repo.config.chunker);
+    let mut ch = Chunker::new(&mut reader, repo.config.chunker);
     let mut content = Vec::new();
     let mut locations = Vec::new();
     let mut pw = PackWriter::new();
     let mut in_pack = 0usize;
-    while let Some(c) = ch.next_chunk().map_err(|e| Error::io("read", path, e))? {
-        hasher.update(c);
-        let id = repo.key.blob_id(c);
-        let sealed = seal_blob(
-            &repo.key,
-            crate::id::BlobKind::Data,
-            id,
-            c,
-            repo.config.zstd_level,
-        );
-        if !pw.is_empty() && pw.len() + sealed.bytes.len() > TARGET_PACK_SIZE {
-            flush_wal_pack(repo, std::mem::take(&mut pw), &mut locations, in_pack)?;
-            in_pack = 0;
+    // Chunks are sealed (hash, zstd, AES) in parallel batches: a segment's latency is what
+    // PostgreSQL's archiver waits for, one segment at a time.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let mut done = false;
+    while !done {
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(workers * 2);
+        while batch.len() < workers * 2 {
+            match ch.next_chunk().map_err(|e| Error::io("read", path, e))? {
+                Some(c) => {
+                    hasher.update(c);
+                    batch.push(c.to_vec());
+                }
+                None => {
+                    done = true;
+                    break;
+                }
+            }
         }
-        pw.add(&sealed);
-        in_pack += 1;
-        content.push(ChunkRef {
-            id,
-            len: c.len() as u32,
+        let per = batch.len().div_ceil(workers).max(1);
+        let sealed: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(|| {
+                        part.iter()
+                            .map(|c| {
+                                let id = repo.key.blob_id(c);
+                                let b = seal_blob(
+                                    &repo.key,
+                                    crate::id::BlobKind::Data,
+                                    id,
+                                    c,
+                                    repo.config.zstd_level,
+                                );
+                                (id, c.len(), b)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("sealing thread panicked"))
+                .collect()
         });
+        for (id, len, sealed) in sealed {
+            if !pw.is_empty() && pw.len() + sealed.bytes.len() > TARGET_PACK_SIZE {
+                flush_wal_pack(repo, std::mem::take(&mut pw), &mut locations, in_pack)?;
+                in_pack = 0;
+            }
+            pw.add(&sealed);
+            in_pack += 1;
+            content.push(ChunkRef {
+                id,
+                len: len as u32,
+            });
+        }
     }
     if !pw.is_empty() {
         flush_wal_pack(repo, pw, &mut locations, in_pack)?;

@@ -270,3 +270,148 @@ fn promote_after_recovery_archives_timeline_2_and_recovery_follows_it() {
     assert_eq!(pg.sql("app", "SELECT count(*) FROM t"), "250");
     let _ = now_utc(&pg);
 }
+
+#[test]
+fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
+    let r = Repo::new();
+    Command::new("chmod")
+        .arg("755")
+        .arg(r.tmp())
+        .status()
+        .unwrap();
+    chown_postgres(&r.path);
+    let pwfile = r.scratch("pw");
+    fs::write(&pwfile, PASSWORD).unwrap();
+    chown_postgres(&pwfile);
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"main\"\ntype = \"postgres-wal\"\ncluster = \"main\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    let log = r.scratch("agent.log");
+    let start_agent = || {
+        let mut c = r.cmd(&[
+            "--password-file",
+            s(&pwfile),
+            "-v",
+            "agent",
+            "--config",
+            s(&cfg),
+        ]);
+        c.stderr(fs::File::create(&log).unwrap());
+        let child = c.spawn().unwrap();
+        wait_for("the agent's wal-push socket", 30, || {
+            r.path.join("wal-push.sock").exists()
+        });
+        child
+    };
+    let mut agent = KillOnDrop(start_agent());
+    let pg = Pg::start(&format!(
+        "archive_mode = on\nwal_level = replica\nwal_keep_size = 1GB\narchive_command = '{BIN} --repo {} --password-file {} wal-push --cluster main %p'\n",
+        s(&r.path),
+        s(&pwfile)
+    ));
+    pg.client("createdb").arg("app").status().unwrap();
+    let switch = |i: u32| {
+        pg.sql(
+            "app",
+            &format!("CREATE TABLE t{i} AS SELECT generate_series(1, 50000) x"),
+        );
+        let seg = pg.sql("app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        pg.sql("app", "SELECT pg_switch_wal()");
+        seg
+    };
+    let first = switch(0);
+    wait_for(&format!("{first} archived"), 60, || {
+        r.path.join(format!("wal/main/{first}")).exists()
+    });
+    let agent_log = fs::read_to_string(&log).unwrap();
+    assert!(
+        agent_log.contains("archived") && agent_log.contains(&first),
+        "the push did not go through the agent: {agent_log}"
+    );
+    // Kill the agent with SIGKILL while the next segments are being pushed through it.
+    let mut last = String::new();
+    for i in 1..4 {
+        last = switch(i);
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    for i in 4..6 {
+        last = switch(i);
+    }
+    wait_for(
+        &format!("{last} archived after the agent died"),
+        120,
+        || r.path.join(format!("wal/main/{last}")).exists(),
+    );
+    // The kill landed while PostgreSQL waited on the agent: that attempt failed and was retried.
+    let failed = pg.sql("app", "SELECT failed_count FROM pg_stat_archiver");
+    eprintln!("archive attempts failed while the agent died: {failed}");
+    assert_ne!(failed, "0", "the agent was not killed mid-push");
+    // A new agent takes over the stale socket; pushes go through it again.
+    let agent2 = KillOnDrop(start_agent());
+    last = switch(6);
+    wait_for(&format!("{last} archived by the new agent"), 60, || {
+        r.path.join(format!("wal/main/{last}")).exists()
+    });
+    assert!(fs::read_to_string(&log).unwrap().contains(&last));
+    // Everything PostgreSQL considers archived is in the repository, byte for byte.
+    let pg_wal = pg.data.join("pg_wal");
+    let fetched = r.mkdir("fetched");
+    let mut compared = 0;
+    for e in fs::read_dir(pg_wal.join("archive_status")).unwrap() {
+        let f = e.unwrap().file_name().into_string().unwrap();
+        let Some(name) = f.strip_suffix(".done") else {
+            continue;
+        };
+        let dest = fetched.join(name);
+        r.ok(&["wal-fetch", "--cluster", "main", name, s(&dest)]);
+        assert!(
+            fs::read(&dest).unwrap() == fs::read(pg_wal.join(name)).unwrap(),
+            "{name} differs from PostgreSQL's copy"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 7, "only {compared} files compared");
+    let st = r.json(&["wal", "status", "--json"]);
+    assert_eq!(st[0]["gaps"].as_array().unwrap().len(), 0, "{st:#}");
+    drop(agent2);
+    // The root agent left nothing in the repository that its owner (postgres) cannot write.
+    let o = Command::new("find")
+        .arg(&r.path)
+        .args(["-not", "-user", "postgres"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "files not owned by postgres"
+    );
+}
+
+/// Stops a child with SIGTERM (then SIGKILL) when dropped, also when a test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
