@@ -7,7 +7,8 @@
 #    per 16 MiB segment (median, p99; target median < 100 ms), segments/s archived vs generated,
 #    the most .ready files seen in pg_wal/archive_status (sampled every 0.5 s), the archiver's lag
 #    when pgbench ends, tps with and without archiving, WAL bytes and repository growth. A third
-#    run repeats the wayback one with the key cached by `wayback key unlock` (no KDF per call).
+#    run repeats the wayback one with the key cached by `wayback key unlock` (no KDF per call),
+#    a fourth pushes through a running `wayback agent` (wal-push hands it the open segment).
 #    synchronous_commit=off so pgbench produces as much WAL as the machine allows.
 # B. Query the past without restoring (issue 6) and PITR vs cp -a (issue 4), per pgbench scale in
 #    $SIZES: base backup into wayback, writes, target time T, more writes, WAL past T archived;
@@ -205,6 +206,16 @@ part_wal() {
   measure wbk "$wrap"
   pg "$WB" --repo "$repo" key lock >/dev/null 2>&1 || true
   UNLOCKED=""
+  # Through a running agent (as root, key unlocked once at its start): wal-push hands the open
+  # segment to it over <repo>/wal-push.sock; no KDF and no repository open per segment.
+  printf 'repo = "%s"\n\n[[source]]\nname = "main"\ntype = "postgres-wal"\ncluster = "main"\n' "$repo" > "$D/agent.toml"
+  "$WB" --password-file "$PW" -v agent --config "$D/agent.toml" 2> "$D/agent.log" &
+  local agent=$!
+  BGPIDS+=("$agent")
+  wait_for 30 "the agent's wal-push socket" test -S "$repo/wal-push.sock"
+  measure wba "$wrap"
+  kill "$agent"; wait "$agent" 2>/dev/null || true
+  check_owner "$repo" "pushes through a root agent"
   local status; status=$(pg "$WB" --repo "$repo" --password-file "$PW" wal status 2>&1 || true)
   log "A: wal status: $status"
 
@@ -213,26 +224,26 @@ part_wal() {
   echo
   echo "### WAL archiving: pgbench -c 4 -j 2 -T $PGBENCH_SECS, scale $WAL_SCALE, synchronous_commit=off"
   echo
-  echo "| measure | archive_command='true' | wayback wal-push | wal-push, key cached (\`key unlock\`) | target |"
-  echo "| --- | --- | --- | --- | --- |"
+  echo "| measure | archive_command='true' | wayback wal-push | wal-push, key cached (\`key unlock\`) | wal-push through the agent | target |"
+  echo "| --- | --- | --- | --- | --- | --- |"
   row="| wal-push wall time per 16 MiB segment, median |"
-  for l in base wb wbk; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p50]} ms |"; done; echo "$row < 100 ms |"
+  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p50]} ms |"; done; echo "$row < 100 ms |"
   row="| wal-push p99 / max |"
-  for l in base wb wbk; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p99]} / ${R[$l.max]} ms |"; done; echo "$row |"
+  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p99]} / ${R[$l.max]} ms |"; done; echo "$row |"
   row="| segments archived during the run |"
-  for l in base wb wbk; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.during]} ($(per_s "${R[$l.during]}" "${R[$l.secs]}")/s) |"; done; echo "$row |"
+  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.during]} ($(per_s "${R[$l.during]}" "${R[$l.secs]}")/s) |"; done; echo "$row |"
   row="| WAL generated during the run |"
-  for l in base wb wbk; do row+=" $(mb "${R[$l.wal]}") ($(per_s "$(awk -v a="${R[$l.wal]}" 'BEGIN{print a / 16777216}')" "${R[$l.secs]}") segments/s) |"; done; echo "$row |"
+  for l in base wb wbk wba; do row+=" $(mb "${R[$l.wal]}") ($(per_s "$(awk -v a="${R[$l.wal]}" 'BEGIN{print a / 16777216}')" "${R[$l.secs]}") segments/s) |"; done; echo "$row |"
   row="| most .ready files seen (every 0.5 s) |"
-  for l in base wb wbk; do row+=" ${R[$l.maxready]} |"; done; echo "$row small, not growing |"
+  for l in base wb wbk wba; do row+=" ${R[$l.maxready]} |"; done; echo "$row small, not growing |"
   row="| archiver lag when pgbench ended |"
-  for l in base wb wbk; do row+=" ${R[$l.ready_end]} .ready, caught up in ${R[$l.drain]} s |"; done; echo "$row 0-1 .ready |"
+  for l in base wb wbk wba; do row+=" ${R[$l.ready_end]} .ready, caught up in ${R[$l.drain]} s |"; done; echo "$row 0-1 .ready |"
   row="| failed archive_command calls |"
-  for l in base wb wbk; do row+=" ${R[$l.fails]} |"; done; echo "$row 0 |"
+  for l in base wb wbk wba; do row+=" ${R[$l.fails]} |"; done; echo "$row 0 |"
   row="| pgbench tps |"
-  for l in base wb wbk; do row+=" ${R[$l.tps]} ($(ratio "${R[$l.tps]}" "${R[base.tps]}")x) |"; done; echo "$row ~1x |"
+  for l in base wb wbk wba; do row+=" ${R[$l.tps]} ($(ratio "${R[$l.tps]}" "${R[base.tps]}")x) |"; done; echo "$row ~1x |"
   row="| repository growth / WAL archived |"
-  for l in base wb wbk; do
+  for l in base wb wbk wba; do
     [[ $l == base ]] && { row+=" - |"; continue; }
     row+=" $(mb "${R[$l.growth]}") / $(mb $(( ${R[$l.total]} * 16777216 ))) ($(awk -v a="${R[$l.growth]}" -v b=$(( ${R[$l.total]} * 16777216 )) 'BEGIN{if (b > 0) printf "%.0f", 100 * a / b; else print "n/a"}')%) |"
   done; echo "$row |"
