@@ -129,7 +129,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if scratch.exists() && std::fs::read_dir(&scratch)?.next().is_some() {
         bail!("scratch directory {} is not empty", scratch.display());
     }
-    let (mnt, upper, work, data, sock, cow, delta) = (
+    let (mnt, upper, work, data, sock, cow, delta, cache) = (
         scratch.join("mnt"),
         scratch.join("upper"),
         scratch.join("work"),
@@ -137,8 +137,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         scratch.join("sock"),
         scratch.join("cow"),
         scratch.join("cow-delta"),
+        scratch.join("cow-cache"),
     );
-    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta] {
+    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta, &cache] {
         std::fs::create_dir_all(d)?;
     }
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755))?;
@@ -172,7 +173,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if !a.copy_up {
         let files = cow_files(&repo, &base.root, &upper, &cow)?;
         let n = files.len();
-        let view = crate::fsview::cow::CowView::new(repo.clone(), files, &delta, 64 << 20)
+        let view = crate::fsview::cow::CowView::new(repo.clone(), files, &delta, &cache)
             .context("creating copy-on-write files")?;
         let opts = wayback_mount::MountOptions {
             allow_other: true,
@@ -299,16 +300,22 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             guard.server = false;
             bail!("{}", explain_failure(&log, &cluster));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Ctrl-C or SIGTERM while recovery runs: stop and clean up now, not once it is ready.
+        if signalled_within(Duration::from_millis(100)) {
+            eprintln!("interrupted before PostgreSQL was ready; stopping");
+            drop(guard);
+            return Ok(130);
+        }
     }
-    let upper_bytes = du(&upper) + du(&delta);
+    let written = du(&upper) + du(&delta);
     println!(
-        "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB",
+        "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB written and {} KiB of decrypted base backup",
         target,
         base.id.short(),
         base.time_name(),
         started.elapsed().as_secs_f64(),
-        upper_bytes / 1024
+        written / 1024,
+        du(&cache) / 1024
     );
     println!(
         "connect: psql \"host={} port={} user=postgres dbname=postgres\"{}",
@@ -334,6 +341,17 @@ fn signals() -> nix::sys::signal::SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set
+}
+
+/// Waits up to `d` for SIGINT/SIGTERM (blocked in every thread); whether one arrived.
+fn signalled_within(d: Duration) -> bool {
+    let set = signals();
+    let ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the set and timespec are valid for the call; no siginfo is requested.
+    unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) > 0 }
 }
 
 fn wait_for_signal() {

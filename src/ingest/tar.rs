@@ -141,6 +141,19 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
             .entries
             .insert(node.name.clone(), node);
     }
+    // pg_basebackup adds files of its own (backup_manifest) with PostgreSQL's placeholder tar
+    // owner 2048:1024; give them the data directory's owner, or a restore run as root leaves
+    // a manifest the database user cannot read (pg_verifybackup fails).
+    const PLACEHOLDER: (u32, u32) = (0o4000, 0o2000);
+    if let (Some((uid, gid, _)), Some(top)) = (owner, dirs.get_mut(&Vec::new())) {
+        if (uid, gid) != PLACEHOLDER {
+            for n in top.entries.values_mut() {
+                if (n.uid, n.gid) == PLACEHOLDER {
+                    (n.uid, n.gid) = (uid, gid);
+                }
+            }
+        }
+    }
     // Trees bottom-up: deepest directories first, so every subtree id is known in time.
     let mut children: HashMap<Vec<Vec<u8>>, Vec<Vec<Vec<u8>>>> = HashMap::new();
     for p in dirs.keys().filter(|p| !p.is_empty()) {

@@ -211,9 +211,10 @@ fn two_points_in_time_side_by_side() {
     assert_eq!(q(&a, "SELECT count(*) FROM pgbench_accounts"), "400000");
     let after = scratch_bytes(&s1);
     eprintln!(
-        "after reading the {} KiB pgbench_accounts: {} KiB in scratch",
+        "after reading the {} KiB pgbench_accounts: {} KiB written in scratch, {} KiB of decrypted base backup cached",
         accounts / 1024,
-        after / 1024
+        after / 1024,
+        dua(&s1.join("cow-cache")) / 1024
     );
     assert!(
         after - used < accounts / 4,

@@ -244,6 +244,16 @@ fn point_in_time_recovery_from_the_mount_and_with_pitr() {
         s(&data3),
     ]);
     assert!(data3.join("recovery.signal").exists());
+    // Files pg_basebackup adds itself carry a placeholder owner in the tar; they are restored
+    // with the data directory's owner, so pg_verifybackup can read the manifest.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let want = fs::metadata(data3.join("PG_VERSION")).unwrap().uid();
+        assert_eq!(
+            fs::metadata(data3.join("backup_manifest")).unwrap().uid(),
+            want
+        );
+    }
     assert_eq!(start_recovered(&data3, &r.scratch("sock3")), "100|3|200000");
     // The original cluster is untouched and has the later state.
     assert_eq!(pg.sql("app", "SELECT count(*) FROM t"), "250");
