@@ -16,7 +16,7 @@
 #    `wayback pitr` + PostgreSQL recovery to the first query, and `cp -a` of the data directory.
 #
 # Usage: scripts/bench-pg.sh   (SIZES="14 70 200" PGBENCH_SECS=60 WAL_SCALE=50 ONLY=wal|pitr
-#                               BENCH_DIR=/tmp/wayback-bench-pg KEEP=1 WB=/path/to/wayback)
+#                               WRITE_SECS=10 BENCH_DIR=/tmp/wayback-bench-pg KEEP=1 WB=/path/to/wayback)
 # Needs root (pg-at mounts FUSE and overlayfs; drop_caches), PostgreSQL 15 and a `postgres` user.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,8 @@ SIZES=${SIZES:-14 70 200}
 PGBENCH_SECS=${PGBENCH_SECS:-60}
 WAL_SCALE=${WAL_SCALE:-50}
 ONLY=${ONLY:-}
+# Seconds of pgbench writes between the base backup and T (the WAL every recovery replays).
+WRITE_SECS=${WRITE_SECS:-10}
 B=${BENCH_DIR:-/tmp/wayback-bench-pg}
 PGBIN=/usr/lib/postgresql/15/bin
 export WAYBACK_PASSWORD=bench PGOPTIONS="-c client_min_messages=warning"
@@ -274,8 +276,10 @@ part_pitr() {
     --source pgdata --cluster main >"$D/backup.out" 2>&1 || { cat "$D/backup.out" >&2; die "base backup failed"; }
   bb_s=$(secs "$t0" "$(now)")
   log "B[$scale]: writes, T, more writes"
-  "$PGBIN/pgbench" -h "$sock" -U postgres -c 2 -T 10 app >"$D/pgbench.out" 2>&1 \
-    || { cat "$D/pgbench.out" >&2; die "pgbench failed"; }
+  if (( WRITE_SECS > 0 )); then
+    "$PGBIN/pgbench" -h "$sock" -U postgres -c 2 -T "$WRITE_SECS" app >"$D/pgbench.out" 2>&1 \
+      || { cat "$D/pgbench.out" >&2; die "pgbench failed"; }
+  fi
   sql "$sock" "INSERT INTO marker VALUES (1)"
   sleep 1.1
   local T; T=$(sql "$sock" "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')")
@@ -382,7 +386,7 @@ part_pitr() {
   if (( PITR_HEADER == 0 )); then
     PITR_HEADER=1
     echo
-    echo "### Point in time: pg-at vs pitr vs cp -a (page cache dropped before each)"
+    echo "### Point in time: pg-at vs pitr vs cp -a (page cache dropped before each; \`pgbench -c 2 -T $WRITE_SECS\` between base backup and T)"
     echo
     echo "| pgbench scale | data dir | pg-at: first query | pg-at scratch written (of it restored WAL) + decrypted-chunk cache | pitr: restore | pitr: first query | cp -a | pitr restore / cp -a (≤ 1.5) | pitr first query / pg-at first query (≥ 5 at the largest) |"
     echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
