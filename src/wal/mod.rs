@@ -412,9 +412,7 @@ pub fn push_file(
     for d in &dup_of {
         let loc = match d {
             Some(first) => locations[*first],
-            None => new_locations
-                .next()
-                .expect("one location per stored chunk"),
+            None => new_locations.next().expect("one location per stored chunk"),
         };
         locations.push(loc);
     }
