@@ -334,26 +334,51 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
         agent_log.contains("archived") && agent_log.contains(&first),
         "the push did not go through the agent: {agent_log}"
     );
-    // Kill the agent with SIGKILL while the next segments are being pushed through it.
+    // Kill the agent with SIGKILL while a push runs through it: switch segments, watch the
+    // repository's tmp directory for the agent's pack being written, and kill it right then.
+    // Rounds repeat (with a fresh agent) until PostgreSQL saw a failed attempt.
+    let failed = || -> u64 {
+        pg.sql("app", "SELECT failed_count FROM pg_stat_archiver")
+            .parse()
+            .unwrap()
+    };
     let mut last = String::new();
-    for i in 1..4 {
-        last = switch(i);
+    let mut table = 1;
+    for round in 0..10 {
+        for _ in 0..3 {
+            last = switch(table);
+            table += 1;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let busy = fs::read_dir(r.path.join("tmp"))
+                .map(|d| d.count() > 0)
+                .unwrap_or(false);
+            if busy {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        agent.0.kill().unwrap();
+        agent.0.wait().unwrap();
+        // The client of the interrupted push fails; PostgreSQL retries after a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        if failed() > 0 {
+            eprintln!("agent killed mid-push in round {round}");
+            break;
+        }
+        agent = KillOnDrop(start_agent());
     }
-    std::thread::sleep(Duration::from_millis(30));
-    agent.0.kill().unwrap();
-    agent.0.wait().unwrap();
-    for i in 4..6 {
-        last = switch(i);
+    for _ in 0..2 {
+        last = switch(table);
+        table += 1;
     }
     wait_for(
         &format!("{last} archived after the agent died"),
         120,
         || r.path.join(format!("wal/main/{last}")).exists(),
     );
-    // The kill landed while PostgreSQL waited on the agent: that attempt failed and was retried.
-    let failed = pg.sql("app", "SELECT failed_count FROM pg_stat_archiver");
-    eprintln!("archive attempts failed while the agent died: {failed}");
-    assert_ne!(failed, "0", "the agent was not killed mid-push");
+    assert!(failed() > 0, "the agent was never killed mid-push");
     // A new agent takes over the stale socket; pushes go through it again.
     let agent2 = KillOnDrop(start_agent());
     last = switch(6);
