@@ -62,12 +62,6 @@ pub struct Index {
     owner: Option<(u32, u32)>,
 }
 
-fn repo_owner(index: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(index.parent()?).ok()?;
-    (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
-}
-
 fn chown_tree(p: &Path, (u, g): (u32, u32)) {
     let _ = std::os::unix::fs::lchown(p, Some(u), Some(g));
     if let Ok(rd) = std::fs::read_dir(p) {
@@ -110,7 +104,7 @@ impl Index {
         o.set_keep_log_file_num(2);
         o.set_max_total_wal_size(64 << 20);
         let db = DB::open_cf_descriptors(&o, path, cfs())?;
-        let owner = repo_owner(path);
+        let owner = path.parent().and_then(crate::repo::backend::foreign_owner);
         if let Some(o) = owner {
             chown_tree(path, o);
         }

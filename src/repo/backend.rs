@@ -56,10 +56,7 @@ impl LocalBackend {
     /// A backend rooted at `root` (which must exist for anything but `put`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        let owner = std::fs::metadata(&root).ok().and_then(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
-        });
+        let owner = foreign_owner(&root);
         LocalBackend {
             root,
             open_files: Mutex::new(HashMap::new()),
@@ -120,6 +117,15 @@ fn not_found_or_io(e: std::io::Error, ctx: &'static str, full: &Path, path: &str
     } else {
         Error::io(ctx, full, e)
     }
+}
+
+/// The owner (uid, gid) of the repository directory `root` when this process runs as root and
+/// another user owns it (PostgreSQL's archive, owned by `postgres`): the user a root writer,
+/// agent or lock must give the files it creates to, so that user's own commands keep working.
+pub fn foreign_owner(root: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(root).ok()?;
+    (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
 }
 
 /// fsyncs a directory so a rename inside it is durable.

@@ -30,14 +30,9 @@ impl WriterLock {
             .open(&path)
             .map_err(|e| Error::io("open lock", &path, e))?;
         // A root writer in a repository another user owns leaves the lock file theirs.
-        if nix::unistd::geteuid().is_root() {
-            if let Ok(m) = std::fs::metadata(repo_root) {
-                use std::os::unix::fs::MetadataExt;
-                if m.uid() != 0 {
-                    let _ = std::os::unix::fs::chown(&dir, Some(m.uid()), Some(m.gid()));
-                    let _ = std::os::unix::fs::chown(&path, Some(m.uid()), Some(m.gid()));
-                }
-            }
+        if let Some((u, g)) = super::backend::foreign_owner(repo_root) {
+            let _ = std::os::unix::fs::chown(&dir, Some(u), Some(g));
+            let _ = std::os::unix::fs::chown(&path, Some(u), Some(g));
         }
         // SAFETY: flock on a valid, owned fd has no memory-safety preconditions.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

@@ -14,7 +14,6 @@
 
 pub mod names;
 
-use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -246,21 +245,6 @@ fn hash_file(f: &std::fs::File, path: &Path) -> Result<(String, u64)> {
     Ok((h.finalize().to_hex().to_string(), n))
 }
 
-/// Reads a file from offset 0 with `pread`, leaving a shared descriptor's offset alone.
-struct PositionalReader<'a> {
-    f: &'a std::fs::File,
-    pos: u64,
-}
-
-impl Read for PositionalReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.f.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 /// Outcome of a push.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -317,8 +301,6 @@ pub fn push_file(
             }
         }
     }
-    // Read from the start whatever the descriptor's position.
-    let mut reader = PositionalReader { f, pos: 0 };
     // Own packs, no index and no writer lock: archiving never waits for a running backup
     // (pg_basebackup -X none itself waits for archiving, so waiting here could deadlock).
     let mut hasher = blake3::Hasher::new();
@@ -342,7 +324,8 @@ pub fn push_file(
             let mut c = vec![0u8; WAL_CHUNK];
             let mut n = 0;
             while n < c.len() {
-                match reader.read(&mut c[n..]) {
+                // pread from the start, whatever a shared descriptor's offset.
+                match std::os::unix::fs::FileExt::read_at(f, &mut c[n..], size + n as u64) {
                     Ok(0) => break,
                     Ok(k) => n += k,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -495,31 +478,20 @@ fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Res
 /// Writes an archived file to `dest` (temp + rename, verified against its digest).
 pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Result<()> {
     let rec = read_record(repo, cluster, name)?;
-    repo.add_location_hints(rec.hints());
     let tmp = dest.with_file_name(format!(
         ".{}.wayback-tmp",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
-    let mut h = blake3::Hasher::new();
-    let mut write = || -> Result<()> {
+    let write = || -> Result<()> {
         let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        for c in &rec.content {
-            let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
-            h.update(&data);
-            std::io::Write::write_all(&mut out, &data).map_err(|e| Error::io("write", &tmp, e))?;
-        }
-        out.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        Ok(())
+        reassemble(repo, &rec, &mut |data| {
+            std::io::Write::write_all(&mut out, data).map_err(|e| Error::io("write", &tmp, e))
+        })?;
+        out.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
-    }
-    if h.finalize().to_hex().as_str() != rec.digest {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Corrupt(format!(
-            "WAL {cluster}/{name}: content does not match its digest"
-        )));
     }
     std::fs::rename(&tmp, dest).map_err(|e| Error::io("rename", dest, e))
 }
@@ -527,6 +499,16 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
 /// Reassembles an archived file in memory-bounded steps and compares it with the digest
 /// recorded at push time (`wayback check --read-data`).
 pub fn verify(repo: &Repository, rec: &WalRecord) -> Result<()> {
+    reassemble(repo, rec, &mut |_| Ok(()))
+}
+
+/// Reads an archived file's chunks in order, handing each to `each`; fails with `Corrupt`
+/// when the whole does not match the size and digest recorded at push time.
+fn reassemble(
+    repo: &Repository,
+    rec: &WalRecord,
+    each: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
     repo.add_location_hints(rec.hints());
     let mut h = blake3::Hasher::new();
     let mut size = 0u64;
@@ -534,6 +516,7 @@ pub fn verify(repo: &Repository, rec: &WalRecord) -> Result<()> {
         let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
         size += data.len() as u64;
         h.update(&data);
+        each(&data)?;
     }
     if size != rec.size || h.finalize().to_hex().as_str() != rec.digest {
         return Err(Error::Corrupt(format!(
