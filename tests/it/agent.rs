@@ -2,31 +2,11 @@
 //! under /at while mounted, failing jobs retried without partial snapshots, the writer lock.
 
 use std::fs;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{s, Repo};
+use crate::common::{s, KillOnDrop, Repo};
 use crate::mount::Mounted;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn check_config_names_the_line() {
@@ -66,7 +46,7 @@ fn scheduled_dumps_appear_in_the_mount_and_failures_leave_nothing() {
         "dump",
     ]);
     let m = Mounted::new(&r, &[]);
-    let agent = Agent(
+    let agent = KillOnDrop(
         r.cmd(&["agent", "--config", s(&cfg)])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -9,10 +9,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{s, Repo, BIN, PASSWORD};
+use crate::common::{s, KillOnDrop, Repo};
 use crate::mount::Mounted;
-use crate::pg::{bin, Pg};
-use crate::pitr::{archived, as_postgres, chown_postgres, now_utc, Archived};
+use crate::pg::Pg;
+use crate::pitr::{
+    archived, chown_postgres, now_utc, psql_at, push_command, repo_for_postgres, start_server,
+    stop_server, Archived,
+};
 
 fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -22,27 +25,38 @@ fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Fetches every file PostgreSQL marked archived (`archive_status/*.done`) from cluster `main`
+/// and asserts it equals PostgreSQL's copy in pg_wal; returns how many were compared.
+fn assert_archive_matches_pg_wal(r: &Repo, pg: &Pg) -> usize {
+    let pg_wal = pg.data.join("pg_wal");
+    let fetched = r.mkdir("fetched");
+    let mut compared = 0;
+    for e in fs::read_dir(pg_wal.join("archive_status")).unwrap() {
+        let f = e.unwrap().file_name().into_string().unwrap();
+        let Some(name) = f.strip_suffix(".done") else {
+            continue;
+        };
+        let dest = fetched.join(name);
+        r.ok(&["wal-fetch", "--cluster", "main", name, s(&dest)]);
+        assert!(
+            fs::read(&dest).unwrap() == fs::read(pg_wal.join(name)).unwrap(),
+            "{name} differs from PostgreSQL's copy"
+        );
+        compared += 1;
+    }
+    compared
+}
+
 #[test]
 fn killed_pushes_are_retried_by_postgres_and_nothing_is_lost() {
     let r = Repo::new();
-    Command::new("chmod")
-        .arg("755")
-        .arg(r.tmp())
-        .status()
-        .unwrap();
-    chown_postgres(&r.path);
-    let pwfile = r.scratch("pw");
-    fs::write(&pwfile, PASSWORD).unwrap();
+    let pwfile = repo_for_postgres(&r);
     let attempts = r.mkdir("attempts");
     chown_postgres(&attempts);
     // The first attempt at every file is killed with SIGKILL after 10..300 ms: before, during
     // or after its packs and record are written. PostgreSQL sees a failure and retries.
     let script = r.scratch("push.sh");
-    let push = format!(
-        "{BIN} --repo {} --password-file {} wal-push --cluster main",
-        s(&r.path),
-        s(&pwfile)
-    );
+    let push = push_command(&r, &pwfile);
     fs::write(
         &script,
         format!(
@@ -51,7 +65,6 @@ fn killed_pushes_are_retried_by_postgres_and_nothing_is_lost() {
         ),
     )
     .unwrap();
-    chown_postgres(&pwfile);
     chown_postgres(&script);
     Command::new("chmod")
         .arg("755")
@@ -98,77 +111,25 @@ fn killed_pushes_are_retried_by_postgres_and_nothing_is_lost() {
         "failed {failed}, killed {killed}"
     );
     // Every segment PostgreSQL archived is in the repository, byte for byte, without gaps.
-    let pg_wal = pg.data.join("pg_wal");
-    let mut compared = 0;
-    let fetched = r.mkdir("fetched");
-    for e in fs::read_dir(&pg_wal).unwrap() {
-        let name = e.unwrap().file_name().into_string().unwrap();
-        if name.len() != 24 || name > last {
-            continue;
-        }
-        let done = pg_wal.join("archive_status").join(format!("{name}.done"));
-        if !done.exists() {
-            continue;
-        }
-        let dest = fetched.join(&name);
-        r.ok(&["wal-fetch", "--cluster", "main", &name, s(&dest)]);
-        assert!(
-            fs::read(&dest).unwrap() == fs::read(pg_wal.join(&name)).unwrap(),
-            "{name} differs from PostgreSQL's copy"
-        );
-        compared += 1;
-    }
+    let compared = assert_archive_matches_pg_wal(&r, &pg);
     assert!(compared >= 5, "only {compared} segments compared");
     let st = r.json(&["wal", "status", "--json"]);
     assert_eq!(st[0]["gaps"].as_array().unwrap().len(), 0, "{st:#}");
     let rep = r.json(&["check", "--read-data", "--json"]);
     assert_eq!(rep["problems"].as_array().unwrap().len(), 0, "{rep:#}");
-    assert!(rep["wal_files"].as_u64().unwrap() >= compared, "{rep:#}");
+    assert!(
+        rep["wal_files"].as_u64().unwrap() >= compared as u64,
+        "{rep:#}"
+    );
 }
 
 /// Starts a server on `data` with its own socket, archiving into cluster `main` of `r`.
 fn start_archiving(r: &Repo, pwfile: &Path, data: &Path, sock: &Path) {
-    fs::create_dir_all(sock).unwrap();
-    chown_postgres(sock);
-    let mut c = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
-    c.push_str(&format!(
-        "\nunix_socket_directories = '{}'\nport = 5432\narchive_mode = on\narchive_command = '{BIN} --repo {} --password-file {} wal-push --cluster main %p'\n",
-        s(sock),
-        s(&r.path),
-        s(pwfile)
-    ));
-    fs::write(data.join("postgresql.auto.conf"), c).unwrap();
-    chown_postgres(data);
-    let log = sock.join("server.log");
-    let o = as_postgres(&[
-        &bin("pg_ctl"),
-        "-D",
-        s(data),
-        "-l",
-        s(&log),
-        "-w",
-        "-t",
-        "120",
-        "start",
-    ]);
-    assert!(
-        o.status.success(),
-        "server did not start: {}",
-        fs::read_to_string(&log).unwrap_or_default()
+    let conf = format!(
+        "archive_mode = on\narchive_command = '{} %p'",
+        push_command(r, pwfile)
     );
-}
-
-fn psql(sock: &Path, q: &str) -> String {
-    let o = Command::new(bin("psql"))
-        .env("PGHOST", sock)
-        .args(["-X", "-A", "-t", "-U", "postgres", "-d", "app", "-c", q])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn stop(data: &Path) {
-    let _ = as_postgres(&[&bin("pg_ctl"), "-D", s(data), "-m", "fast", "-w", "stop"]);
+    start_server(data, sock, &conf);
 }
 
 #[test]
@@ -191,34 +152,34 @@ fn promote_after_recovery_archives_timeline_2_and_recovery_follows_it() {
     let sock = r.scratch("sock-tl2");
     start_archiving(&r, &pwfile, &data, &sock);
     wait_for("promotion", 120, || {
-        psql(&sock, "SELECT pg_is_in_recovery()") == "f"
+        psql_at(&sock, "SELECT pg_is_in_recovery()") == "f"
     });
     assert_eq!(
-        psql(&sock, "SELECT timeline_id FROM pg_control_checkpoint()"),
+        psql_at(&sock, "SELECT timeline_id FROM pg_control_checkpoint()"),
         "2"
     );
-    psql(&sock, "INSERT INTO t SELECT generate_series(1001, 1007)");
+    psql_at(&sock, "INSERT INTO t SELECT generate_series(1001, 1007)");
     std::thread::sleep(Duration::from_millis(1100));
-    let t3 = psql(
+    let t3 = psql_at(
         &sock,
         "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
     );
     std::thread::sleep(Duration::from_millis(1100));
-    psql(&sock, "INSERT INTO t SELECT generate_series(2001, 2050)");
+    psql_at(&sock, "INSERT INTO t SELECT generate_series(2001, 2050)");
     let mut seg = String::new();
     for _ in 0..2 {
-        psql(
+        psql_at(
             &sock,
             "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
         );
-        seg = psql(&sock, "SELECT pg_walfile_name(pg_current_wal_lsn())");
-        psql(&sock, "SELECT pg_switch_wal()");
+        seg = psql_at(&sock, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        psql_at(&sock, "SELECT pg_switch_wal()");
     }
     assert!(seg.starts_with("00000002"), "{seg}");
     wait_for(&format!("{seg} archived"), 120, || {
         r.path.join(format!("wal/main/{seg}")).exists()
     });
-    stop(&data);
+    stop_server(&data);
     // Both timelines are in one archive; the history file is served by wal-fetch and the mount.
     let st = r.json(&["wal", "status", "--json"]);
     let tlis: Vec<u64> = st[0]["timelines"]
@@ -259,11 +220,11 @@ fn promote_after_recovery_archives_timeline_2_and_recovery_follows_it() {
     let sock3 = r.scratch("sock-tl2-again");
     start_archiving(&r, &pwfile, &data3, &sock3);
     wait_for("second promotion", 120, || {
-        psql(&sock3, "SELECT pg_is_in_recovery()") == "f"
+        psql_at(&sock3, "SELECT pg_is_in_recovery()") == "f"
     });
-    let rows = psql(&sock3, "SELECT count(*), max(id) FROM t");
-    let keep = psql(&sock3, "SELECT count(*) FROM keep");
-    stop(&data3);
+    let rows = psql_at(&sock3, "SELECT count(*), max(id) FROM t");
+    let keep = psql_at(&sock3, "SELECT count(*) FROM keep");
+    stop_server(&data3);
     assert_eq!(rows, "107|1007", "rows at T3 on timeline 2");
     assert_eq!(keep, "3");
     // The original primary went on along timeline 1, untouched.
@@ -274,15 +235,7 @@ fn promote_after_recovery_archives_timeline_2_and_recovery_follows_it() {
 #[test]
 fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
     let r = Repo::new();
-    Command::new("chmod")
-        .arg("755")
-        .arg(r.tmp())
-        .status()
-        .unwrap();
-    chown_postgres(&r.path);
-    let pwfile = r.scratch("pw");
-    fs::write(&pwfile, PASSWORD).unwrap();
-    chown_postgres(&pwfile);
+    let pwfile = repo_for_postgres(&r);
     let cfg = r.scratch("agent.toml");
     fs::write(
         &cfg,
@@ -311,9 +264,8 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
     };
     let mut agent = KillOnDrop(start_agent());
     let pg = Pg::start(&format!(
-        "archive_mode = on\nwal_level = replica\nwal_keep_size = 1GB\narchive_command = '{BIN} --repo {} --password-file {} wal-push --cluster main %p'\n",
-        s(&r.path),
-        s(&pwfile)
+        "archive_mode = on\nwal_level = replica\nwal_keep_size = 1GB\narchive_command = '{} %p'\n",
+        push_command(&r, &pwfile)
     ));
     pg.client("createdb").arg("app").status().unwrap();
     let switch = |i: u32| {
@@ -387,22 +339,7 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
     });
     assert!(fs::read_to_string(&log).unwrap().contains(&last));
     // Everything PostgreSQL considers archived is in the repository, byte for byte.
-    let pg_wal = pg.data.join("pg_wal");
-    let fetched = r.mkdir("fetched");
-    let mut compared = 0;
-    for e in fs::read_dir(pg_wal.join("archive_status")).unwrap() {
-        let f = e.unwrap().file_name().into_string().unwrap();
-        let Some(name) = f.strip_suffix(".done") else {
-            continue;
-        };
-        let dest = fetched.join(name);
-        r.ok(&["wal-fetch", "--cluster", "main", name, s(&dest)]);
-        assert!(
-            fs::read(&dest).unwrap() == fs::read(pg_wal.join(name)).unwrap(),
-            "{name} differs from PostgreSQL's copy"
-        );
-        compared += 1;
-    }
+    let compared = assert_archive_matches_pg_wal(&r, &pg);
     assert!(compared >= 7, "only {compared} files compared");
     let st = r.json(&["wal", "status", "--json"]);
     assert_eq!(st[0]["gaps"].as_array().unwrap().len(), 0, "{st:#}");
@@ -418,25 +355,4 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
         "",
         "files not owned by postgres"
     );
-}
-
-/// Stops a child with SIGTERM (then SIGKILL) when dropped, also when a test fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -212,32 +212,26 @@ impl Repo {
 
 /// Total size in bytes of the regular files under `p` (or of `p` itself).
 pub fn du(p: &Path) -> u64 {
-    let Ok(md) = fs::symlink_metadata(p) else {
-        return 0;
-    };
-    if md.is_dir() {
-        fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
-            .unwrap_or(0)
-    } else if md.is_file() {
-        md.len()
-    } else {
-        0
-    }
+    sum_files(p, &|md| md.len())
 }
 
 /// Bytes allocated on disk under `p` (sparse files count only their written blocks).
 pub fn du_allocated(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    sum_files(p, &|md| md.blocks() * 512)
+}
+
+/// Sums `size` over the regular files under `p` (or `p` itself), not following symlinks.
+fn sum_files(p: &Path, size: &dyn Fn(&fs::Metadata) -> u64) -> u64 {
     let Ok(md) = fs::symlink_metadata(p) else {
         return 0;
     };
     if md.is_dir() {
         fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| du_allocated(&e.path())).sum())
+            .map(|rd| rd.flatten().map(|e| sum_files(&e.path(), size)).sum())
             .unwrap_or(0)
     } else if md.is_file() {
-        md.blocks() * 512
+        size(&md)
     } else {
         0
     }
@@ -899,4 +893,25 @@ pub fn assert_diff_r_clean(a: &Path, b: &Path) {
         b.display(),
         describe(&o)
     );
+}
+
+/// Stops a child with SIGTERM (then SIGKILL) when dropped, also when a test fails.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

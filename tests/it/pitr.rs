@@ -4,7 +4,7 @@
 //! and through `wayback pitr` with `wal-fetch`. Both must show exactly the data as of T.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -29,22 +29,41 @@ pub fn as_postgres(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Starts a recovered copy in `data` on its own socket and waits until it has promoted.
-fn start_recovered(data: &Path, sock: &Path) -> String {
+/// Lets PostgreSQL, running as `postgres`, use the repository of `r` for archiving: the
+/// repository becomes theirs and a passphrase file they can read is returned.
+pub fn repo_for_postgres(r: &Repo) -> PathBuf {
+    Command::new("chmod")
+        .arg("755")
+        .arg(r.tmp())
+        .status()
+        .unwrap();
+    chown_postgres(&r.path);
+    let pwfile = r.scratch("pw");
+    fs::write(&pwfile, PASSWORD).unwrap();
+    chown_postgres(&pwfile);
+    pwfile
+}
+
+/// `archive_command` (without `%p`) pushing into cluster `main` of `r`.
+pub fn push_command(r: &Repo, pwfile: &Path) -> String {
+    format!(
+        "{BIN} --repo {} --password-file {} wal-push --cluster main",
+        s(&r.path),
+        s(pwfile)
+    )
+}
+
+/// Starts the server in `data` on its own socket directory `sock` (port 5432), with `conf`
+/// lines appended to its `postgresql.auto.conf`.
+pub fn start_server(data: &Path, sock: &Path, conf: &str) {
     fs::create_dir_all(sock).unwrap();
     chown_postgres(sock);
-    let mut conf = fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.auto.conf"))
-        .unwrap();
-    use std::io::Write;
-    writeln!(
-        conf,
-        "unix_socket_directories = '{}'\narchive_mode = off\nport = 5432",
-        sock.display()
-    )
-    .unwrap();
-    drop(conf);
+    let mut c = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap_or_default();
+    c.push_str(&format!(
+        "\nunix_socket_directories = '{}'\nport = 5432\n{conf}\n",
+        s(sock)
+    ));
+    fs::write(data.join("postgresql.auto.conf"), c).unwrap();
     chown_postgres(data);
     let log = sock.join("server.log");
     let o = as_postgres(&[
@@ -60,17 +79,31 @@ fn start_recovered(data: &Path, sock: &Path) -> String {
     ]);
     assert!(
         o.status.success(),
-        "recovered server did not start: {}",
+        "server did not start: {}",
         fs::read_to_string(&log).unwrap_or_default()
     );
-    let psql = |q: &str| {
-        let o = Command::new(bin("psql"))
-            .env("PGHOST", sock)
-            .args(["-X", "-A", "-t", "-U", "postgres", "-d", "app", "-c", q])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+}
+
+/// One query against database `app` of the server listening in `sock`; trimmed output.
+pub fn psql_at(sock: &Path, q: &str) -> String {
+    let o = Command::new(bin("psql"))
+        .env("PGHOST", sock)
+        .args(["-X", "-A", "-t", "-U", "postgres", "-d", "app", "-c", q])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Stops the server in `data` (fast shutdown), ignoring failure.
+pub fn stop_server(data: &Path) {
+    let _ = as_postgres(&[&bin("pg_ctl"), "-D", s(data), "-m", "fast", "-w", "stop"]);
+}
+
+/// Starts a recovered copy in `data` on its own socket and waits until it has promoted.
+fn start_recovered(data: &Path, sock: &Path) -> String {
+    start_server(data, sock, "archive_mode = off");
+    let log = sock.join("server.log");
+    let psql = |q: &str| psql_at(sock, q);
     let deadline = Instant::now() + Duration::from_secs(60);
     while psql("SELECT pg_is_in_recovery()") != "f" {
         assert!(
@@ -86,7 +119,7 @@ fn start_recovered(data: &Path, sock: &Path) -> String {
         psql("SELECT count(*) FROM keep"),
         psql("SELECT count(*) FROM pgbench_accounts")
     );
-    let _ = as_postgres(&[&bin("pg_ctl"), "-D", s(data), "-m", "fast", "-w", "stop"]);
+    stop_server(data);
     r
 }
 
@@ -113,19 +146,10 @@ pub fn now_utc(pg: &Pg) -> String {
 
 /// Sets up [`Archived`] with a pgbench database of `scale`.
 pub fn archived(r: &Repo, scale: u32) -> Archived {
-    Command::new("chmod")
-        .arg("755")
-        .arg(r.tmp())
-        .status()
-        .unwrap();
-    chown_postgres(&r.path);
-    let pwfile = r.scratch("pw");
-    fs::write(&pwfile, PASSWORD).unwrap();
-    chown_postgres(&pwfile);
+    let pwfile = repo_for_postgres(r);
     let archive = format!(
-        "archive_mode = on\nwal_level = replica\narchive_command = '{BIN} --repo {} --password-file {} wal-push --cluster main %p'\n",
-        s(&r.path),
-        s(&pwfile)
+        "archive_mode = on\nwal_level = replica\narchive_command = '{} %p'\n",
+        push_command(r, &pwfile)
     );
     let started = Instant::now();
     let pg = Pg::start(&archive);
