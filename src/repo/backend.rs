@@ -128,6 +128,21 @@ pub fn foreign_owner(root: &Path) -> Option<(u32, u32)> {
     (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
 }
 
+/// Runs `f` with this thread's filesystem uid and gid set to `uid`/`gid` (Linux `setfsuid`,
+/// per thread), so files it creates belong to that user from their first instant.
+fn as_fs_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: setfsgid/setfsuid only change this thread's filesystem credentials; the
+    // previous values they return are restored below, uid first while gid is still changed.
+    unsafe {
+        let old_gid = libc::setfsgid(gid);
+        let old_uid = libc::setfsuid(uid);
+        let r = f();
+        libc::setfsuid(old_uid as libc::uid_t);
+        libc::setfsgid(old_gid as libc::gid_t);
+        r
+    }
+}
+
 /// fsyncs a directory so a rename inside it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -152,8 +167,13 @@ impl Backend for LocalBackend {
             full.file_name().and_then(|n| n.to_str()).unwrap_or("obj")
         ));
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            self.own(&tmp);
+            let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+            // Created as the owner, not chowned after: a writer killed between the two left
+            // root-owned temp files (found by the agent-kill test).
+            let mut f = match self.owner {
+                Some((u, g)) => as_fs_user(u, g, create)?,
+                None => create()?,
+            };
             f.write_all(data)?;
             f.sync_all()?;
             Ok(())
