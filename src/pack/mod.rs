@@ -18,7 +18,7 @@ mod reader;
 mod writer;
 
 pub use reader::{open_blob, read_pack_header};
-pub use writer::{seal_blob, PackWriter, SealedBlob};
+pub use writer::{seal_blob, PackWriter, SealedBlob, Sealer};
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind, PackId};

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::crypto::MasterKey;
+use crate::pack::Sealer;
 use crate::repo::backend::{Backend, LocalBackend};
 use proptest::prelude::*;
 
@@ -85,4 +86,41 @@ fn future_version_is_refused_clearly() {
     be.put(&pack_path(&id), &image).unwrap();
     let err = read_pack_header(&be, &key, &id).unwrap_err();
     assert!(err.to_string().contains("version 2"), "{err}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn one_sealer_reused_across_sizes_and_kinds_of_data_roundtrips(
+        blobs in prop::collection::vec((0u8..3, 0usize..200_000, any::<u64>()), 1..8)
+    ) {
+        let key = MasterKey::generate();
+        let mut sealer = Sealer::new(1);
+        let mut out = Vec::new();
+        for (pattern, len, seed) in blobs {
+            // 0: noise (stored raw), 1: zeros, 2: a small alphabet (both compress).
+            let mut x = seed | 1;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match pattern {
+                        0 => x as u8,
+                        1 => 0,
+                        _ => b"ACGT"[(x % 4) as usize],
+                    }
+                })
+                .collect();
+            let id = key.blob_id(&data);
+            sealer.seal_into(&key, BlobKind::Data, &id, &data, &mut out);
+            let got = open_blob(&key, BlobKind::Data, &id, len as u32, &out, &|| "t".into()).unwrap();
+            prop_assert_eq!(&got, &data);
+            if pattern != 0 && len > 4096 {
+                prop_assert!(out.len() < len / 2, "compressible data was stored raw");
+            }
+            prop_assert!(out.len() <= len + 1 + crate::crypto::SEAL_OVERHEAD);
+        }
+    }
 }
