@@ -7,31 +7,26 @@
 //! can be answered without unlocking the key: `restore_command` probes many names that do not
 //! exist and must hear "no" fast.
 //!
-//! Contract of [`push`] (PostgreSQL's `archive_command`): returns only after packs and record
+//! Contract of [`push`] (in `push.rs`; PostgreSQL's `archive_command`): returns only after packs and record
 //! are durable; the same name with the same bytes again is success; the same name with other
 //! bytes is [`WalError::Conflict`], naming both digests; a segment from another cluster
 //! (different system identifier) is refused.
 
 pub mod names;
+mod push;
+
+pub use push::{push, push_file, Pushed};
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pack::{pack_path, seal_blob, PackWriter, TARGET_PACK_SIZE};
 use crate::repo::backend::Backend;
 use crate::repo::Repository;
 use crate::timespec::{now_ms, TimeMs};
 use crate::tree::{ChunkRef, Node, NodeKind};
 use names::WalName;
-
-/// zstd level for WAL chunks: PostgreSQL's archiver waits on every segment, one at a time, and
-/// level 1 compresses WAL nearly as well as 3 in about two thirds of the time.
-const WAL_ZSTD_LEVEL: i32 = 1;
-
-/// Chunk size for WAL files.
-const WAL_CHUNK: usize = 1 << 20;
 
 /// Record format version (never reuse).
 pub const WAL_RECORD_VERSION: u32 = 1;
@@ -225,254 +220,6 @@ pub fn system_id(first_page: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_le_bytes(first_page[24..32].try_into().ok()?))
-}
-
-fn hash_file(f: &std::fs::File, path: &Path) -> Result<(String, u64)> {
-    use std::os::unix::fs::FileExt;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f
-            .read_at(&mut buf, n)
-            .map_err(|e| Error::io("read", path, e))?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        n += k as u64;
-    }
-    Ok((h.finalize().to_hex().to_string(), n))
-}
-
-/// Outcome of a push.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Pushed {
-    /// Newly archived.
-    Stored,
-    /// Already archived with identical content.
-    AlreadyThere,
-}
-
-/// Archives one WAL file (see the module contract). The repository must be open for writing.
-pub fn push(repo: &Repository, cluster: &str, path: &Path) -> Result<Pushed, WalError> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| WalError::BadName(path.display().to_string()))?
-        .to_string();
-    names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
-    let f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    push_file(repo, cluster, &name, &f, path)
-}
-
-/// Archives the open file `f` under `name` (the agent receives files as descriptors, so it
-/// reads exactly what the client could open, with the client's permissions).
-pub fn push_file(
-    repo: &Repository,
-    cluster: &str,
-    name: &str,
-    f: &std::fs::File,
-    path: &Path,
-) -> Result<Pushed, WalError> {
-    check_cluster_name(cluster)?;
-    let name = name.to_string();
-    let kind = names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
-    if repo.be.size(&record_path(cluster, &name)).is_ok() {
-        let old = read_record(repo, cluster, &name)?;
-        let (digest, _) = hash_file(f, path)?;
-        return if old.digest == digest {
-            Ok(Pushed::AlreadyThere)
-        } else {
-            Err(WalError::Conflict {
-                cluster: cluster.into(),
-                name,
-                archived: old.digest,
-                new: digest,
-            })
-        };
-    }
-    if let WalName::Segment { .. } = kind {
-        use std::os::unix::fs::FileExt;
-        let mut page = [0u8; 40];
-        if f.read_exact_at(&mut page, 0).is_ok() {
-            if let Some(found) = system_id(&page) {
-                check_system(repo, cluster, &name, found)?;
-            }
-        }
-    }
-    // Own packs, no index and no writer lock: archiving never waits for a running backup
-    // (pg_basebackup -X none itself waits for archiving, so waiting here could deadlock).
-    let mut hasher = blake3::Hasher::new();
-    let mut content = Vec::new();
-    let mut locations: Vec<WalLocation> = Vec::new();
-    let mut new_locations: Vec<WalLocation> = Vec::new();
-    let mut first_of: std::collections::HashMap<crate::id::BlobId, usize> = Default::default();
-    let mut dup_of: Vec<Option<usize>> = Vec::new();
-    let mut pw = PackWriter::new();
-    let mut in_pack = 0usize;
-    // Chunks are sealed (hash, zstd, AES) in parallel batches: a segment's latency is what
-    // PostgreSQL's archiver waits for, one segment at a time.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    // Fixed-size chunks, not content-defined: a WAL segment is never an edited copy of another,
-    // so cut points buy no deduplication, and finding them cost ~8% of a push.
-    let mut done = false;
-    let mut size = 0u64;
-    while !done {
-        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(workers * 2);
-        while batch.len() < workers * 2 {
-            let mut c = vec![0u8; WAL_CHUNK];
-            let mut n = 0;
-            while n < c.len() {
-                // pread from the start, whatever a shared descriptor's offset.
-                match std::os::unix::fs::FileExt::read_at(f, &mut c[n..], size + n as u64) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("read", path, e).into()),
-                }
-            }
-            if n == 0 {
-                done = true;
-                break;
-            }
-            c.truncate(n);
-            hasher.update(&c);
-            size += n as u64;
-            batch.push(c);
-        }
-        let per = batch.len().div_ceil(workers).max(1);
-        let sealed: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = batch
-                .chunks(per)
-                .map(|part| {
-                    s.spawn(|| {
-                        part.iter()
-                            .map(|c| {
-                                let id = repo.key.blob_id(c);
-                                let b = seal_blob(
-                                    &repo.key,
-                                    crate::id::BlobKind::Data,
-                                    id,
-                                    c,
-                                    repo.config.zstd_level.min(WAL_ZSTD_LEVEL),
-                                );
-                                (id, c.len(), b)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("sealing thread panicked"))
-                .collect()
-        });
-        for (id, len, sealed) in sealed {
-            content.push(ChunkRef {
-                id,
-                len: len as u32,
-            });
-            // Repeated chunks (zeroed tails of switched segments) are stored once per push.
-            if let Some(&first) = first_of.get(&id) {
-                dup_of.push(Some(first));
-                continue;
-            }
-            first_of.insert(id, content.len() - 1);
-            dup_of.push(None);
-            if !pw.is_empty() && pw.len() + sealed.bytes.len() > TARGET_PACK_SIZE {
-                flush_wal_pack(repo, std::mem::take(&mut pw), &mut new_locations, in_pack)?;
-                in_pack = 0;
-            }
-            pw.add(&sealed);
-            in_pack += 1;
-        }
-    }
-    if !pw.is_empty() {
-        flush_wal_pack(repo, pw, &mut new_locations, in_pack)?;
-    }
-    let mut new_locations = new_locations.into_iter();
-    for d in &dup_of {
-        let loc = match d {
-            Some(first) => locations[*first],
-            None => new_locations.next().expect("one location per stored chunk"),
-        };
-        locations.push(loc);
-    }
-    let rec = WalRecord {
-        version: WAL_RECORD_VERSION,
-        cluster: cluster.into(),
-        name: name.clone(),
-        size,
-        digest: hasher.finalize().to_hex().to_string(),
-        content,
-        locations,
-        pushed: now_ms(),
-        owner: {
-            use std::os::unix::fs::MetadataExt;
-            let md = f.metadata().map_err(|e| Error::io("stat", path, e))?;
-            (md.uid(), md.gid(), md.mode() & 0o7777)
-        },
-    };
-    let plain = serde_json::to_vec(&rec).expect("record serializes");
-    repo.be.put(
-        &record_path(cluster, &name),
-        &repo.key.seal(&record_ad(cluster, &name), &plain),
-    )?;
-    Ok(Pushed::Stored)
-}
-
-fn flush_wal_pack(
-    repo: &Repository,
-    pw: PackWriter,
-    locations: &mut Vec<WalLocation>,
-    n: usize,
-) -> Result<()> {
-    let (id, image, entries) = pw.finish(&repo.key);
-    repo.be.put(&pack_path(&id), &image)?;
-    debug_assert_eq!(entries.len(), n);
-    locations.extend(entries.iter().map(|e| WalLocation {
-        pack: id,
-        offset: e.offset,
-        length: e.length,
-    }));
-    Ok(())
-}
-
-fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Result<(), WalError> {
-    let p = format!("wal/{cluster}/.system");
-    match repo.be.get(&p) {
-        Ok(raw) => {
-            let plain = repo
-                .key
-                .open(b"wayback-wal-system-v1", &raw, &|| p.to_string())?;
-            let expected = u64::from_le_bytes(
-                plain
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| Error::Corrupt(format!("{p}: short")))?,
-            );
-            if expected != found {
-                return Err(WalError::OtherCluster {
-                    cluster: cluster.into(),
-                    name: name.into(),
-                    expected,
-                    found,
-                });
-            }
-            Ok(())
-        }
-        Err(Error::NotFound(_)) => {
-            repo.be.put(
-                &p,
-                &repo
-                    .key
-                    .seal(b"wayback-wal-system-v1", &found.to_le_bytes()),
-            )?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Writes an archived file to `dest` (temp + rename, verified against its digest).
