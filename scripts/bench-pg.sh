@@ -16,6 +16,7 @@
 #    `wayback pitr` + PostgreSQL recovery to the first query, and `cp -a` of the data directory.
 #
 # Usage: scripts/bench-pg.sh   (SIZES="14 70 200" PGBENCH_SECS=60 WAL_SCALE=50 ONLY=wal|pitr
+#                               RUNS="base wb wbk wba" (part A's columns; base is always run)
 #                               WRITE_SECS=10 BENCH_DIR=/tmp/wayback-bench-pg KEEP=1 WB=/path/to/wayback)
 # Needs root (pg-at mounts FUSE and overlayfs; drop_caches), PostgreSQL 15 and a `postgres` user.
 set -euo pipefail
@@ -30,6 +31,7 @@ SIZES=${SIZES:-14 70 200}
 PGBENCH_SECS=${PGBENCH_SECS:-60}
 WAL_SCALE=${WAL_SCALE:-50}
 ONLY=${ONLY:-}
+RUNS=${RUNS:-base wb wbk wba}
 # Seconds of pgbench writes between the base backup and T (the WAL every recovery replays).
 WRITE_SECS=${WRITE_SECS:-10}
 B=${BENCH_DIR:-/tmp/wayback-bench-pg}
@@ -101,13 +103,15 @@ ln -f "$WB" "$B/bin/wayback" 2>/dev/null || cp "$WB" "$B/bin/wayback"
 WB="$B/bin/wayback"
 PW="$B/password"; echo bench > "$PW"; chmod 600 "$PW"
 # archive.sh REPO LOG %p: wal-push, then "<microseconds> <exit status> <end ns> <path>" to LOG.
+# Times come from bash's $EPOCHREALTIME, not two forks of date: under pgbench each fork cost
+# several ms, which the table then reported as wal-push time.
 cat > "$B/archive.sh" <<EOF
-#!/bin/sh
-t0=\$(date +%s%N)
+#!/bin/bash
+t0=\${EPOCHREALTIME/./}
 $WB --repo "\$1" --password-file $PW wal-push --cluster main "\$3"
 rc=\$?
-t1=\$(date +%s%N)
-echo "\$(( (t1 - t0) / 1000 )) \$rc \$t1 \$3" >> "\$2"
+t1=\${EPOCHREALTIME/./}
+echo "\$(( t1 - t0 )) \$rc \${t1}000 \$3" >> "\$2"
 exit \$rc
 EOF
 chmod 755 "$B/archive.sh" "$B"
@@ -200,24 +204,33 @@ part_wal() {
   }
 
   local wrap="$B/archive.sh $repo @LOG@ %p"
+  runs() { [[ " $RUNS " == *" $1 "* ]]; }
   measure base true
-  measure wb "$wrap"
+  runs wb && measure wb "$wrap"
   # The same with the key cached in postgres's kernel keyring (`wayback key unlock`): no KDF.
-  pg "$WB" --repo "$repo" --password-file "$PW" key unlock --timeout $((PGBENCH_SECS + 1800)) >/dev/null
-  UNLOCKED="$repo"
-  measure wbk "$wrap"
-  pg "$WB" --repo "$repo" key lock >/dev/null 2>&1 || true
-  UNLOCKED=""
+  if runs wbk; then
+    pg "$WB" --repo "$repo" --password-file "$PW" key unlock --timeout $((PGBENCH_SECS + 1800)) >/dev/null
+    UNLOCKED="$repo"
+    measure wbk "$wrap"
+    pg "$WB" --repo "$repo" key lock >/dev/null 2>&1 || true
+    UNLOCKED=""
+  fi
   # Through a running agent (as root, key unlocked once at its start): wal-push hands the open
   # segment to it over <repo>/wal-push.sock; no KDF and no repository open per segment.
-  printf 'repo = "%s"\n\n[[source]]\nname = "main"\ntype = "postgres-wal"\ncluster = "main"\n' "$repo" > "$D/agent.toml"
-  "$WB" --password-file "$PW" -v agent --config "$D/agent.toml" 2> "$D/agent.log" &
-  local agent=$!
-  BGPIDS+=("$agent")
-  wait_for 30 "the agent's wal-push socket" test -S "$repo/wal-push.sock"
-  measure wba "$wrap"
-  kill "$agent"; wait "$agent" 2>/dev/null || true
-  check_owner "$repo" "pushes through a root agent"
+  # Its log (RUST_LOG=wayback::wal=debug adds each push's phase times) is $B/wal/agent.log.
+  if runs wba; then
+    printf 'repo = "%s"\n\n[[source]]\nname = "main"\ntype = "postgres-wal"\ncluster = "main"\n' "$repo" > "$D/agent.toml"
+    # In its own session, as a service manager runs it: with the kernel's autogroup scheduling
+    # a session is one CPU share, and sharing this script's session would make the agent
+    # compete inside pgbench's share instead of beside the database's.
+    setsid "$WB" --password-file "$PW" -v agent --config "$D/agent.toml" 2> "$D/agent.log" &
+    local agent=$!
+    BGPIDS+=("$agent")
+    wait_for 30 "the agent's wal-push socket" test -S "$repo/wal-push.sock"
+    measure wba "$wrap"
+    kill "$agent"; wait "$agent" 2>/dev/null || true
+    check_owner "$repo" "pushes through a root agent"
+  fi
   local status; status=$(pg "$WB" --repo "$repo" --password-file "$PW" wal status 2>&1 || true)
   log "A: wal status: $status"
 
@@ -226,26 +239,29 @@ part_wal() {
   echo
   echo "### WAL archiving: pgbench -c 4 -j 2 -T $PGBENCH_SECS, scale $WAL_SCALE, synchronous_commit=off"
   echo
-  echo "| measure | archive_command='true' | wayback wal-push | wal-push, key cached (\`key unlock\`) | wal-push through the agent | target |"
-  echo "| --- | --- | --- | --- | --- | --- |"
+  local cols="" hdr="| measure | archive_command='true' |" sep="| --- | --- |"
+  declare -A title=([wb]="wayback wal-push" [wbk]="wal-push, key cached (\`key unlock\`)" [wba]="wal-push through the agent")
+  for l in wb wbk wba; do runs "$l" && { cols+=" $l"; hdr+=" ${title[$l]} |"; sep+=" --- |"; }; done
+  echo "$hdr target |"
+  echo "$sep --- |"
   row="| wal-push wall time per 16 MiB segment, median |"
-  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p50]} ms |"; done; echo "$row < 100 ms |"
+  for l in base $cols; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p50]} ms |"; done; echo "$row < 100 ms |"
   row="| wal-push p99 / max |"
-  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p99]} / ${R[$l.max]} ms |"; done; echo "$row |"
+  for l in base $cols; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.p99]} / ${R[$l.max]} ms |"; done; echo "$row |"
   row="| segments archived during the run |"
-  for l in base wb wbk wba; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.during]} ($(per_s "${R[$l.during]}" "${R[$l.secs]}")/s) |"; done; echo "$row |"
+  for l in base $cols; do [[ $l == base ]] && row+=" - |" || row+=" ${R[$l.during]} ($(per_s "${R[$l.during]}" "${R[$l.secs]}")/s) |"; done; echo "$row |"
   row="| WAL generated during the run |"
-  for l in base wb wbk wba; do row+=" $(mb "${R[$l.wal]}") ($(per_s "$(awk -v a="${R[$l.wal]}" 'BEGIN{print a / 16777216}')" "${R[$l.secs]}") segments/s) |"; done; echo "$row |"
+  for l in base $cols; do row+=" $(mb "${R[$l.wal]}") ($(per_s "$(awk -v a="${R[$l.wal]}" 'BEGIN{print a / 16777216}')" "${R[$l.secs]}") segments/s) |"; done; echo "$row |"
   row="| most .ready files seen (every 0.5 s) |"
-  for l in base wb wbk wba; do row+=" ${R[$l.maxready]} |"; done; echo "$row small, not growing |"
+  for l in base $cols; do row+=" ${R[$l.maxready]} |"; done; echo "$row small, not growing |"
   row="| archiver lag when pgbench ended |"
-  for l in base wb wbk wba; do row+=" ${R[$l.ready_end]} .ready, caught up in ${R[$l.drain]} s |"; done; echo "$row 0-1 .ready |"
+  for l in base $cols; do row+=" ${R[$l.ready_end]} .ready, caught up in ${R[$l.drain]} s |"; done; echo "$row 0-1 .ready |"
   row="| failed archive_command calls |"
-  for l in base wb wbk wba; do row+=" ${R[$l.fails]} |"; done; echo "$row 0 |"
+  for l in base $cols; do row+=" ${R[$l.fails]} |"; done; echo "$row 0 |"
   row="| pgbench tps |"
-  for l in base wb wbk wba; do row+=" ${R[$l.tps]} ($(ratio "${R[$l.tps]}" "${R[base.tps]}")x) |"; done; echo "$row ~1x |"
+  for l in base $cols; do row+=" ${R[$l.tps]} ($(ratio "${R[$l.tps]}" "${R[base.tps]}")x) |"; done; echo "$row ~1x |"
   row="| repository growth / WAL archived |"
-  for l in base wb wbk wba; do
+  for l in base $cols; do
     [[ $l == base ]] && { row+=" - |"; continue; }
     row+=" $(mb "${R[$l.growth]}") / $(mb $(( ${R[$l.total]} * 16777216 ))) ($(awk -v a="${R[$l.growth]}" -v b=$(( ${R[$l.total]} * 16777216 )) 'BEGIN{if (b > 0) printf "%.0f", 100 * a / b; else print "n/a"}')%) |"
   done; echo "$row |"
