@@ -7,7 +7,8 @@ need=(fuse3 libfuse3-dev clang libclang-dev pkg-config attr)
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
 command -v pg_dump >/dev/null || need+=(postgresql-client-15)
 if [[ "${1:-}" == "--bench" ]]; then
-  need+=(restic borgbackup hyperfine time)
+  # python3-pyfuse3: `borg mount` (bench.sh mounts all three tools side by side).
+  need+=(restic borgbackup python3-pyfuse3 hyperfine time)
 fi
 
 missing=()
