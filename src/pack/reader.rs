@@ -29,6 +29,13 @@ pub fn read_pack_header(be: &dyn Backend, key: &MasterKey, id: &PackId) -> Resul
     decode_entries(id, &plain, data_end)
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reused: a fresh streaming decoder per blob
+    /// allocated and initialised its window and tables for every chunk a reader opened.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Decrypts, decompresses and verifies one sealed blob against its expected id.
 ///
 /// Never returns wrong bytes: the AEAD tag covers kind and id, and the plaintext is re-hashed.
@@ -49,17 +56,22 @@ pub fn open_blob(
     let data = match flag {
         0 => payload.to_vec(),
         1 => {
+            // Exactly the recorded length of room: a frame that would decode to more is
+            // refused by zstd itself (no decompression bomb), one that decodes to less fails
+            // the length check below.
             let mut out = Vec::with_capacity(raw_length as usize);
-            let mut dec = zstd::stream::read::Decoder::new(payload).map_err(|e| {
-                Error::Corrupt(format!("blob {} ({}): zstd: {e}", id.short(), where_()))
-            })?;
-            std::io::copy(
-                &mut std::io::Read::take(&mut dec, raw_length as u64 + 1),
-                &mut out,
-            )
-            .map_err(|e| {
-                Error::Corrupt(format!("blob {} ({}): zstd: {e}", id.short(), where_()))
-            })?;
+            DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    let d = match d.as_mut() {
+                        Some(d) => d,
+                        None => d.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    d.decompress_to_buffer(payload, &mut out)
+                })
+                .map_err(|e| {
+                    Error::Corrupt(format!("blob {} ({}): zstd: {e}", id.short(), where_()))
+                })?;
             out
         }
         f => {

@@ -124,3 +124,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_frame_longer_than_its_recorded_length_is_refused() {
+    // A header entry that understates raw_length must not make the reader decode (and keep)
+    // more than it said: the bulk decompressor gets exactly that much room.
+    let key = MasterKey::generate();
+    let data = vec![0u8; 100_000];
+    let id = key.blob_id(&data);
+    let mut out = Vec::new();
+    Sealer::new(3).seal_into(&key, BlobKind::Data, &id, &data, &mut out);
+    let err = open_blob(&key, BlobKind::Data, &id, 1000, &out, &|| "t".into()).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    let ok = open_blob(&key, BlobKind::Data, &id, 100_000, &out, &|| "t".into()).unwrap();
+    assert_eq!(ok, data);
+}
