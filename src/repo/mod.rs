@@ -242,20 +242,33 @@ impl Repository {
 
     /// Reads, decrypts and verifies one blob. Damage anywhere is `Corrupt` naming the pack.
     pub fn read_blob(&self, kind: BlobKind, id: &BlobId) -> Result<Vec<u8>> {
-        let hinted = || {
-            (kind == BlobKind::Data)
-                .then(|| self.hints.lock().expect("poisoned").get(id).copied())
-                .flatten()
-        };
-        let loc = match self.index.get(kind, id)? {
-            Some(l) => l,
-            None => hinted().ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "{kind:?} blob {} is not in the index (missing pack?)",
-                    id.short()
-                ))
-            })?,
-        };
+        // A hint (from an authenticated WAL record) is tried before the index: `wal-fetch`
+        // then never opens RocksDB, whose open and background threads cost more than the
+        // segment itself. A stale hint cannot give wrong bytes (the blob's AEAD binds its id);
+        // if it fails, the index gets its say.
+        let hint = (kind == BlobKind::Data)
+            .then(|| self.hints.lock().expect("poisoned").get(id).copied())
+            .flatten();
+        if let Some(loc) = hint {
+            let first = self.read_blob_at(kind, id, loc);
+            if first.is_ok() {
+                return first;
+            }
+            return match self.index.get(kind, id)? {
+                Some(l) if l != loc => self.read_blob_at(kind, id, l),
+                _ => first,
+            };
+        }
+        let loc = self.index.get(kind, id)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{kind:?} blob {} is not in the index (missing pack?)",
+                id.short()
+            ))
+        })?;
+        self.read_blob_at(kind, id, loc)
+    }
+
+    fn read_blob_at(&self, kind: BlobKind, id: &BlobId, loc: BlobLocation) -> Result<Vec<u8>> {
         let path = pack_path(&loc.pack);
         let sealed = self
             .be

@@ -169,3 +169,36 @@ fn concurrent_pushes_each_store_their_own_bytes() {
         }
     });
 }
+
+#[test]
+fn a_stale_location_hint_falls_back_to_the_index_and_never_gives_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(repo(dir.path()));
+    // A writer: its index can take the packs below.
+    let repo =
+        Repository::open(&dir.path().join("repo"), b"pw", crate::repo::Access::Write).unwrap();
+    let bytes = data(2 * WAL_CHUNK + 3, 9);
+    let src = dir.path().join("0000000C.history");
+    std::fs::write(&src, &bytes).unwrap();
+    push(&repo, "c", &src).unwrap();
+    let rec = read_record(&repo, "c", "0000000C.history").unwrap();
+    let stale = |c: &ChunkRef| {
+        let mut loc = rec.hints()[0].1;
+        loc.pack = crate::id::PackId([7; 32]);
+        (c.id, loc)
+    };
+    // Not indexed yet: a hint to a missing pack is an error naming it, never other bytes.
+    repo.add_location_hints([stale(&rec.content[0])]);
+    let err = repo
+        .read_blob(BlobKind::Data, &rec.content[0].id)
+        .unwrap_err();
+    assert!(
+        err.is_corrupt() && err.to_string().contains("missing"),
+        "{err}"
+    );
+    // Once the index knows the pack (as after the next backup), the index answers.
+    crate::index::rebuild::index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |_, _| {})
+        .unwrap();
+    let got = repo.read_blob(BlobKind::Data, &rec.content[0].id).unwrap();
+    assert!(got == bytes[..WAL_CHUNK], "chunk 0 read back wrong");
+}
