@@ -71,11 +71,7 @@ impl MasterKey {
 
     /// Encrypts `plain` bound to `ad`.
     pub fn seal(&self, ad: &[u8], plain: &[u8]) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(SEAL_OVERHEAD + plain.len());
-        buf.extend_from_slice(&[0u8; 12]);
-        buf.extend_from_slice(plain);
-        self.seal_in_place(ad, &mut buf);
-        buf
+        seal_with(&self.cipher, ad, plain)
     }
 
     /// Seals in place: `buf` holds 12 bytes of room for the nonce followed by the plaintext and
@@ -104,6 +100,14 @@ pub fn blob_ad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     ad[0] = kind.to_byte();
     ad[1..].copy_from_slice(&id.0);
     ad
+}
+
+fn seal_with(cipher: &Aes256GcmSiv, ad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(SEAL_OVERHEAD + plain.len());
+    buf.extend_from_slice(&[0u8; 12]);
+    buf.extend_from_slice(plain);
+    seal_in_place_with(cipher, ad, &mut buf);
+    buf
 }
 
 fn seal_in_place_with(cipher: &Aes256GcmSiv, ad: &[u8], buf: &mut Vec<u8>) {
@@ -176,10 +180,7 @@ pub fn derive_wrapping_key(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8
 /// Wraps the master key under a passphrase-derived key.
 pub fn wrap_master(wrapping: &[u8; 32], master: &MasterKey) -> Vec<u8> {
     let c = Aes256GcmSiv::new(wrapping.into());
-    let mut buf = vec![0u8; 12];
-    buf.extend_from_slice(&master.to_bytes());
-    seal_in_place_with(&c, b"wayback-key-v1", &mut buf);
-    buf
+    seal_with(&c, b"wayback-key-v1", &master.to_bytes())
 }
 
 /// Unwraps; `None` means the passphrase is wrong (or the key file damaged).

@@ -222,10 +222,10 @@ fn store_chunks(repo: &Repository, f: &File, path: &Path, sc: &mut Scratch) -> R
     let chunks = size.div_ceil(WAL_CHUNK as u64) as usize;
     let mut content: Vec<ChunkRef> = Vec::with_capacity(chunks);
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(chunks);
-    // Per chunk: where it is stored, or which earlier chunk of this file it repeats (zeroed
-    // tails of switched segments are stored once per push).
-    let mut slot: Vec<std::result::Result<usize, usize>> = Vec::with_capacity(chunks);
-    let mut first_of: std::collections::HashMap<BlobId, usize> = Default::default();
+    // Per chunk: its index in `stored`. A chunk repeated within the file (zeroed tails of
+    // switched segments) is stored once and its repeats point there.
+    let mut slot: Vec<usize> = Vec::with_capacity(chunks);
+    let mut stored_at: std::collections::HashMap<BlobId, usize> = Default::default();
     let mut stored: Vec<WalLocation> = Vec::new();
     let mut pw = PackWriter::with_buffer(std::mem::take(&mut sc.pack));
     let (free_tx, free_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
@@ -288,17 +288,18 @@ fn store_chunks(repo: &Repository, f: &File, path: &Path, sc: &mut Scratch) -> R
                     len: c.len as u32,
                 });
                 hashes.push(c.hash);
-                if let Some(&first) = first_of.get(&c.id) {
-                    slot.push(Err(first));
+                if let Some(&at) = stored_at.get(&c.id) {
+                    slot.push(at);
                 } else {
-                    first_of.insert(c.id, content.len() - 1);
                     if !pw.is_empty() && pw.len() + c.bytes.len() > TARGET_PACK_SIZE {
                         let t = Instant::now();
                         let full = std::mem::replace(&mut pw, PackWriter::new());
                         pw = PackWriter::with_buffer(flush_pack(repo, full, &mut stored)?);
                         times.store += t.elapsed();
                     }
-                    slot.push(Ok(stored.len() + pw.count()));
+                    let at = stored.len() + pw.count();
+                    stored_at.insert(c.id, at);
+                    slot.push(at);
                     pw.add_sealed(BlobKind::Data, c.id, c.len as u32, &c.bytes);
                 }
                 let _ = free_tx.send(c.bytes);
@@ -326,16 +327,7 @@ fn store_chunks(repo: &Repository, f: &File, path: &Path, sc: &mut Scratch) -> R
         sc.pack = flush_pack(repo, pw, &mut stored)?;
     }
     times.store += t.elapsed();
-    let locations = slot
-        .iter()
-        .map(|s| match *s {
-            Ok(i) => stored[i],
-            Err(first) => match slot[first] {
-                Ok(i) => stored[i],
-                Err(_) => unreachable!("a first occurrence is always stored"),
-            },
-        })
-        .collect();
+    let locations = slot.iter().map(|&i| stored[i]).collect();
     Ok(Stored {
         size,
         digest: file_digest(&hashes, size).to_hex().to_string(),
@@ -412,29 +404,25 @@ fn chunk_hash(chunk: &[u8], offset: u64, size: u64) -> [u8; 32] {
 /// merged in blake3's left-balanced tree shape.
 fn file_digest(parts: &[[u8; 32]], size: u64) -> blake3::Hash {
     use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, merge_subtrees_root, Mode};
-    fn subtree(parts: &[[u8; 32]], len: u64) -> [u8; 32] {
-        if parts.len() == 1 {
-            return parts[0];
-        }
+    // The two children of a node over `len` bytes (more than one chunk).
+    fn halves(parts: &[[u8; 32]], len: u64) -> ([u8; 32], [u8; 32]) {
         let left = left_subtree_len(len);
         let n = (left / WAL_CHUNK as u64) as usize;
-        merge_subtrees_non_root(
-            &subtree(&parts[..n], left),
-            &subtree(&parts[n..], len - left),
-            Mode::Hash,
-        )
+        (subtree(&parts[..n], left), subtree(&parts[n..], len - left))
+    }
+    fn subtree(parts: &[[u8; 32]], len: u64) -> [u8; 32] {
+        if let [one] = parts {
+            return *one;
+        }
+        let (l, r) = halves(parts, len);
+        merge_subtrees_non_root(&l, &r, Mode::Hash)
     }
     match parts {
         [] => blake3::hash(b""),
         [whole] => blake3::Hash::from_bytes(*whole),
         _ => {
-            let left = left_subtree_len(size);
-            let n = (left / WAL_CHUNK as u64) as usize;
-            merge_subtrees_root(
-                &subtree(&parts[..n], left),
-                &subtree(&parts[n..], size - left),
-                Mode::Hash,
-            )
+            let (l, r) = halves(parts, size);
+            merge_subtrees_root(&l, &r, Mode::Hash)
         }
     }
 }
