@@ -21,7 +21,8 @@ pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
             {
                 // Take the writer lock before touching the index, then start from nothing.
                 let _lock = WriterLock::acquire(&path, "index rebuild")?;
-                let idx = path.join("index");
+                let config = Repository::read_config(&path, &pass)?;
+                let idx = crate::repo::index_dir(&path, &config.id)?;
                 if idx.exists() {
                     std::fs::remove_dir_all(&idx)?;
                 }

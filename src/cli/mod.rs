@@ -24,7 +24,7 @@ mod restore;
 mod snapshots;
 mod wal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use common::{exit_code_for, RepoArgs};
 
@@ -108,7 +108,12 @@ pub enum Cmd {
 
 /// Parses the command line, runs it and returns the process exit code.
 pub fn main_entry() -> i32 {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    crate::repo::lock::set_operation(matches.subcommand_name().unwrap_or("wayback"));
     common::init_tracing(cli.verbose);
     let r = match cli.cmd {
         Cmd::Init(a) => init::run(&cli.repo, a),

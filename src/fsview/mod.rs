@@ -10,7 +10,8 @@
 //! (parent inode, entry index), hardlinked files by (snapshot root inode, link group) so they
 //! share one inode inside a snapshot. Inodes are never reused for the life of the mount.
 //! Snapshot trees are immutable, so their answers are cached by the kernel for a day; the
-//! virtual directories that change (`/latest`, `/at/<recent T>`) get one-second TTLs.
+//! entries whose answer can change (`/latest/<source>`, `/at/<T>/<source>` for every T: a
+//! long backup commits an old time late) get one-second TTLs.
 
 pub mod cow;
 mod inodes;
@@ -349,7 +350,10 @@ impl RepoView {
                 Virt::AtTime(t) => {
                     for src in sources(&snaps) {
                         if let Some(s) = as_of(&snaps, &src, t) {
-                            let live = t > now_ms() - 3_600_000;
+                            // Which snapshot answers `/at/T/src` can change for any T: a
+                            // backup's time is its start, so one running for hours commits an
+                            // answer for an old T late (as do `backup --time` and forget).
+                            let live = true;
                             out.push((
                                 OsString::from(src),
                                 NewChild::Named(InodeData::snap_root(s, live)),
@@ -493,9 +497,11 @@ impl RepoView {
                     }
                 }
             },
-            InodeData::SnapRoot { snap, live, .. } => {
+            InodeData::SnapRoot { snap, .. } => {
+                // Inside a snapshot nothing changes (a new answer for `/latest/src` or
+                // `/at/T/src` is a new snapshot-root inode), so its entries cache long.
                 let s = self.snapshot_by_idx(snap)?;
-                self.tree_children(&s.root, live, &mut out)?;
+                self.tree_children(&s.root, false, &mut out)?;
             }
             InodeData::Node {
                 tree, index, live, ..
@@ -658,9 +664,9 @@ impl View for RepoView {
                 }
                 NewChild::Named(InodeData::virt(Virt::AtTime(t)))
             }
-            InodeData::SnapRoot { snap, live } => {
+            InodeData::SnapRoot { snap, .. } => {
                 let s = self.snapshot_by_idx(snap)?;
-                self.find_in_tree(&s.root, name, live)?
+                self.find_in_tree(&s.root, name, false)?
             }
             InodeData::Node {
                 tree, index, live, ..

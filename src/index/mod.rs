@@ -56,17 +56,41 @@ pub struct BlobLocation {
 pub struct Index {
     db: std::sync::OnceLock<std::result::Result<DB, String>>,
     path: PathBuf,
-    secondary: Option<PathBuf>,
-    /// A root writer in a repository another user owns gives the index files back to that
-    /// user at open and close, so that user's own commands can open the index as writer.
-    owner: Option<(u32, u32)>,
+    /// A reader's private RocksDB secondary directory (0700, removed on drop).
+    secondary: Option<tempfile::TempDir>,
 }
 
-fn chown_tree(p: &Path, (u, g): (u32, u32)) {
-    let _ = std::os::unix::fs::lchown(p, Some(u), Some(g));
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            chown_tree(&e.path(), (u, g));
+/// Largest sealed or plain blob length an index entry may claim (a chunk is at most 16 MiB; a
+/// tree of a huge directory can be large, never this large): a damaged entry must not make a
+/// reader allocate gigabytes.
+pub const MAX_BLOB_LEN: u32 = 512 << 20;
+
+/// Prefix of reader scratch directories in the temporary directory; the pid follows, so
+/// [`clean_stale_readers`] can tell a dead reader's directory from a live one.
+const READER_PREFIX: &str = "wayback-index-reader-";
+
+/// Removes secondary directories left in the temporary directory by readers that were killed
+/// (their pid no longer exists) and that belong to this user.
+fn clean_stale_readers(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(READER_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32
+            || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        let mine = std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if !alive && mine {
+            // remove_dir_all does not follow symlinks inside (std's fix for CVE-2022-21658).
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
@@ -104,15 +128,10 @@ impl Index {
         o.set_keep_log_file_num(2);
         o.set_max_total_wal_size(64 << 20);
         let db = DB::open_cf_descriptors(&o, path, cfs())?;
-        let owner = path.parent().and_then(crate::repo::backend::foreign_owner);
-        if let Some(o) = owner {
-            chown_tree(path, o);
-        }
         let idx = Index {
             db: Ok(db).into(),
             path: path.to_path_buf(),
             secondary: None,
-            owner,
         };
         let meta = idx.cf(CF_META)?;
         match idx.db()?.get_cf(meta, b"version")? {
@@ -138,25 +157,27 @@ impl Index {
                 path.display()
             )));
         }
-        let sec = std::env::temp_dir().join(format!(
-            "wayback-index-reader-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let tmp = std::env::temp_dir();
+        clean_stale_readers(&tmp);
+        // Unpredictable, created atomically with mode 0700 (the temporary directory is shared
+        // with every other user).
+        let sec = tempfile::Builder::new()
+            .prefix(&format!("{READER_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&tmp)
+            .map_err(|e| Error::io("create index scratch", &tmp, e))?;
         Ok(Index {
             db: std::sync::OnceLock::new(),
             path: path.to_path_buf(),
             secondary: Some(sec),
-            owner: None,
         })
     }
 
     fn db(&self) -> Result<&DB> {
         let r = self.db.get_or_init(|| {
-            let sec = self.secondary.as_ref().expect("writers open eagerly");
+            let sec = self.secondary.as_ref().expect("writers open eagerly").path().to_path_buf();
             let mut o = Options::default();
             o.set_max_open_files(-1);
-            DB::open_cf_descriptors_as_secondary(&o, &self.path, sec, cfs())
+            DB::open_cf_descriptors_as_secondary(&o, &self.path, &sec, cfs())
                 .map_err(|e| format!("opening index {}: {e}", self.path.display()))
         });
         r.as_ref().map_err(|e| Error::Index(e.clone()))
@@ -284,20 +305,26 @@ fn decode_location(v: &[u8]) -> Result<BlobLocation> {
     let mut pack = [0u8; 32];
     pack.copy_from_slice(&v[..32]);
     let u = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
-    Ok(BlobLocation {
+    let loc = BlobLocation {
         pack: PackId(pack),
         offset: u(32),
         length: u(36),
         raw_length: u(40),
-    })
+    };
+    if loc.length > MAX_BLOB_LEN || loc.raw_length > MAX_BLOB_LEN {
+        return Err(Error::Index(format!(
+            "blob location claims {} sealed / {} plain bytes (more than {MAX_BLOB_LEN})",
+            loc.length, loc.raw_length
+        )));
+    }
+    Ok(loc)
 }
 
 impl Drop for Index {
     fn drop(&mut self) {
         match &self.secondary {
-            Some(sec) => {
-                let _ = std::fs::remove_dir_all(sec);
-            }
+            // The TempDir removes itself.
+            Some(_) => {}
             // A closing writer flushes, so the next reader opens tables instead of replaying
             // the write-ahead log into memory.
             None => {
@@ -311,9 +338,6 @@ impl Drop for Index {
                     if let Err(e) = db.flush_cf(cf) {
                         tracing::warn!(error = %e, cf = name, "index flush at close failed (readers replay the log)");
                     }
-                }
-                if let Some(o) = self.owner {
-                    chown_tree(&self.path, o);
                 }
             }
         }

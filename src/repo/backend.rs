@@ -12,18 +12,29 @@
 //! without touching pack, tree or snapshot code.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::beneath::Beneath;
+pub use super::beneath::foreign_owner;
 use crate::error::{Error, Result};
+
+/// Largest object `get` reads whole (manifests, records, keys, config are kilobytes; packs are
+/// read by range). A planted huge file or device gives an error, not an allocation.
+pub const MAX_WHOLE_OBJECT: u64 = 256 << 20;
 
 /// Object storage for a repository.
 pub trait Backend: Send + Sync {
     /// Stores `data` durably under `path` (see the module contract).
     fn put(&self, path: &str, data: &[u8]) -> Result<()>;
+    /// Stores `data` durably under `path` unless something is already there, which is left
+    /// untouched: `Ok(false)`. The commit of names that are not content addresses (WAL files:
+    /// two standbys promoting at once both push `00000002.history`), where an existence check
+    /// followed by a replacing rename would silently replace an acknowledged copy.
+    fn put_new(&self, path: &str, data: &[u8]) -> Result<bool>;
     /// Reads a whole object.
     fn get(&self, path: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`.
@@ -32,22 +43,21 @@ pub trait Backend: Send + Sync {
     fn list(&self, dir: &str) -> Result<Vec<String>>;
     /// Size of an object.
     fn size(&self, path: &str) -> Result<u64>;
-    /// Removes an object (prune, key remove). Missing is not an error.
+    /// Removes an object (prune, key remove) durably (the directory is fsynced). Missing is not
+    /// an error.
     fn delete(&self, path: &str) -> Result<()>;
     /// Local path of the repository root, when the backend is a local directory.
     fn local_root(&self) -> Option<&Path>;
 }
 
-/// A repository in a local directory.
+/// A repository in a local directory. Every access goes through [`Beneath`]: no symlink is
+/// followed below the root, and a root process in a repository another user owns acts with
+/// that user's rights (see `repo::beneath`).
 pub struct LocalBackend {
     root: PathBuf,
+    fs: Beneath,
     /// Small cache of open pack files: the mount reads many ranges of few packs.
     open_files: Mutex<HashMap<String, Arc<File>>>,
-    /// When running as root in a repository another user owns (the agent, `pg-at`, a root
-    /// `wal-push` beside PostgreSQL's): that user, so new files and directories are theirs.
-    /// Without this, a root agent left root-owned pack directories and `.system` files that
-    /// PostgreSQL's own `wal-push` then could not write or read.
-    owner: Option<(u32, u32)>,
 }
 
 const MAX_OPEN_FILES: usize = 64;
@@ -56,39 +66,16 @@ impl LocalBackend {
     /// A backend rooted at `root` (which must exist for anything but `put`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
-        let owner = foreign_owner(&root);
         LocalBackend {
+            fs: Beneath::new(&root),
             root,
             open_files: Mutex::new(HashMap::new()),
-            owner,
         }
     }
 
-    /// Gives `p` to the repository's owner (see `owner`).
-    fn own(&self, p: &Path) {
-        if let Some((u, g)) = self.owner {
-            let _ = std::os::unix::fs::chown(p, Some(u), Some(g));
-        }
-    }
-
-    /// `create_dir_all` that hands every directory it creates to the repository's owner.
-    fn make_dirs(&self, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
-        if let Some(parent) = dir.parent() {
-            if parent.starts_with(&self.root) && parent != self.root {
-                self.make_dirs(parent)?;
-            }
-        }
-        match fs::create_dir(dir) {
-            Ok(()) => {
-                self.own(dir);
-                Ok(())
-            }
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(Error::io("create directory", dir, e)),
-        }
+    /// The confined view of the root, for local-only callers (locks, cleanup).
+    pub fn beneath(&self) -> &Beneath {
+        &self.fs
     }
 
     fn full(&self, path: &str) -> PathBuf {
@@ -99,8 +86,10 @@ impl LocalBackend {
         if let Some(f) = self.open_files.lock().expect("fd cache poisoned").get(path) {
             return Ok(f.clone());
         }
-        let full = self.full(path);
-        let f = File::open(&full).map_err(|e| not_found_or_io(e, "open", &full, path))?;
+        let f = self
+            .fs
+            .open_read(path)
+            .map_err(|e| not_found_or_io(e, "open", &self.full(path), path))?;
         let f = Arc::new(f);
         let mut cache = self.open_files.lock().expect("fd cache poisoned");
         if cache.len() >= MAX_OPEN_FILES {
@@ -109,37 +98,88 @@ impl LocalBackend {
         cache.insert(path.to_string(), f.clone());
         Ok(f)
     }
-}
 
-fn not_found_or_io(e: std::io::Error, ctx: &'static str, full: &Path, path: &str) -> Error {
-    if e.kind() == ErrorKind::NotFound {
-        Error::NotFound(format!("repository file {path}"))
-    } else {
-        Error::io(ctx, full, e)
+    /// Writes `data` to a fresh temporary file in `tmp/`, fsynced; returns its relative name.
+    fn stage(&self, path: &str, data: &[u8]) -> Result<String> {
+        self.fs
+            .make_dirs("tmp")
+            .map_err(|e| Error::io("create directory", self.full("tmp"), e))?;
+        let base = path.rsplit('/').next().unwrap_or("obj");
+        let tmp = format!(
+            "tmp/{}.{:016x}.{}",
+            std::process::id(),
+            rand::random::<u64>(),
+            base
+        );
+        let write = || -> std::io::Result<()> {
+            let mut f = self.fs.create_new(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = self.fs.unlink(&tmp);
+            return Err(Error::io("write", self.full(&tmp), e));
+        }
+        Ok(tmp)
+    }
+
+    fn put_inner(&self, path: &str, data: &[u8], noreplace: bool) -> Result<bool> {
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        self.fs
+            .make_dirs(dir)
+            .map_err(|e| Error::io("create directory", self.full(dir), e))?;
+        let tmp = self.stage(path, data)?;
+        match self.fs.rename(&tmp, path, noreplace) {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = self.fs.unlink(&tmp);
+                if noreplace && e.kind() == ErrorKind::AlreadyExists {
+                    return Ok(false);
+                }
+                return Err(Error::io("rename into place", self.full(path), e));
+            }
+        }
+        self.fs
+            .fsync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", self.full(dir), e))?;
+        Ok(true)
+    }
+
+    /// Removes what killed writers left in `tmp/` more than `older_than` ago (a live writer's
+    /// staging file is seconds old; a fresh one is never touched).
+    pub fn clean_tmp(&self, older_than: std::time::Duration) -> Result<usize> {
+        let mut n = 0;
+        let now = std::time::SystemTime::now();
+        for (name, is_dir) in self
+            .fs
+            .list("tmp")
+            .map_err(|e| Error::io("list", self.full("tmp"), e))?
+        {
+            let Some(name) = name.to_str() else { continue };
+            let rel = format!("tmp/{name}");
+            if is_dir {
+                continue;
+            }
+            let old = self
+                .fs
+                .open_read(&rel)
+                .and_then(|f| f.metadata())
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() > older_than)
+                .unwrap_or(false);
+            if old && self.fs.unlink(&rel).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
-/// The owner (uid, gid) of the repository directory `root` when this process runs as root and
-/// another user owns it (PostgreSQL's archive, owned by `postgres`): the user a root writer,
-/// agent or lock must give the files it creates to, so that user's own commands keep working.
-pub fn foreign_owner(root: &Path) -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(root).ok()?;
-    (nix::unistd::geteuid().is_root() && m.uid() != 0).then_some((m.uid(), m.gid()))
-}
-
-/// Runs `f` with this thread's filesystem uid and gid set to `uid`/`gid` (Linux `setfsuid`,
-/// per thread), so files it creates belong to that user from their first instant.
-fn as_fs_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
-    // SAFETY: setfsgid/setfsuid only change this thread's filesystem credentials; the
-    // previous values they return are restored below, uid first while gid is still changed.
-    unsafe {
-        let old_gid = libc::setfsgid(gid);
-        let old_uid = libc::setfsuid(uid);
-        let r = f();
-        libc::setfsuid(old_uid as libc::uid_t);
-        libc::setfsgid(old_gid as libc::gid_t);
-        r
+fn not_found_or_io(e: std::io::Error, ctx: &'static str, full: &Path, path: &str) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => Error::NotFound(format!("repository file {path}")),
+        ErrorKind::InvalidData => Error::Corrupt(format!("{path}: {e}")),
+        _ => Error::io(ctx, full, e),
     }
 }
 
@@ -152,46 +192,30 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 
 impl Backend for LocalBackend {
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
-        let full = self.full(path);
-        let dir = full
-            .parent()
-            .expect("object paths have a parent")
-            .to_path_buf();
-        self.make_dirs(&dir)?;
-        let tmp_dir = self.root.join("tmp");
-        self.make_dirs(&tmp_dir)?;
-        let tmp = tmp_dir.join(format!(
-            "{}.{}.{}",
-            std::process::id(),
-            rand::random::<u64>(),
-            full.file_name().and_then(|n| n.to_str()).unwrap_or("obj")
-        ));
-        let write = || -> std::io::Result<()> {
-            let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
-            // Created as the owner, not chowned after: a writer killed between the two left
-            // root-owned temp files (found by the agent-kill test).
-            let mut f = match self.owner {
-                Some((u, g)) => as_fs_user(u, g, create)?,
-                None => create()?,
-            };
-            f.write_all(data)?;
-            f.sync_all()?;
-            Ok(())
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io("write", &tmp, e));
-        }
-        fs::rename(&tmp, &full).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io("rename into place", &full, e)
-        })?;
-        fsync_dir(&dir)
+        self.put_inner(path, data, false).map(|_| ())
+    }
+
+    fn put_new(&self, path: &str, data: &[u8]) -> Result<bool> {
+        self.put_inner(path, data, true)
     }
 
     fn get(&self, path: &str) -> Result<Vec<u8>> {
         let full = self.full(path);
-        fs::read(&full).map_err(|e| not_found_or_io(e, "read", &full, path))
+        let f = self
+            .fs
+            .open_read(path)
+            .map_err(|e| not_found_or_io(e, "read", &full, path))?;
+        let len = f.metadata().map_err(|e| Error::io("stat", &full, e))?.len();
+        if len > MAX_WHOLE_OBJECT {
+            return Err(Error::Corrupt(format!(
+                "{path}: {len} bytes, larger than any object read whole"
+            )));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        f.take(MAX_WHOLE_OBJECT + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io("read", &full, e))?;
+        Ok(out)
     }
 
     fn get_range(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -207,27 +231,22 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, dir: &str) -> Result<Vec<String>> {
-        let full = self.full(dir);
-        let rd = match fs::read_dir(&full) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", &full, e)),
-        };
-        let mut out = Vec::new();
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io("list", &full, e))?;
-            if let Some(name) = ent.file_name().to_str() {
-                out.push(name.to_string());
-            }
-        }
+        let rel = dir.trim_end_matches('/');
+        let mut out: Vec<String> = self
+            .fs
+            .list(rel)
+            .map_err(|e| Error::io("list", self.full(dir), e))?
+            .into_iter()
+            .filter_map(|(n, _)| n.into_string().ok())
+            .collect();
         out.sort();
         Ok(out)
     }
 
     fn size(&self, path: &str) -> Result<u64> {
         let full = self.full(path);
-        fs::metadata(&full)
-            .map(|m| m.len())
+        self.fs
+            .size(path)
             .map_err(|e| not_found_or_io(e, "stat", &full, path))
     }
 
@@ -237,11 +256,15 @@ impl Backend for LocalBackend {
             .expect("fd cache poisoned")
             .remove(path);
         let full = self.full(path);
-        match fs::remove_file(&full) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("delete", &full, e)),
+        match self.fs.unlink(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("delete", &full, e)),
         }
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        self.fs
+            .fsync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", self.full(dir), e))
     }
 
     fn local_root(&self) -> Option<&Path> {

@@ -4,6 +4,7 @@
 //! `index/` (RocksDB cache), `tmp/` (staging for atomic puts).
 
 pub mod backend;
+pub mod beneath;
 pub mod keycache;
 pub mod keys;
 pub mod lock;
@@ -48,6 +49,57 @@ pub struct Config {
 /// Snapshot manifests that could not be read: file name and why.
 pub type DamagedManifests = Vec<(String, Error)>;
 
+/// What a reader learnt from packs its index does not know, and when it last looked.
+#[derive(Default)]
+struct Unindexed {
+    blobs: HashMap<[u8; 33], BlobLocation>,
+    scanned: std::collections::HashSet<crate::id::PackId>,
+    last_scan: Option<std::time::Instant>,
+}
+
+/// How often a reader may list `packs/` again after a lookup missed its index.
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where this process keeps the index of the repository at `root` with id `repo_id`.
+///
+/// Why not always `<root>/index`: RocksDB opens and creates its files by path, following
+/// symlinks, so a root process must never run it in a directory another user can write. A root
+/// process in a repository another user owns (the documented PostgreSQL setup: a root agent in
+/// `postgres`' archive) therefore keeps its own index in a root-only cache directory,
+/// `$WAYBACK_CACHE_DIR/<repo id>/index` (default `/var/cache/wayback`). The index is a cache:
+/// it is rebuilt from pack headers when missing, and readers learn packs it lacks on a miss.
+pub fn index_dir(root: &Path, repo_id: &str) -> Result<PathBuf> {
+    if backend::foreign_owner(root).is_none() {
+        return Ok(root.join("index"));
+    }
+    let base = std::env::var_os("WAYBACK_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/wayback"));
+    let dir = base.join(repo_id);
+    private_dir(&base)?;
+    private_dir(&dir)?;
+    Ok(dir.join("index"))
+}
+
+/// Creates `dir` (0700) if missing and refuses it unless it is a real directory owned by this
+/// user that nobody else can write.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create cache directory", dir, e)),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(|e| Error::io("stat", dir, e))?;
+    if !m.is_dir() || m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0 {
+        return Err(Error::Invalid(format!(
+            "cache directory {} must be a directory owned by this user and writable by nobody else",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// How a command uses the repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -74,7 +126,40 @@ pub struct Repository {
     snapshots: Mutex<HashMap<String, Snapshot>>,
     /// Locations of blobs not in the index (WAL chunks carry their own; see `wal`).
     hints: Mutex<HashMap<BlobId, BlobLocation>>,
+    /// Blobs of packs this reader found on disk but not in its index (see `learn_packs`).
+    unindexed: Mutex<Unindexed>,
     _lock: Option<WriterLock>,
+}
+
+/// Directories `init` creates, in the order it creates them.
+const INIT_DIRS: [&str; 7] = ["keys", "packs", "snapshots", "locks", "tmp", "wal", "index"];
+
+/// For an existing directory without `config`: `None` when empty, `Some(true)` when it holds
+/// only what a killed `init` leaves (its directories, nothing else), `Some(false)` otherwise.
+fn only_init_leftovers(root: &Path) -> Result<Option<bool>> {
+    let rd = std::fs::read_dir(root).map_err(|e| Error::io("read", root, e))?;
+    let mut any = false;
+    for e in rd {
+        let e = e.map_err(|e| Error::io("read", root, e))?;
+        any = true;
+        let name = e.file_name();
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if !is_dir || !INIT_DIRS.iter().any(|d| name == *d) {
+            return Ok(Some(false));
+        }
+        // Only `keys/` may hold a file (the one key init wrote); data dirs must be empty.
+        let p = e.path();
+        let n = std::fs::read_dir(&p).map_err(|e| Error::io("read", &p, e))?.count();
+        if n > 0 && name != "keys" && name != "index" {
+            return Ok(Some(false));
+        }
+    }
+    Ok(any.then_some(true))
+}
+
+/// Modes for what wayback creates (see `repo::beneath`).
+mod backend_mode {
+    pub const DIR: u32 = super::beneath::DIR_MODE;
 }
 
 fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
@@ -110,15 +195,31 @@ impl Repository {
             )));
         }
         if root.exists() {
-            let mut rd = std::fs::read_dir(root).map_err(|e| Error::io("read", root, e))?;
-            if rd.next().is_some() {
+            let leftovers = only_init_leftovers(root)?;
+            if let Some(false) = leftovers {
                 return Err(Error::Invalid(format!(
                     "{} exists and is not empty; refusing to init there",
                     root.display()
                 )));
             }
+            if leftovers == Some(true) {
+                // A killed init: no config was written, so nothing here is anyone's data.
+                for d in ["keys", "packs", "snapshots", "locks", "tmp", "wal", "index"] {
+                    let p = root.join(d);
+                    if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                        std::fs::remove_dir_all(&p).map_err(|e| Error::io("remove", &p, e))?;
+                    }
+                }
+            }
         }
-        std::fs::create_dir_all(root).map_err(|e| Error::io("create", root, e))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(backend_mode::DIR)
+                .create(root)
+                .map_err(|e| Error::io("create", root, e))?;
+        }
         let be = LocalBackend::new(root);
         let key = MasterKey::generate();
         keys::add_key(&be, &key, pass)?;
@@ -136,11 +237,16 @@ impl Repository {
             &serde_json::to_vec(&config).expect("json"),
         ));
         for d in ["packs", "snapshots", "locks", "tmp", "wal"] {
-            std::fs::create_dir_all(root.join(d))
+            be.beneath()
+                .make_dirs(d)
                 .map_err(|e| Error::io("create", root.join(d), e))?;
         }
+        // The index first, config last: config is what makes the directory a repository, so
+        // an init killed before it can simply be run again (the directory then holds only
+        // what init creates, see `only_init_leftovers`).
+        drop(Index::open_writer(&index_dir(root, &config.id)?)?);
         be.put("config", &raw)?;
-        drop(Index::open_writer(&root.join("index"))?);
+        backend::fsync_dir(root)?;
         Self::open(root, pass, Access::Read)
     }
 
@@ -188,10 +294,24 @@ impl Repository {
             ));
         }
         let lock = match access {
-            Access::Write => Some(WriterLock::acquire(root, &command_line())?),
+            Access::Write => Some(WriterLock::acquire(root, lock::operation())?),
             Access::Read => None,
         };
-        let index_path = root.join("index");
+        if access == Access::Write {
+            // Staging files of killed writers (an hour is far beyond any live put's staging).
+            match LocalBackend::new(root).clean_tmp(std::time::Duration::from_secs(3600)) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed staging files of killed writers"),
+                Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
+            }
+        }
+        let index_path = index_dir(root, &config.id)?;
+        if access == Access::Read
+            && backend::foreign_owner(root).is_some()
+            && !index_path.join("CURRENT").exists()
+        {
+            Self::bootstrap_index(be.as_ref(), &key, &index_path);
+        }
         let index = match access {
             Access::Write => Index::open_writer(&index_path)?,
             Access::Read => Index::open_reader(&index_path)?,
@@ -205,6 +325,7 @@ impl Repository {
             key_id,
             snapshots: Mutex::new(HashMap::new()),
             hints: Mutex::new(HashMap::new()),
+            unindexed: Mutex::new(Unindexed::default()),
             _lock: lock,
         };
         if access == Access::Write {
@@ -220,6 +341,28 @@ impl Repository {
             }
         }
         Ok(repo)
+    }
+
+    /// Creates a missing private index (a root reader in a repository another user owns, see
+    /// [`index_dir`]) from pack headers. Best effort: if a writer races us to it, its index wins.
+    fn bootstrap_index(be: &dyn Backend, key: &MasterKey, path: &Path) {
+        let r = Index::open_writer(path).and_then(|idx| {
+            rebuild::index_missing_packs(be, key, &idx, |_, _| {}).map(|rep| rep.added)
+        });
+        match r {
+            Ok(n) => tracing::info!(packs = n, index = %path.display(), "built a private index"),
+            Err(e) => tracing::warn!(error = %e, index = %path.display(), "could not build a private index"),
+        }
+    }
+
+    /// Decrypts only the config (no index, no lock): what `index rebuild` needs to find the
+    /// index of a repository whose index it is about to throw away.
+    pub fn read_config(root: &Path, pass: &[u8]) -> Result<Config> {
+        let be = LocalBackend::new(root);
+        let sealed = read_config_header(&be, root)?;
+        let (_, key) = keys::unlock(&be, pass)?;
+        let plain = key.open(b"wayback-config", &sealed, &|| "config".into())?;
+        serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))
     }
 
     /// Caches the unlocked key in the kernel keyring for `timeout` (`wayback key unlock`).
@@ -259,13 +402,52 @@ impl Repository {
                 _ => first,
             };
         }
-        let loc = self.index.get(kind, id)?.ok_or_else(|| {
-            Error::Corrupt(format!(
-                "{kind:?} blob {} is not in the index (missing pack?)",
-                id.short()
-            ))
-        })?;
+        let loc = match self.index.get(kind, id)? {
+            Some(l) => l,
+            None => self.find_unindexed(kind, id)?.ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "{kind:?} blob {} is not in the index (missing pack?)",
+                    id.short()
+                ))
+            })?,
+        };
         self.read_blob_at(kind, id, loc)
+    }
+
+    /// Looks a blob up among packs the index does not know (written by a writer with another
+    /// index: a root process keeps its own, see [`index_dir`]; or by a killed writer), reading
+    /// headers of packs not seen before, at most once per [`RESCAN_EVERY`].
+    fn find_unindexed(&self, kind: BlobKind, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let k = crate::crypto::blob_ad(kind, id);
+        let mut u = self.unindexed.lock().expect("poisoned");
+        if let Some(l) = u.blobs.get(&k) {
+            return Ok(Some(*l));
+        }
+        if u.last_scan.is_some_and(|t| t.elapsed() < RESCAN_EVERY) {
+            return Ok(None);
+        }
+        u.last_scan = Some(std::time::Instant::now());
+        for p in rebuild::list_pack_files(self.be.as_ref())? {
+            if u.scanned.contains(&p) || self.index.has_pack(&p)? {
+                continue;
+            }
+            u.scanned.insert(p);
+            match crate::pack::read_pack_header(self.be.as_ref(), &self.key, &p) {
+                Ok(entries) => {
+                    for e in entries {
+                        let loc = BlobLocation {
+                            pack: p,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                        };
+                        u.blobs.insert(crate::crypto::blob_ad(e.kind, &e.id), loc);
+                    }
+                }
+                Err(e) => tracing::warn!(pack = %p, error = %e, "unindexed pack header unreadable"),
+            }
+        }
+        Ok(u.blobs.get(&k).copied())
     }
 
     fn read_blob_at(&self, kind: BlobKind, id: &BlobId, loc: BlobLocation) -> Result<Vec<u8>> {
@@ -328,6 +510,13 @@ impl Repository {
             .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
         s.id = SnapshotId::from_hex(name)
             .ok_or_else(|| Error::Corrupt(format!("snapshot file name {name} is not an id")))?;
+        // The name is the keyed hash of the content: a manifest copied to another name would
+        // otherwise become a second snapshot.
+        if self.key.keyed_hash("snapshot", &plain) != s.id.0 {
+            return Err(Error::Corrupt(format!(
+                "snapshot {name}: file name does not match its content"
+            )));
+        }
         Ok(s)
     }
 
@@ -376,8 +565,4 @@ impl Repository {
         out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok((out, damaged))
     }
-}
-
-fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
 }

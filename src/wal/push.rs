@@ -71,18 +71,8 @@ pub fn push_file(
     let name = name.to_string();
     let kind = names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
     if repo.be.size(&record_path(cluster, &name)).is_ok() {
-        let old = read_record(repo, cluster, &name)?;
         let (digest, _) = hash_file(f, path)?;
-        return if old.digest == digest {
-            Ok(Pushed::AlreadyThere)
-        } else {
-            Err(WalError::Conflict {
-                cluster: cluster.into(),
-                name,
-                archived: old.digest,
-                new: digest,
-            })
-        };
+        return same_as_archived(repo, cluster, &name, digest);
     }
     if let WalName::Segment { .. } = kind {
         let mut page = [0u8; 40];
@@ -114,10 +104,16 @@ pub fn push_file(
         },
     };
     let plain = serde_json::to_vec(&rec).expect("record serializes");
-    repo.be.put(
+    // Committed without replacing: between the check above and here another push of the same
+    // name may have won (two standbys promoting at once both push `00000002.history`). Its
+    // acknowledged copy stays; ours is success only if it has the same bytes.
+    let fresh = repo.be.put_new(
         &record_path(cluster, &name),
         &repo.key.seal(&record_ad(cluster, &name), &plain),
     )?;
+    if !fresh {
+        return same_as_archived(repo, cluster, &name, rec.digest);
+    }
     s.times.record = t.elapsed();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::debug!(
@@ -129,6 +125,27 @@ pub fn push_file(
         "wal-push phases"
     );
     Ok(Pushed::Stored)
+}
+
+/// The answer for a name that is already archived: success when the archived copy has the
+/// same content, a conflict (nothing replaced) when not.
+fn same_as_archived(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    digest: String,
+) -> Result<Pushed, WalError> {
+    let old = read_record(repo, cluster, name)?;
+    if old.digest == digest {
+        Ok(Pushed::AlreadyThere)
+    } else {
+        Err(WalError::Conflict {
+            cluster: cluster.into(),
+            name: name.into(),
+            archived: old.digest,
+            new: digest,
+        })
+    }
 }
 
 /// Wall time per phase of one push, logged at debug level: the latency PostgreSQL's archiver
@@ -488,13 +505,18 @@ fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Res
             Ok(())
         }
         Err(Error::NotFound(_)) => {
-            repo.be.put(
+            let fresh = repo.be.put_new(
                 &p,
                 &repo
                     .key
                     .seal(b"wayback-wal-system-v1", &found.to_le_bytes()),
             )?;
-            Ok(())
+            if fresh {
+                Ok(())
+            } else {
+                // Another first segment won the race: check against what it recorded.
+                check_system(repo, cluster, name, found)
+            }
         }
         Err(e) => Err(e.into()),
     }

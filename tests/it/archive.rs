@@ -257,8 +257,9 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
         ]);
         c.stderr(fs::File::create(&log).unwrap());
         let child = c.spawn().unwrap();
+        // Its log, not the socket file: a killed agent's stale socket exists already.
         wait_for("the agent's wal-push socket", 30, || {
-            r.path.join("wal-push.sock").exists()
+            fs::read_to_string(&log).is_ok_and(|l| l.contains("accepting wal-push"))
         });
         child
     };
@@ -337,7 +338,8 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
     wait_for(&format!("{last} archived by the new agent"), 60, || {
         r.path.join(format!("wal/main/{last}")).exists()
     });
-    assert!(fs::read_to_string(&log).unwrap().contains(&last));
+    let agent_log = fs::read_to_string(&log).unwrap();
+    assert!(agent_log.contains(&last), "{last} not pushed through the new agent: {agent_log}");
     // Everything PostgreSQL considers archived is in the repository, byte for byte.
     let compared = assert_archive_matches_pg_wal(&r, &pg);
     assert!(compared >= 7, "only {compared} files compared");

@@ -97,6 +97,7 @@ impl Repo {
             .env("WAYBACK_PASSWORD", password)
             .env("WAYBACK_INSECURE_FAST_KDF", "1")
             .env("TMPDIR", self.tmp.path())
+            .env("WAYBACK_CACHE_DIR", self.tmp.path().join("cache"))
             .env_remove("WAYBACK_PASSWORD_FILE")
             .env_remove("WAYBACK_NEW_PASSWORD")
             .env_remove("RUST_LOG")

@@ -11,4 +11,5 @@ mod mount;
 mod pg;
 mod pgat;
 mod pitr;
+mod privilege;
 mod wal;
