@@ -374,6 +374,20 @@ mod tests {
     }
 
     #[test]
+    fn a_location_claiming_gigabytes_is_refused_before_any_allocation() {
+        let mut v = vec![0u8; 44];
+        v[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_location(&v).is_err());
+        let mut v = vec![0u8; 44];
+        v[40..44].copy_from_slice(&(MAX_BLOB_LEN + 1).to_le_bytes());
+        assert!(decode_location(&v).is_err());
+        let mut v = vec![0u8; 44];
+        v[36..40].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        assert!(decode_location(&v).is_ok());
+        assert!(decode_location(&v[..43]).is_err());
+    }
+
+    #[test]
     fn a_closing_writer_leaves_readers_tables_not_a_log_to_replay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");

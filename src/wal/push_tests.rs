@@ -171,6 +171,48 @@ fn concurrent_pushes_each_store_their_own_bytes() {
 }
 
 #[test]
+fn racing_pushes_of_one_name_with_different_bytes_never_replace_an_acknowledged_copy() {
+    // Two standbys promoting at once both push `00000002.history`, with different contents.
+    // Exactly one push may succeed; the other must fail with a conflict, and what is archived
+    // must be the winner's bytes. (Before the no-replace commit, both checks saw no record,
+    // both renamed, both were acknowledged, and the later rename replaced the first copy.)
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path());
+    for round in 0..20u64 {
+        let name = format!("{:08X}.history", 0x100 + round);
+        let bodies = [data(3 * WAL_CHUNK + 5, round), data(3 * WAL_CHUNK + 5, round + 1000)];
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    let (repo, dir, name) = (&repo, dir.path(), name.clone());
+                    s.spawn(move || {
+                        let sub = dir.join(format!("r{round}-{i}"));
+                        std::fs::create_dir_all(&sub).unwrap();
+                        let src = sub.join(&name);
+                        std::fs::write(&src, body).unwrap();
+                        push(repo, "c", &src)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<usize> = (0..2).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        let other = 1 - won[0];
+        assert!(
+            matches!(results[other], Err(WalError::Conflict { .. })),
+            "round {round}: {:?}",
+            results[other]
+        );
+        let out = dir.path().join(format!("{name}.out"));
+        fetch(&repo, "c", &name, &out).unwrap();
+        assert!(std::fs::read(&out).unwrap() == bodies[won[0]], "round {round}: wrong copy kept");
+    }
+}
+
+#[test]
 fn a_stale_location_hint_falls_back_to_the_index_and_never_gives_wrong_bytes() {
     let dir = tempfile::tempdir().unwrap();
     drop(repo(dir.path()));
