@@ -204,3 +204,19 @@ fn an_init_killed_before_config_can_be_run_again() {
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(fs::read(other.join("precious")).unwrap(), b"data");
 }
+
+#[test]
+fn the_audit_script_finds_nothing() {
+    // scripts/audit.sh as the README shows it: the symlink-swap attack on a root writer (5 s)
+    // and the plaintext grep; it exits 0 only with zero findings.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/audit.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg("5")
+        .env("WAYBACK_BIN", BIN)
+        .output()
+        .unwrap();
+    assert_code(&o, exit::OK, "scripts/audit.sh 5");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("audit: 0 findings"), "{out}");
+}
