@@ -20,6 +20,7 @@ mod ls;
 mod mount;
 mod pgat;
 mod pitr;
+mod prune;
 mod restore;
 mod snapshots;
 mod wal;
@@ -86,6 +87,8 @@ pub enum Cmd {
     Diff(diff::Args),
     /// Versions of one path across a source's snapshots, newest first.
     Log(log::Args),
+    /// Delete packs no snapshot or WAL record uses (after a grace period) and repack sparse ones.
+    Prune(prune::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -126,6 +129,7 @@ pub fn main_entry() -> i32 {
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),

@@ -174,7 +174,12 @@ impl Index {
 
     fn db(&self) -> Result<&DB> {
         let r = self.db.get_or_init(|| {
-            let sec = self.secondary.as_ref().expect("writers open eagerly").path().to_path_buf();
+            let sec = self
+                .secondary
+                .as_ref()
+                .expect("writers open eagerly")
+                .path()
+                .to_path_buf();
             let mut o = Options::default();
             o.set_max_open_files(-1);
             DB::open_cf_descriptors_as_secondary(&o, &self.path, &sec, cfs())
@@ -273,6 +278,49 @@ impl Index {
             ));
         }
         Ok(out)
+    }
+
+    /// Calls `f` for every blob entry without collecting them (prune's usage pass: memory stays
+    /// at the size of what `f` keeps).
+    pub fn for_each_blob(
+        &self,
+        mut f: impl FnMut(BlobKind, &BlobId, BlobLocation) -> Result<()>,
+    ) -> Result<()> {
+        for item in self
+            .db()?
+            .iterator_cf(self.cf(CF_BLOBS)?, rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            if k.len() != 33 {
+                return Err(Error::Index("malformed blob key".into()));
+            }
+            let kind = BlobKind::from_byte(k[0]).ok_or_else(|| Error::Index("bad kind".into()))?;
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..]);
+            f(kind, &BlobId(id), decode_location(&v)?)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a pack before its file is deleted (prune): its record, and every blob entry that
+    /// still points into it (`entries`: the blobs its header lists). Entries that point to a
+    /// newer copy elsewhere are kept. One synced batch: once this returns no writer dedups
+    /// against the pack, so deleting the file next cannot lose a chunk a new snapshot relies on.
+    pub fn remove_pack(&self, pack: &PackId, entries: &[BlobEntry]) -> Result<()> {
+        let blobs = self.cf(CF_BLOBS)?;
+        let mut b = WriteBatch::default();
+        for e in entries {
+            if let Some(l) = self.get_local(e.kind, &e.id)? {
+                if l.pack == *pack {
+                    b.delete_cf(blobs, key(e.kind, &e.id));
+                }
+            }
+        }
+        b.delete_cf(self.cf(CF_PACKS)?, pack.0);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db()?.write_opt(b, &wo)?;
+        Ok(())
     }
 
     /// Every blob entry (for `check`), as (kind, id, location).

@@ -27,10 +27,15 @@ pub struct ScanReport {
     pub added: usize,
     /// Packs whose header could not be read (damaged), with the reason.
     pub damaged: Vec<(PackId, String)>,
+    /// Packs the index knew that are gone from `packs/` (deleted by a prune that ran with
+    /// another index), now forgotten.
+    pub dropped: usize,
 }
 
-/// Records every pack not yet in the index (all of them after a wipe). Used by `index rebuild`
-/// and at writer start, so packs a killed writer finished are reused instead of written again.
+/// Records every pack not yet in the index (all of them after a wipe), and forgets packs that
+/// are gone. Used by `index rebuild` and at writer start: packs a killed writer finished are
+/// reused instead of written again, and a writer never deduplicates against a pack a prune
+/// deleted while this index was not looking (a root process keeps an index of its own).
 pub fn index_missing_packs(
     be: &dyn Backend,
     key: &MasterKey,
@@ -57,5 +62,36 @@ pub fn index_missing_packs(
         }
     }
     progress(packs.len(), packs.len());
+    let on_disk: std::collections::HashSet<PackId> = packs.into_iter().collect();
+    let vanished: std::collections::HashSet<PackId> = idx
+        .packs()?
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !on_disk.contains(p))
+        .collect();
+    if !vanished.is_empty() {
+        let mut entries: std::collections::HashMap<PackId, Vec<crate::pack::BlobEntry>> =
+            std::collections::HashMap::new();
+        idx.for_each_blob(|kind, id, loc| {
+            if vanished.contains(&loc.pack) {
+                entries
+                    .entry(loc.pack)
+                    .or_default()
+                    .push(crate::pack::BlobEntry {
+                        kind,
+                        id: *id,
+                        offset: loc.offset,
+                        length: loc.length,
+                        raw_length: loc.raw_length,
+                    });
+            }
+            Ok(())
+        })?;
+        for p in &vanished {
+            idx.remove_pack(p, entries.get(p).map(Vec::as_slice).unwrap_or(&[]))?;
+        }
+        tracing::info!(packs = vanished.len(), "forgot packs that were deleted");
+        rep.dropped = vanished.len();
+    }
     Ok(rep)
 }

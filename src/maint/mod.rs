@@ -1,3 +1,4 @@
-//! Maintenance: verification now; retention and prune later.
+//! Maintenance: verification (check) and giving space back (prune).
 
 pub mod check;
+pub mod prune;

@@ -18,8 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::beneath::Beneath;
 pub use super::beneath::foreign_owner;
+use super::beneath::Beneath;
 use crate::error::{Error, Result};
 
 /// Largest object `get` reads whole (manifests, records, keys, config are kilobytes; packs are

@@ -371,7 +371,10 @@ mod tests {
         assert!(b.rename("hard", "dirlink/moved", false).is_err());
         let t = std::time::Instant::now();
         assert!(b.open_read("fifo").is_err(), "a FIFO is not a file");
-        assert!(t.elapsed() < std::time::Duration::from_secs(1), "no blocking");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "no blocking"
+        );
         assert!(b.open_rw("hard").is_err(), "two links: refused");
         b.unlink("link").unwrap();
         assert_eq!(std::fs::read(&secret).unwrap(), b"keep me");
@@ -389,9 +392,14 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(d.path().join("a/b/x")).unwrap(), b"first");
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(d.path().join("a/b")).unwrap().permissions();
+        let m = std::fs::metadata(d.path().join("a/b"))
+            .unwrap()
+            .permissions();
         assert_eq!(m.mode() & 0o777, DIR_MODE);
         let f = b.create_new("a/f").unwrap();
-        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o777, FILE_MODE);
+        assert_eq!(
+            f.metadata().unwrap().permissions().mode() & 0o777,
+            FILE_MODE
+        );
     }
 }

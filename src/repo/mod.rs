@@ -149,7 +149,9 @@ fn only_init_leftovers(root: &Path) -> Result<Option<bool>> {
         }
         // Only `keys/` may hold a file (the one key init wrote); data dirs must be empty.
         let p = e.path();
-        let n = std::fs::read_dir(&p).map_err(|e| Error::io("read", &p, e))?.count();
+        let n = std::fs::read_dir(&p)
+            .map_err(|e| Error::io("read", &p, e))?
+            .count();
         if n > 0 && name != "keys" && name != "index" {
             return Ok(Some(false));
         }
@@ -351,7 +353,9 @@ impl Repository {
         });
         match r {
             Ok(n) => tracing::info!(packs = n, index = %path.display(), "built a private index"),
-            Err(e) => tracing::warn!(error = %e, index = %path.display(), "could not build a private index"),
+            Err(e) => {
+                tracing::warn!(error = %e, index = %path.display(), "could not build a private index")
+            }
         }
     }
 
@@ -411,7 +415,18 @@ impl Repository {
                 ))
             })?,
         };
-        self.read_blob_at(kind, id, loc)
+        match self.read_blob_at(kind, id, loc) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                // A prune may have repacked the blob and deleted the pack this reader's index
+                // still names: catch up with the writer and read the new copy.
+                self.index.refresh()?;
+                match self.index.get(kind, id)? {
+                    Some(l) if l != loc => self.read_blob_at(kind, id, l),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// Looks a blob up among packs the index does not know (written by a writer with another

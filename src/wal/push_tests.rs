@@ -180,7 +180,10 @@ fn racing_pushes_of_one_name_with_different_bytes_never_replace_an_acknowledged_
     let repo = repo(dir.path());
     for round in 0..20u64 {
         let name = format!("{:08X}.history", 0x100 + round);
-        let bodies = [data(3 * WAL_CHUNK + 5, round), data(3 * WAL_CHUNK + 5, round + 1000)];
+        let bodies = [
+            data(3 * WAL_CHUNK + 5, round),
+            data(3 * WAL_CHUNK + 5, round + 1000),
+        ];
         let results: Vec<_> = std::thread::scope(|s| {
             let hs: Vec<_> = bodies
                 .iter()
@@ -208,7 +211,10 @@ fn racing_pushes_of_one_name_with_different_bytes_never_replace_an_acknowledged_
         );
         let out = dir.path().join(format!("{name}.out"));
         fetch(&repo, "c", &name, &out).unwrap();
-        assert!(std::fs::read(&out).unwrap() == bodies[won[0]], "round {round}: wrong copy kept");
+        assert!(
+            std::fs::read(&out).unwrap() == bodies[won[0]],
+            "round {round}: wrong copy kept"
+        );
     }
 }
 

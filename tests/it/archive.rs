@@ -339,7 +339,10 @@ fn pushes_go_through_the_agent_and_an_agent_killed_mid_push_loses_nothing() {
         r.path.join(format!("wal/main/{last}")).exists()
     });
     let agent_log = fs::read_to_string(&log).unwrap();
-    assert!(agent_log.contains(&last), "{last} not pushed through the new agent: {agent_log}");
+    assert!(
+        agent_log.contains(&last),
+        "{last} not pushed through the new agent: {agent_log}"
+    );
     // Everything PostgreSQL considers archived is in the repository, byte for byte.
     let compared = assert_archive_matches_pg_wal(&r, &pg);
     assert!(compared >= 7, "only {compared} files compared");

@@ -13,10 +13,17 @@ fn a_manifest_copied_to_another_name_is_not_a_second_snapshot() {
     let src = r.mkdir("src");
     write_file(&src.join("f"), b"one");
     r.backup_dir(&src, "s");
-    let snaps: Vec<_> = fs::read_dir(r.path.join("snapshots")).unwrap().flatten().collect();
+    let snaps: Vec<_> = fs::read_dir(r.path.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(snaps.len(), 1);
     let name = snaps[0].file_name().into_string().unwrap();
-    let forged = format!("{}{}", if name.starts_with('0') { '1' } else { '0' }, &name[1..]);
+    let forged = format!(
+        "{}{}",
+        if name.starts_with('0') { '1' } else { '0' },
+        &name[1..]
+    );
     fs::copy(snaps[0].path(), r.path.join("snapshots").join(&forged)).unwrap();
     let listed = r.snapshots();
     assert_eq!(listed.len(), 1, "the copy became a snapshot: {listed:?}");
@@ -46,8 +53,14 @@ fn staging_files_of_killed_writers_are_removed_and_live_ones_kept() {
     let src = r.mkdir("src");
     write_file(&src.join("f"), b"x");
     r.backup_dir(&src, "s");
-    assert!(!old.exists(), "a day-old staging file survived a writer's start");
-    assert!(fresh.exists(), "a fresh staging file (maybe a live push's) was removed");
+    assert!(
+        !old.exists(),
+        "a day-old staging file survived a writer's start"
+    );
+    assert!(
+        fresh.exists(),
+        "a fresh staging file (maybe a live push's) was removed"
+    );
 }
 
 #[test]
@@ -66,7 +79,11 @@ fn index_scratch_of_killed_readers_is_removed() {
     let left: Vec<_> = fs::read_dir(r.tmp())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("wayback-index-reader-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("wayback-index-reader-")
+        })
         .collect();
     assert!(left.is_empty(), "a finished reader left {left:?}");
 }

@@ -13,4 +13,5 @@ mod pg;
 mod pgat;
 mod pitr;
 mod privilege;
+mod prune;
 mod wal;

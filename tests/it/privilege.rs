@@ -33,11 +33,19 @@ impl Outside {
     /// Panics when anything outside changed: content, owner, mode, or a new entry.
     fn assert_untouched(&self, what: &str) {
         let m = fs::metadata(&self.file).unwrap();
-        assert_eq!(fs::read(&self.file).unwrap(), SECRET, "{what}: content changed");
+        assert_eq!(
+            fs::read(&self.file).unwrap(),
+            SECRET,
+            "{what}: content changed"
+        );
         assert_eq!((m.uid(), m.gid()), (0, 0), "{what}: file chowned");
         assert_eq!(m.mode() & 0o7777, 0o600, "{what}: file chmodded");
         let d = fs::metadata(&self.dir).unwrap();
-        assert_eq!((d.uid(), d.mode() & 0o7777), (0, 0o700), "{what}: dir changed");
+        assert_eq!(
+            (d.uid(), d.mode() & 0o7777),
+            (0, 0o700),
+            "{what}: dir changed"
+        );
         let entries: Vec<_> = fs::read_dir(&self.dir).unwrap().flatten().collect();
         assert!(entries.is_empty(), "{what}: {entries:?} created outside");
     }
@@ -59,7 +67,11 @@ fn plant(p: &Path, target: &Path) {
 
 fn postgres_repo() -> Repo {
     let r = Repo::new();
-    Command::new("chmod").arg("755").arg(r.tmp()).status().unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(r.tmp())
+        .status()
+        .unwrap();
     chown_postgres(&r.path);
     r
 }
@@ -144,7 +156,16 @@ fn a_root_writer_leaves_files_to_the_owner_and_keeps_them_private() {
     fs::write(&pw, PASSWORD).unwrap();
     chown_postgres(&pw);
     let o = Command::new("runuser")
-        .args(["-u", "postgres", "--", BIN, "--repo", s(&r.path), "--password-file", s(&pw)])
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            BIN,
+            "--repo",
+            s(&r.path),
+            "--password-file",
+            s(&pw),
+        ])
         .args(["backup", s(&src), "--source", "as-owner"])
         .env("WAYBACK_INSECURE_FAST_KDF", "1")
         .env("TMPDIR", r.tmp())
@@ -168,16 +189,27 @@ fn new_repositories_are_private_and_the_lock_names_no_command_line() {
     }
     // Hold the lock with a long-running backup (stdin never ends) and read its owner line.
     let secret_path = "/very/secret/path-in-argv";
-    let mut c = r.cmd(&["backup", "--stdin", "--stdin-name", secret_path, "--source", "x"]);
+    let mut c = r.cmd(&[
+        "backup",
+        "--stdin",
+        "--stdin-name",
+        secret_path,
+        "--source",
+        "x",
+    ]);
     c.stdin(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     let lock = r.path.join("locks/writer");
-    assert!(wait_until(std::time::Duration::from_secs(20), || fs::read_to_string(&lock)
-        .is_ok_and(|l| l.contains("pid"))));
+    assert!(wait_until(std::time::Duration::from_secs(20), || {
+        fs::read_to_string(&lock).is_ok_and(|l| l.contains("pid"))
+    }));
     let line = fs::read_to_string(&lock).unwrap();
     kill_child(&mut child);
     assert!(!line.contains(secret_path), "lock line leaks argv: {line}");
-    assert!(line.contains("(backup)"), "lock line names the operation: {line}");
+    assert!(
+        line.contains("(backup)"),
+        "lock line names the operation: {line}"
+    );
 }
 
 #[test]
@@ -189,7 +221,12 @@ fn an_init_killed_before_config_can_be_run_again() {
         fs::create_dir_all(again.join(d)).unwrap();
     }
     fs::copy(
-        fs::read_dir(r.path.join("keys")).unwrap().flatten().next().unwrap().path(),
+        fs::read_dir(r.path.join("keys"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path(),
         again.join("keys/0123"),
     )
     .unwrap();
