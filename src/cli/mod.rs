@@ -23,6 +23,7 @@ mod pitr;
 mod prune;
 mod restore;
 mod snapshots;
+mod stats;
 mod wal;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -89,6 +90,8 @@ pub enum Cmd {
     Log(log::Args),
     /// Delete packs no snapshot or WAL record uses (after a grace period) and repack sparse ones.
     Prune(prune::Args),
+    /// Sizes, deduplication and compression, and what forgetting each snapshot would free.
+    Stats(stats::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -130,6 +133,7 @@ pub fn main_entry() -> i32 {
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
         Cmd::Prune(a) => prune::run(&cli.repo, a),
+        Cmd::Stats(a) => stats::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),

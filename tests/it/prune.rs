@@ -299,3 +299,41 @@ fn copy_repo(from: &Path, to: &Path) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn stats_unique_bytes_are_what_forget_and_prune_free() {
+    let r = Repo::new();
+    let (_, ids) = history(&r);
+    let seg = segments(&r.scratch("wal-src"), 1, 1).remove(0);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg)]);
+    let st = r.json(&["stats", "--json"]);
+    assert_eq!(u64_of(&st, "/snapshots"), 3);
+    let per = st["per_snapshot"].as_array().unwrap();
+    let one = per
+        .iter()
+        .find(|p| ids[1].starts_with(str_of(p, "/id")))
+        .unwrap();
+    let unique = u64_of(one, "/unique_bytes");
+    assert!(unique > 6 * MIB as u64, "{st:#}");
+    assert!(
+        st["dedup_ratio"].as_f64().unwrap() > 1.2,
+        "shared.bin is stored once: {st:#}"
+    );
+    assert_eq!(u64_of(&st, "/wal/0/files"), 1);
+    assert_eq!(
+        u64_of(&st, "/wal/0/logical_bytes"),
+        fs::metadata(&seg).unwrap().len()
+    );
+    assert!(u64_of(&st, "/fs_free_bytes") > 0);
+    let only = r.json(&["stats", "--json", "--source", "s2"]);
+    assert_eq!(only["per_snapshot"].as_array().unwrap().len(), 1);
+    forget(&r, &ids[1]);
+    let before = r.stored_bytes();
+    prune_json(&r, &["--grace", "0"]);
+    let freed = before - r.stored_bytes();
+    let diff = (freed as f64 - unique as f64).abs() / unique as f64;
+    assert!(
+        diff < 0.05,
+        "stats said {unique} unique bytes, prune freed {freed}"
+    );
+}
