@@ -163,8 +163,8 @@ pub fn stats(repo: &Repository, sources: &[String]) -> Result<Stats> {
         .collect();
     let (fs_free_bytes, fs_total_bytes) = nix::sys::statvfs::statvfs(&repo.root)
         .map(|v| {
-            let f = v.fragment_size() as u64;
-            (v.blocks_available() as u64 * f, v.blocks() as u64 * f)
+            let f = v.fragment_size();
+            (v.blocks_available() * f, v.blocks() * f)
         })
         .unwrap_or((0, 0));
     let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
