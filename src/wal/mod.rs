@@ -230,7 +230,18 @@ pub fn fetch(repo: &Repository, cluster: &str, name: &str, dest: &Path) -> Resul
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal")
     ));
     let write = || -> Result<()> {
-        let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        // The destination directory may belong to someone else (a root `wal-fetch` into
+        // PostgreSQL's pg_wal): never follow a planted symlink or reuse a planted file.
+        // Unlinking a stale name removes the link itself, not its target.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
         reassemble(repo, &rec, &mut |data| {
             std::io::Write::write_all(&mut out, data).map_err(|e| Error::io("write", &tmp, e))
         })?;
