@@ -257,3 +257,22 @@ fn the_audit_script_finds_nothing() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("audit: 0 findings"), "{out}");
 }
+
+#[test]
+fn wal_fetch_into_another_users_directory_follows_no_planted_symlink() {
+    let r = Repo::new();
+    let out = Outside::new(&r);
+    let seg = r.scratch("000000010000000000000003");
+    let mut body = random_bytes(3 * MIB, 31);
+    body[..32].fill(0);
+    write_file(&seg, &body);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg)]);
+    // PostgreSQL's pg_wal, owned by its user, who planted the temporary name wal-fetch uses.
+    let pg_wal = r.mkdir("pg_wal");
+    std::os::unix::fs::symlink(&out.file, pg_wal.join(".RECOVERYXLOG.wayback-tmp")).unwrap();
+    chown_postgres(&pg_wal);
+    let dest = pg_wal.join("RECOVERYXLOG");
+    r.ok(&["wal-fetch", "--cluster", "main", "000000010000000000000003", s(&dest)]);
+    out.assert_untouched("wal-fetch temporary file");
+    assert!(fs::read(&dest).unwrap() == body);
+}
