@@ -7,7 +7,11 @@
 //! whole on PostgreSQL's first `O_RDWR` open (even for a read): the upper layer gets a symlink
 //! to a block-level copy-on-write file served by a second, writable wayback mount
 //! ([`crate::fsview::cow`]), so scratch grows by the 8 KiB pages written, not by table sizes.
-//! Recovery stops at T and pauses (read-only queries as of T), or promotes with `--writable`.
+//! Recovery ends at T: the server promotes onto a new timeline of its own (its history file and
+//! WAL stay in scratch; archiving is off) and runs with `default_transaction_read_only`, so every
+//! table that existed at T answers, including one dropped just after T. (A server paused at T,
+//! `--paused`, would keep the lock replay took for such a `DROP` and make the query wait
+//! forever.) `--writable` promotes the same way and accepts writes (they go to scratch).
 //! Ctrl-C (or `pg-at --stop --scratch DIR`) stops the server, unmounts both layers and removes
 //! the scratch directory.
 
@@ -45,9 +49,14 @@ pub struct Args {
     /// WAL archive name (default: the one recorded with the base backup).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Promote at T instead of pausing (the server accepts writes; they go to scratch).
-    #[arg(long)]
+    /// Accept writes after recovery ends at T (they go to scratch, never to the repository).
+    #[arg(long, conflicts_with = "paused")]
     pub writable: bool,
+    /// Pause recovery at T as a hot standby instead of ending it. Caveat: a table whose `DROP`
+    /// (or other exclusive lock) was replayed but not yet committed at T cannot be read: the
+    /// query waits for a lock that is never released while paused.
+    #[arg(long)]
+    pub paused: bool,
     /// PostgreSQL binaries directory.
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pub pg_bin: PathBuf,
@@ -218,14 +227,23 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         mnt.display()
     )?;
     writeln!(conf, "recovery_target_time = '{target}'")?;
+    // Transactions committed exactly at T are part of "as of T".
+    writeln!(conf, "recovery_target_inclusive = on")?;
+    // Ending recovery (promote) releases the locks of transactions still open at T, so a table
+    // dropped after T answers; the new timeline's history and WAL stay in scratch because
+    // nothing is archived (archive_mode off, no command).
     writeln!(
         conf,
         "recovery_target_action = '{}'",
-        if a.writable { "promote" } else { "pause" }
+        if a.paused { "pause" } else { "promote" }
     )?;
+    if !a.paused && !a.writable {
+        // The past answers; it does not change. Autovacuum would only grow scratch.
+        writeln!(conf, "default_transaction_read_only = on\nautovacuum = off")?;
+    }
     writeln!(
         conf,
-        "archive_mode = off\nhot_standby = on\nunix_socket_directories = '{}'",
+        "archive_mode = off\narchive_command = ''\nhot_standby = on\nunix_socket_directories = '{}'",
         sock.display()
     )?;
     // The scratch server is thrown away at stop, so durability buys nothing. And with fsync
@@ -271,7 +289,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             String::from_utf8_lossy(&o.stderr).trim()
         );
     }
-    // Wait until recovery has reached T (paused) or promoted.
+    // Wait until recovery has reached T (paused) or ended (promoted).
     let psql = a.pg_bin.join("psql");
     let query = |q: &str| -> Option<String> {
         let o = Command::new(&psql)
@@ -288,10 +306,10 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     };
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let ready = if a.writable {
-            query("SELECT pg_is_in_recovery()").as_deref() == Some("f")
-        } else {
+        let ready = if a.paused {
             query("SELECT pg_get_wal_replay_pause_state()").as_deref() == Some("paused")
+        } else {
+            query("SELECT pg_is_in_recovery()").as_deref() == Some("f")
         };
         if ready {
             break;

@@ -3,18 +3,21 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::common::{s, Repo};
 use crate::pg::bin;
-use crate::pitr::{archived, Archived};
+use crate::pitr::{archive_past_now, archived, now_utc, Archived};
 
 struct PgAt {
     child: Child,
     sock: String,
     port: u16,
+    /// The scratch directory pg-at reported (`--scratch` or the one it chose).
+    scratch: PathBuf,
 }
 
 impl Drop for PgAt {
@@ -27,15 +30,16 @@ impl Drop for PgAt {
     }
 }
 
-fn start(r: &Repo, pwfile: &str, to: &str, scratch: &std::path::Path, port: u16) -> PgAt {
-    start_with(r, pwfile, to, scratch, port, &[])
+fn start(r: &Repo, pwfile: &str, to: &str, scratch: &Path, port: u16) -> PgAt {
+    start_with(r, pwfile, to, Some(scratch), port, &[])
 }
 
+/// Starts pg-at (with `--scratch` if given) and waits until it prints how to stop it.
 fn start_with(
     r: &Repo,
     pwfile: &str,
     to: &str,
-    scratch: &std::path::Path,
+    scratch: Option<&Path>,
     port: u16,
     extra: &[&str],
 ) -> PgAt {
@@ -48,11 +52,12 @@ fn start_with(
         "pgdata",
         "--to",
         to,
-        "--scratch",
-        s(scratch),
         "--port",
         &port_s,
     ];
+    if let Some(d) = scratch {
+        args.extend_from_slice(&["--scratch", s(d)]);
+    }
     args.extend_from_slice(extra);
     let mut child = r
         .cmd(&args)
@@ -69,9 +74,12 @@ fn start_with(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    let reported = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(l) if l.starts_with("connect:") => break,
+            Ok(l) if l.starts_with("stop:") => {
+                let dir = l.split("--scratch ").nth(1).expect("stop line names the scratch");
+                break PathBuf::from(dir.trim());
+            }
             Ok(_) => {}
             Err(_) => {
                 if let Ok(Some(st)) = child.try_wait() {
@@ -80,16 +88,23 @@ fn start_with(
                 assert!(Instant::now() < deadline, "pg-at not ready in time");
             }
         }
+    };
+    if let Some(d) = scratch {
+        assert_eq!(d, reported);
     }
     PgAt {
         child,
-        sock: s(&scratch.join("sock")).to_string(),
+        sock: s(&reported.join("sock")).to_string(),
         port,
+        scratch: reported,
     }
 }
 
-fn q(p: &PgAt, sql: &str) -> String {
+/// Runs `sql` against database `app` of `p`; its output, or its error text. Every statement has
+/// a timeout, so a query that would wait forever fails the test instead of hanging it.
+fn query(p: &PgAt, sql: &str) -> Result<String, String> {
     let o = Command::new(bin("psql"))
+        .env("PGOPTIONS", "-c statement_timeout=30s")
         .args([
             "-X",
             "-A",
@@ -107,12 +122,15 @@ fn q(p: &PgAt, sql: &str) -> String {
         ])
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    }
+}
+
+fn q(p: &PgAt, sql: &str) -> String {
+    query(p, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn mounts_under(dir: &std::path::Path) -> usize {
@@ -224,7 +242,7 @@ fn two_points_in_time_side_by_side() {
     // A writable server at T2 writes through the copy-on-write files; its writes are visible
     // to it, cost pages, and never reach the repository or the original cluster.
     let s3 = r.scratch("at-t2-writable");
-    let c = start_with(&r, &pw, &t2, &s3, 55433, &["--writable"]);
+    let c = start_with(&r, &pw, &t2, Some(&s3), 55433, &["--writable"]);
     let before = scratch_bytes(&s3);
     q(
         &c,
@@ -261,4 +279,39 @@ fn two_points_in_time_side_by_side() {
     drop(b);
     assert!(!s2.exists(), "scratch left behind");
     assert_eq!(mounts_under(r.tmp()), 0, "mounts left behind");
+}
+
+/// The most common reason to want the past: a table dropped one second after T. A server paused
+/// at T waits forever for the lock replay took for the `DROP`; pg-at ends recovery at T instead,
+/// read-only, on a timeline of its own that never reaches the archive.
+#[test]
+fn a_table_dropped_after_t_answers_at_t_read_only() {
+    let r = Repo::new();
+    let Archived { pg, pwfile, .. } = archived(&r, 1);
+    pg.sql(
+        "app",
+        "CREATE TABLE gone(id int); INSERT INTO gone SELECT generate_series(1, 42)",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = now_utc(&pg);
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("app", "DROP TABLE gone");
+    archive_past_now(&r, &pg);
+    let p = start(&r, s(&pwfile), &t, &r.scratch("at-t"), 55441);
+    assert_eq!(q(&p, "SELECT count(*), sum(id) FROM gone"), "42|903");
+    let refused = query(&p, "INSERT INTO gone VALUES (43)").unwrap_err();
+    assert!(refused.contains("read-only transaction"), "{refused}");
+    assert_eq!(q(&p, "SELECT count(*) FROM gone"), "42");
+    // Recovery ended on a new timeline; its history file stays in scratch.
+    let tli = q(&p, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+    assert_ne!(tli, "00000001");
+    assert!(p.scratch.join(format!("data/pg_wal/{tli}.history")).exists());
+    drop(p);
+    let histories: Vec<_> = fs::read_dir(r.path.join("wal/main"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".history"))
+        .collect();
+    assert!(histories.is_empty(), "pg-at archived {histories:?}");
+    assert_eq!(pg.sql("app", "SELECT to_regclass('gone') IS NULL"), "t");
 }
