@@ -43,7 +43,8 @@ pub struct Args {
     /// TCP port to listen on as well (default: unix socket only, port number 5432).
     #[arg(long)]
     pub port: Option<u16>,
-    /// Scratch directory (created; removed on stop). Default: a new directory under /tmp.
+    /// Scratch directory (created, or empty; made 0710 root:<server group>; removed on stop).
+    /// Default: a new directory with an unpredictable name under $TMPDIR or /tmp.
     #[arg(long)]
     pub scratch: Option<PathBuf>,
     /// WAL archive name (default: the one recorded with the base backup).
@@ -131,13 +132,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         .or(base.db.as_ref().and_then(|d| d.cluster.clone()))
         .context("the base backup names no WAL archive; give --cluster")?;
     let owner = base.root_meta.as_ref().map_or(0, |m| m.uid);
-    let scratch = match &a.scratch {
-        Some(s) => s.clone(),
-        None => std::env::temp_dir().join(format!("wayback-pg-at-{}", std::process::id())),
-    };
-    if scratch.exists() && std::fs::read_dir(&scratch)?.next().is_some() {
-        bail!("scratch directory {} is not empty", scratch.display());
-    }
+    let scratch = private_scratch(a.scratch.as_deref(), server_gid(owner))?;
     let (mnt, upper, work, data, sock, cow, delta, cache) = (
         scratch.join("mnt"),
         scratch.join("upper"),
@@ -148,15 +143,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         scratch.join("cow-delta"),
         scratch.join("cow-cache"),
     );
-    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta, &cache] {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755))?;
-    for d in [&upper, &sock] {
-        nix::unistd::chown(d, Some(nix::unistd::Uid::from_raw(owner)), None)?;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-    }
-    std::fs::write(scratch.join("pg-at.pid"), std::process::id().to_string())?;
+    // From here on every exit, error or not, stops, unmounts and removes what exists.
     let mut guard = Cleanup {
         scratch: scratch.clone(),
         data: data.clone(),
@@ -169,6 +156,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         overlay: false,
         server: false,
     };
+    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta, &cache] {
+        private_dir(d)?;
+    }
+    for d in [&upper, &sock] {
+        nix::unistd::chown(d, Some(nix::unistd::Uid::from_raw(owner)), None)?;
+    }
+    private_file(&scratch.join("pg-at.pid"))?.write_all(std::process::id().to_string().as_bytes())?;
 
     let view = RepoView::new(repo.clone(), ViewOptions::default());
     let opts = wayback_mount::MountOptions {
@@ -243,7 +237,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     }
     writeln!(
         conf,
-        "archive_mode = off\narchive_command = ''\nhot_standby = on\nunix_socket_directories = '{}'",
+        "archive_mode = off\narchive_command = ''\nhot_standby = on\nunix_socket_directories = '{}'\nunix_socket_permissions = 0700",
         sock.display()
     )?;
     // The scratch server is thrown away at stop, so durability buys nothing. And with fsync
@@ -263,7 +257,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         nix::unistd::chown(&data.join(f), Some(nix::unistd::Uid::from_raw(owner)), None)?;
     }
     let log = scratch.join("postgres.log");
-    std::fs::write(&log, b"")?;
+    private_file(&log)?;
     nix::unistd::chown(&log, Some(nix::unistd::Uid::from_raw(owner)), None)?;
     let started = Instant::now();
     let pg_ctl = a.pg_bin.join("pg_ctl");
@@ -351,6 +345,72 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     wait_for_signal();
     drop(guard);
     Ok(0)
+}
+
+/// Creates the scratch directory. It holds decrypted database pages and the mounts (which are
+/// `allow_other`, because the server runs as the database's owner, not root), so it is the gate:
+/// 0710 root:`gid`, where only root lists it and only the server's group may traverse it to
+/// reach the data directory, socket and mounts. The default name is unpredictable
+/// ([`tempfile`]), so no directory or symlink planted in advance can stand in for it.
+fn private_scratch(given: Option<&Path>, gid: u32) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        None => tempfile::Builder::new()
+            .prefix("wayback-pg-at-")
+            .tempdir()
+            .context("creating a scratch directory")?
+            .keep(),
+        Some(d) => {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let m = std::fs::symlink_metadata(d)?;
+                    if !m.is_dir() {
+                        bail!("scratch {} exists and is not a directory", d.display());
+                    }
+                    if std::fs::read_dir(d)?.next().is_some() {
+                        bail!("scratch directory {} is not empty", d.display());
+                    }
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating scratch {}", d.display()))
+                }
+            }
+            d.to_path_buf()
+        }
+    };
+    nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(gid)))
+        .with_context(|| format!("chown {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))?;
+    Ok(dir)
+}
+
+/// The primary group of the user the server runs as (the group [`private_scratch`] lets in).
+fn server_gid(uid: u32) -> u32 {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map_or(0, |u| u.gid.as_raw())
+}
+
+/// A new directory only its owner may enter (0700 from creation on, no window).
+fn private_dir(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(p)
+        .with_context(|| format!("creating {}", p.display()))
+}
+
+/// A new file only its owner may read (0600 from creation on; refuses an existing name).
+fn private_file(p: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("creating {}", p.display()))
 }
 
 fn signals() -> nix::sys::signal::SigSet {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -314,4 +315,89 @@ fn a_table_dropped_after_t_answers_at_t_read_only() {
         .collect();
     assert!(histories.is_empty(), "pg-at archived {histories:?}");
     assert_eq!(pg.sql("app", "SELECT to_regclass('gone') IS NULL"), "t");
+}
+
+/// Every directory and file on the scratch filesystem under `dir` (not descending into mounts),
+/// with its mode; the mount points themselves are returned separately.
+fn scratch_entries(dir: &Path, dev: u64, out: &mut Vec<(PathBuf, u32)>, mounts: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.dev() != dev {
+            mounts.push(p);
+            continue;
+        }
+        out.push((p.clone(), m.mode()));
+        if m.is_dir() {
+            scratch_entries(&p, dev, out, mounts);
+        }
+    }
+}
+
+/// Whether user `nobody` can run `cmd` on `path` (e.g. `ls` a directory, `cat` a file).
+fn nobody_can(cmd: &str, path: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--", cmd])
+        .arg(path)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// pg-at's scratch holds decrypted database pages and `allow_other` mounts of the repository:
+/// its name is unpredictable, nothing in it is open to other users, and an unprivileged user
+/// can read neither the data directory nor the mounts.
+#[test]
+fn scratch_is_private_to_root_and_the_server() {
+    let r = Repo::new();
+    let Archived { t, pwfile, .. } = archived(&r, 1);
+    let p = start_with(&r, s(&pwfile), &t, None, 55442, &[]);
+    assert_eq!(q(&p, "SELECT count(*) FROM keep"), "3");
+    let scratch = p.scratch.clone();
+    let pid = p.child.id();
+    assert!(scratch.starts_with(r.tmp()), "{scratch:?} is not under TMPDIR");
+    for old in [
+        r.tmp().join(format!("wayback-pg-at-{pid}")),
+        PathBuf::from(format!("/tmp/wayback-pg-at-{pid}")),
+    ] {
+        assert_ne!(scratch, old, "predictable scratch name");
+    }
+    let top = fs::metadata(&scratch).unwrap();
+    assert_eq!(top.mode() & 0o777, 0o710, "scratch mode {:o}", top.mode());
+    assert_eq!(top.uid(), 0);
+    let (mut entries, mut mounts) = (Vec::new(), Vec::new());
+    scratch_entries(&scratch, top.dev(), &mut entries, &mut mounts);
+    let open: Vec<_> = entries
+        .iter()
+        .filter(|(_, mode)| mode & 0o007 != 0)
+        .map(|(p, mode)| format!("{} {:o}", p.display(), mode & 0o7777))
+        .collect();
+    assert!(open.is_empty(), "open to other users: {open:#?}");
+    let cached: Vec<_> = fs::read_dir(scratch.join("cow-cache")).unwrap().collect();
+    assert!(!cached.is_empty(), "no copy-on-write files to check");
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        ["cow", "data", "mnt"].map(|m| scratch.join(m)).to_vec()
+    );
+    // nobody runs commands, but reaches nothing in scratch.
+    assert!(nobody_can("ls", Path::new("/")));
+    for (cmd, path) in [
+        ("ls", scratch.clone()),
+        ("ls", scratch.join("data")),
+        ("cat", scratch.join("data/PG_VERSION")),
+        ("ls", scratch.join("mnt")),
+        ("ls", scratch.join("mnt/wal/main")),
+        ("ls", scratch.join("cow")),
+        ("cat", scratch.join("cow/0")),
+        ("cat", scratch.join("cow-cache/0")),
+    ] {
+        assert!(!nobody_can(cmd, &path), "nobody can {cmd} {}", path.display());
+    }
+    drop(p);
+    assert!(!scratch.exists(), "scratch left behind");
 }
