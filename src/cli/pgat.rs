@@ -27,6 +27,7 @@ use anyhow::{bail, Context};
 use crate::cli::common::RepoArgs;
 use crate::error::Error;
 use crate::fsview::{RepoView, ViewOptions};
+use crate::pg::env::command;
 use crate::repo::Access;
 use crate::snapshot::SnapshotKind;
 use crate::timespec::{format_time, now_ms, parse_time};
@@ -83,7 +84,7 @@ fn as_user(uid: u32, args: &[&str]) -> Command {
         .flatten()
         .map(|u| u.name)
         .unwrap_or_else(|| "postgres".into());
-    let mut c = Command::new("runuser");
+    let mut c = command("runuser");
     c.args(["-u", &user, "--"]).args(args);
     c
 }
@@ -191,7 +192,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         tracing::info!(files = n, "relation files served copy-on-write");
     }
     let lower = mnt.join("snapshots").join(&source).join(base.time_name());
-    let o = sh(Command::new("mount")
+    let o = sh(command("mount")
         .args(["-t", "overlay", "overlay", "-o"])
         .arg(format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -286,7 +287,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     // Wait until recovery has reached T (paused) or ended (promoted).
     let psql = a.pg_bin.join("psql");
     let query = |q: &str| -> Option<String> {
-        let o = Command::new(&psql)
+        let o = command(&psql)
             .env("PGHOST", &sock)
             .env("PGPORT", a.port.unwrap_or(5432).to_string())
             .args([
@@ -560,7 +561,7 @@ impl Drop for Cleanup {
             .output();
         }
         if self.overlay {
-            let _ = Command::new("umount").arg(&self.data).output();
+            let _ = command("umount").arg(&self.data).output();
         }
         for h in [self.cow_fuse.take(), self.fuse.take()]
             .into_iter()
