@@ -357,6 +357,7 @@ fn private_scratch(given: Option<&Path>, gid: u32) -> anyhow::Result<PathBuf> {
     let dir = match given {
         None => tempfile::Builder::new()
             .prefix("wayback-pg-at-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .context("creating a scratch directory")?
             .keep(),
