@@ -355,7 +355,11 @@ fn content_diff_uses_private_files_and_passes_no_passphrase() {
     assert_eq!(stats[0].0, "700", "temporary directory {}", dir.display());
     assert_eq!(stats[1].0, "600", "old version {}", stats[1].1.display());
     assert_eq!(stats[2].0, "600", "new version {}", stats[2].1.display());
-    assert!(dir.starts_with(r.tmp()), "{} is not under TMPDIR", dir.display());
+    assert!(
+        dir.starts_with(r.tmp()),
+        "{} is not under TMPDIR",
+        dir.display()
+    );
     assert!(!dir.exists(), "{} left behind", dir.display());
     let leaked: Vec<_> = rec
         .lines()

@@ -78,7 +78,10 @@ fn start_with(
     let reported = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(l) if l.starts_with("stop:") => {
-                let dir = l.split("--scratch ").nth(1).expect("stop line names the scratch");
+                let dir = l
+                    .split("--scratch ")
+                    .nth(1)
+                    .expect("stop line names the scratch");
                 break PathBuf::from(dir.trim());
             }
             Ok(_) => {}
@@ -190,7 +193,8 @@ fn two_points_in_time_side_by_side() {
     );
     drop(busy);
 
-    let (s1, s2) = (r.scratch("at-t1"), r.scratch("at-t2"));
+    // A quote and a space in the path: the recovery settings and restore_command quote it.
+    let (s1, s2) = (r.scratch("at-t1"), r.scratch("at-t2 it's"));
     let started = Instant::now();
     let a = start(&r, &pw, &t, &s1, 55431);
     eprintln!("first pg-at ready after {:?}", started.elapsed());
@@ -304,9 +308,15 @@ fn a_table_dropped_after_t_answers_at_t_read_only() {
     assert!(refused.contains("read-only transaction"), "{refused}");
     assert_eq!(q(&p, "SELECT count(*) FROM gone"), "42");
     // Recovery ended on a new timeline; its history file stays in scratch.
-    let tli = q(&p, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+    let tli = q(
+        &p,
+        "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+    );
     assert_ne!(tli, "00000001");
-    assert!(p.scratch.join(format!("data/pg_wal/{tli}.history")).exists());
+    assert!(p
+        .scratch
+        .join(format!("data/pg_wal/{tli}.history"))
+        .exists());
     drop(p);
     let histories: Vec<_> = fs::read_dir(r.path.join("wal/main"))
         .unwrap()
@@ -359,7 +369,10 @@ fn scratch_is_private_to_root_and_the_server() {
     assert_eq!(q(&p, "SELECT count(*) FROM keep"), "3");
     let scratch = p.scratch.clone();
     let pid = p.child.id();
-    assert!(scratch.starts_with(r.tmp()), "{scratch:?} is not under TMPDIR");
+    assert!(
+        scratch.starts_with(r.tmp()),
+        "{scratch:?} is not under TMPDIR"
+    );
     for old in [
         r.tmp().join(format!("wayback-pg-at-{pid}")),
         PathBuf::from(format!("/tmp/wayback-pg-at-{pid}")),
@@ -396,7 +409,11 @@ fn scratch_is_private_to_root_and_the_server() {
         ("cat", scratch.join("cow/0")),
         ("cat", scratch.join("cow-cache/0")),
     ] {
-        assert!(!nobody_can(cmd, &path), "nobody can {cmd} {}", path.display());
+        assert!(
+            !nobody_can(cmd, &path),
+            "nobody can {cmd} {}",
+            path.display()
+        );
     }
     drop(p);
     assert!(!scratch.exists(), "scratch left behind");
@@ -432,7 +449,11 @@ fn the_server_never_sees_the_passphrase() {
     let children = fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
         .unwrap_or_default();
     let mut pids = vec![postmaster];
-    pids.extend(children.split_whitespace().map(|c| c.parse::<u32>().unwrap()));
+    pids.extend(
+        children
+            .split_whitespace()
+            .map(|c| c.parse::<u32>().unwrap()),
+    );
     assert!(pids.len() > 2, "postmaster {postmaster} has no children");
     for pid in pids {
         // A backend may exit between the listing and the read; the postmaster may not.
@@ -441,7 +462,10 @@ fn the_server_never_sees_the_passphrase() {
             continue;
         };
         assert!(names.len() > 2, "environ of {pid}: {names:?}");
-        let leaked: Vec<_> = names.iter().filter(|n| n.starts_with("WAYBACK_PASS")).collect();
+        let leaked: Vec<_> = names
+            .iter()
+            .filter(|n| n.starts_with("WAYBACK_PASS"))
+            .collect();
         assert!(leaked.is_empty(), "server process {pid} has {leaked:?}");
     }
 }
