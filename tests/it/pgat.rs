@@ -192,6 +192,33 @@ fn two_points_in_time_side_by_side() {
         String::from_utf8_lossy(&o.stderr)
     );
     drop(busy);
+    // A failure after the mounts and the overlay are up (no pg_ctl) undoes all of them.
+    let s0 = r.scratch("fails");
+    let o = r.wb(&[
+        "--password-file",
+        &pw,
+        "pg-at",
+        "--source",
+        "pgdata",
+        "--to",
+        &t,
+        "--pg-bin",
+        "/nonexistent",
+        "--scratch",
+        s(&s0),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!s0.exists(), "scratch left behind after a failed start");
+    assert_eq!(
+        mounts_under(r.tmp()),
+        0,
+        "mounts left behind after a failed start"
+    );
 
     // A quote and a space in the path: the recovery settings and restore_command quote it.
     let (s1, s2) = (r.scratch("at-t1"), r.scratch("at-t2 it's"));
