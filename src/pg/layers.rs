@@ -43,7 +43,7 @@ pub fn cow_files(repo: &Repository, root: &TreeId, upper: &Path, cow: &Path) -> 
     })?;
     let mut made = std::collections::HashSet::new();
     for (i, (path, n)) in files.iter().enumerate() {
-        let rel = Path::new(std::ffi::OsStr::from_bytes(path));
+        let rel = plain_relative(path)?;
         let mut cur = PathBuf::new();
         for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
             cur.push(comp);
@@ -64,6 +64,22 @@ pub fn cow_files(repo: &Repository, root: &TreeId, upper: &Path, cow: &Path) -> 
         chown(&link, n.uid, Some(n.gid))?;
     }
     Ok(files.into_iter().map(|(_, n)| n).collect())
+}
+
+/// `path` (from a snapshot's trees) as a relative path of plain names: root joins it to the
+/// upper layer, so an empty, `.` or `..` component from a damaged or hostile tree must never
+/// reach the file system (it would create directories and symlinks outside scratch).
+fn plain_relative(path: &[u8]) -> Result<&Path> {
+    if path
+        .split(|b| *b == b'/')
+        .any(|c| c.is_empty() || c == b"." || c == b"..")
+    {
+        return Err(Error::Corrupt(format!(
+            "snapshot path {:?} is not a relative path of plain names",
+            String::from_utf8_lossy(path)
+        )));
+    }
+    Ok(Path::new(std::ffi::OsStr::from_bytes(path)))
 }
 
 /// Mounts overlayfs on `data`: `lower` read-only below, `upper` (with `work`) taking writes.
@@ -90,7 +106,49 @@ pub fn mount_overlay(lower: &Path, upper: &Path, work: &Path, data: &Path) -> Re
     Ok(())
 }
 
-/// Unmounts the overlay on `data` (best effort: cleanup must go on).
+/// Unmounts the overlay on `data` (best effort: cleanup must go on). A server's last processes
+/// can hold it for a moment after `pg_ctl stop` returns (seen under load: EBUSY, then scratch
+/// could not be removed), so it retries for a few seconds, then detaches it lazily so that
+/// removing scratch never walks through a live overlay.
 pub fn unmount_overlay(data: &Path) {
-    let _ = command("umount").arg(data).output();
+    for _ in 0..50 {
+        let ok = command("umount")
+            .arg(data)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::warn!(mountpoint = %data.display(), "overlay still busy; detaching it lazily");
+    let _ = command("umount").arg("-l").arg(data).output();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_reach_the_upper_layer() {
+        assert_eq!(
+            plain_relative(b"base/16384/2619").unwrap(),
+            Path::new("base/16384/2619")
+        );
+        for bad in [
+            &b""[..],
+            b"/etc/passwd",
+            b"base/../../etc",
+            b"..",
+            b"base/./x",
+            b"base//x",
+            b"base/",
+        ] {
+            assert!(
+                plain_relative(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

@@ -79,7 +79,18 @@ pub fn prepare(
         .set("recovery_target_timeline", "latest")?;
     s.append_to(target)?;
     let signal = target.join("recovery.signal");
-    std::fs::write(&signal, b"").map_err(|e| Error::io("creating", &signal, e))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not through a symlink: see RecoverySettings::append_to.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&signal)
+            .map_err(|e| Error::io("creating", &signal, e))?;
+    }
     if let Some(m) = &base.root_meta {
         for p in [target.join("postgresql.auto.conf"), signal] {
             let _ = crate::pg::scratch::chown(&p, m.uid, Some(m.gid));

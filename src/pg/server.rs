@@ -122,9 +122,7 @@ impl RecoveryServer {
         ] {
             private_dir(d)?;
         }
-        for d in [&s.upper, &s.sock] {
-            chown(d, owner, None)?;
-        }
+        chown(&s.sock, owner, None)?;
         {
             use std::io::Write;
             let pid_file = s.scratch.join(PID_FILE);
@@ -132,17 +130,29 @@ impl RecoveryServer {
                 .write_all(std::process::id().to_string().as_bytes())
                 .map_err(|e| Error::io("writing", pid_file, e))?;
         }
-        s.mount_layers(repo, base, &work, opts.copy_up)?;
-        s.write_settings(t, opts)?;
+        let lower = s
+            .mnt
+            .join("snapshots")
+            .join(&base.source)
+            .join(base.time_name());
+        s.mount_repository(repo, base, opts.copy_up)?;
+        // The upper layer is filled as root while it is still root's (0700), and only then
+        // given to the server's user: root never writes where that user could have planted a
+        // symlink (the overlay is theirs once mounted).
+        s.write_settings(&lower, t, opts)?;
+        chown(&s.upper, owner, None)?;
+        layers::mount_overlay(&lower, &s.upper, &work, &s.data)?;
+        s.overlay = true;
         s.start_postgres()?;
         Ok(s)
     }
 
-    fn mount_layers(
+    /// Mounts the repository and, unless `copy_up`, the copy-on-write files (with their symlinks
+    /// in the upper layer).
+    fn mount_repository(
         &mut self,
         repo: Arc<Repository>,
         base: &Snapshot,
-        work: &Path,
         copy_up: bool,
     ) -> Result<()> {
         let mount_err = |what: &str, e: wayback_mount::MountError| {
@@ -177,17 +187,12 @@ impl RecoveryServer {
             );
             tracing::info!(files = n, "relation files served copy-on-write");
         }
-        let lower = self
-            .mnt
-            .join("snapshots")
-            .join(&base.source)
-            .join(base.time_name());
-        layers::mount_overlay(&lower, &self.upper, work, &self.data)?;
-        self.overlay = true;
         Ok(())
     }
 
-    fn write_settings(&self, t: TimeMs, opts: &ServerOptions) -> Result<()> {
+    /// Writes `postgresql.auto.conf` (the base backup's, from `lower`, plus the recovery
+    /// settings) and `recovery.signal` into the upper layer, where they hide the lower ones.
+    fn write_settings(&self, lower: &Path, t: TimeMs, opts: &ServerOptions) -> Result<()> {
         let mut s = RecoverySettings::new(&opts.label);
         s.set(
             "restore_command",
@@ -228,11 +233,23 @@ impl RecoveryServer {
                 "listen_addresses",
                 if opts.port.is_some() { "127.0.0.1" } else { "" },
             )?;
-        s.append_to(&self.data)?;
-        let signal = self.data.join("recovery.signal");
-        std::fs::write(&signal, b"").map_err(|e| Error::io("creating", &signal, e))?;
-        for f in ["postgresql.auto.conf", "recovery.signal"] {
-            chown(&self.data.join(f), self.owner, None)?;
+        let original = lower.join("postgresql.auto.conf");
+        let mut text = match std::fs::read(&original) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io("reading", original, e)),
+        };
+        text.extend_from_slice(s.render().as_bytes());
+        for (name, content) in [
+            ("postgresql.auto.conf", &text[..]),
+            ("recovery.signal", &b""[..]),
+        ] {
+            use std::io::Write;
+            let p = self.upper.join(name);
+            private_file(&p)?
+                .write_all(content)
+                .map_err(|e| Error::io("writing", &p, e))?;
+            chown(&p, self.owner, None)?;
         }
         Ok(())
     }

@@ -125,12 +125,17 @@ impl RecoverySettings {
         s
     }
 
-    /// Appends [`Self::render`] to `<data>/postgresql.auto.conf` (created if missing).
+    /// Appends [`Self::render`] to `<data>/postgresql.auto.conf` (created 0600 if missing).
+    /// A symlink there is refused, not followed: the data directory belongs to the database's
+    /// owner, and root must not append to whatever file they point it at.
     pub fn append_to(&self, data: &Path) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let conf = data.join("postgresql.auto.conf");
         std::fs::OpenOptions::new()
             .append(true)
             .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&conf)
             .and_then(|mut f| f.write_all(self.render().as_bytes()))
             .map_err(|e| Error::io("appending recovery settings", conf, e))
@@ -222,6 +227,25 @@ mod tests {
             "\n# wayback test second line\nrestore_command = 'cp ''a'' \"%p\"'\nport = '5432'\n"
         );
         assert_eq!(list_element(r#"/a,b "c""#), r#""/a,b ""c""""#);
+    }
+
+    #[test]
+    fn append_refuses_a_symlinked_file() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::write(&outside, "x").unwrap();
+        let data = d.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let mut s = RecoverySettings::new("t");
+        s.set("port", "1").unwrap();
+        s.append_to(&data).unwrap();
+        s.append_to(&data).unwrap();
+        let conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        assert_eq!(conf.matches("port = '1'").count(), 2, "{conf}");
+        std::fs::remove_file(data.join("postgresql.auto.conf")).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("postgresql.auto.conf")).unwrap();
+        assert!(s.append_to(&data).is_err());
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "x");
     }
 
     proptest! {
