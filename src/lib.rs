@@ -17,6 +17,7 @@ pub mod index;
 pub mod ingest;
 pub mod maint;
 pub mod pack;
+pub mod pg;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

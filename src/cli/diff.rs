@@ -231,7 +231,8 @@ fn print_change(out: &mut dyn Write, c: &Change, a: &Args, color: bool) -> std::
     }
 }
 
-/// Prints a unified diff of two small text versions via diff(1), or says they are binary.
+/// Prints a unified diff of two small text versions via diff(1) ([`external_diff`]), or says
+/// they are binary.
 fn content_diff(repo: &Repository, cache: &ChunkCache, c: &Change) {
     let (Some(o), Some(n)) = (&c.old, &c.new) else {
         return;
@@ -254,31 +255,40 @@ fn content_diff(repo: &Repository, cache: &ChunkCache, c: &Change) {
         );
         return;
     }
-    let Ok(dir) = tempdir() else { return };
-    let (pa, pb) = (dir.join("a"), dir.join("b"));
-    if std::fs::write(&pa, &x).is_ok() && std::fs::write(&pb, &y).is_ok() {
-        let p = String::from_utf8_lossy(&c.path);
-        let _ = std::process::Command::new("diff")
-            .args([
-                "-u",
-                "--label",
-                &format!("a/{p}"),
-                "--label",
-                &format!("b/{p}"),
-            ])
-            .arg(&pa)
-            .arg(&pb)
-            .status();
+    let p = String::from_utf8_lossy(&c.path);
+    if let Err(e) = external_diff(&p, &x, &y) {
+        eprintln!("wayback diff: cannot run diff(1) on {p}: {e}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir() -> std::io::Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!(
-        "wayback-diff-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir(&d)?;
-    Ok(d)
+/// Runs `diff -u` on two versions of `path`. They are plaintext from the repository, so they go
+/// to files only we can read (0600 in a fresh 0700 directory with an unpredictable name, which
+/// nothing planted in advance can stand in for), removed when done; diff(1) gets no passphrase.
+fn external_diff(path: &str, old: &[u8], new: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("wayback-diff-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()?;
+    let (pa, pb) = (dir.path().join("a"), dir.path().join("b"));
+    for (p, data) in [(&pa, old), (&pb, new)] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)?
+            .write_all(data)?;
+    }
+    crate::pg::env::command("diff")
+        .args([
+            "-u",
+            "--label",
+            &format!("a/{path}"),
+            "--label",
+            &format!("b/{path}"),
+        ])
+        .arg(&pa)
+        .arg(&pb)
+        .status()?;
+    dir.close()
 }

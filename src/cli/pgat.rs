@@ -3,29 +3,27 @@
 //! The base backup at or before T is served read-only by a private wayback mount; the kernel's
 //! overlayfs puts a scratch upper layer on it, so PostgreSQL sees a writable data directory
 //! while only what recovery writes is stored anew. WAL comes from the same mount's `/wal`.
-//! Relation files of 1 MiB or more are not left to overlayfs, which would copy each one up
-//! whole on PostgreSQL's first `O_RDWR` open (even for a read): the upper layer gets a symlink
-//! to a block-level copy-on-write file served by a second, writable wayback mount
-//! ([`crate::fsview::cow`]), so scratch grows by the 8 KiB pages written, not by table sizes.
-//! Recovery stops at T and pauses (read-only queries as of T), or promotes with `--writable`.
+//! Relation files of 1 MiB or more are block-level copy-on-write files instead
+//! ([`crate::pg::layers`]), so scratch grows by the 8 KiB pages written, not by table sizes.
+//! Recovery ends at T on a private timeline, read-only by default, so every table that existed
+//! at T answers ([`crate::pg::server`]); `--paused` keeps a hot standby paused at T instead.
 //! Ctrl-C (or `pg-at --stop --scratch DIR`) stops the server, unmounts both layers and removes
-//! the scratch directory.
+//! the scratch directory. This file parses, handles signals and prints; the orchestration is
+//! [`crate::pg::server::RecoveryServer`].
 
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use crate::cli::common::RepoArgs;
-use crate::error::Error;
-use crate::fsview::{RepoView, ViewOptions};
+use crate::pg::base::{archive_of, base_backup_at};
+use crate::pg::server::{stop_running, Mode, RecoveryServer, ServerOptions};
+use crate::pg::settings::target_time;
 use crate::repo::Access;
-use crate::snapshot::SnapshotKind;
-use crate::timespec::{format_time, now_ms, parse_time};
+use crate::timespec::{now_ms, parse_time};
 
 /// Arguments of `pg-at`.
 #[derive(clap::Args, Debug)]
@@ -39,15 +37,21 @@ pub struct Args {
     /// TCP port to listen on as well (default: unix socket only, port number 5432).
     #[arg(long)]
     pub port: Option<u16>,
-    /// Scratch directory (created; removed on stop). Default: a new directory under /tmp.
+    /// Scratch directory (created, or empty; made 0710 root:<server group>; removed on stop).
+    /// Default: a new directory with an unpredictable name under $TMPDIR or /tmp.
     #[arg(long)]
     pub scratch: Option<PathBuf>,
     /// WAL archive name (default: the one recorded with the base backup).
     #[arg(long)]
     pub cluster: Option<String>,
-    /// Promote at T instead of pausing (the server accepts writes; they go to scratch).
-    #[arg(long)]
+    /// Accept writes after recovery ends at T (they go to scratch, never to the repository).
+    #[arg(long, conflicts_with = "paused")]
     pub writable: bool,
+    /// Pause recovery at T as a hot standby instead of ending it. Caveat: a table whose `DROP`
+    /// (or other exclusive lock) was replayed but not yet committed at T cannot be read: the
+    /// query waits for a lock that is never released while paused.
+    #[arg(long)]
+    pub paused: bool,
     /// PostgreSQL binaries directory.
     #[arg(long, default_value = "/usr/lib/postgresql/15/bin")]
     pub pg_bin: PathBuf,
@@ -59,42 +63,11 @@ pub struct Args {
     pub copy_up: bool,
 }
 
-/// Files at least this big get a block-level copy-on-write file instead of overlayfs copy-up.
-const COW_MIN_BYTES: u64 = 1 << 20;
-
-fn sh(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
-    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    Ok(o)
-}
-
-fn as_user(uid: u32, args: &[&str]) -> Command {
-    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| "postgres".into());
-    let mut c = Command::new("runuser");
-    c.args(["-u", &user, "--"]).args(args);
-    c
-}
-
 /// Runs pg-at in the foreground.
 pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if a.stop {
         let scratch = a.scratch.clone().expect("required by clap");
-        let pid: i32 = std::fs::read_to_string(scratch.join("pg-at.pid"))
-            .with_context(|| format!("no pg-at running with scratch {}", scratch.display()))?
-            .trim()
-            .parse()?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .with_context(|| format!("signalling pg-at pid {pid}"))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while scratch.exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let pid = stop_running(&scratch, Duration::from_secs(60))?;
         println!("stopped pg-at (pid {pid})");
         return Ok(0);
     }
@@ -110,228 +83,56 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     }
     let repo = Arc::new(ra.open(Access::Read)?);
     let snaps = repo.snapshots()?;
-    let base = snaps
-        .iter()
-        .filter(|s| s.source == source && s.kind == SnapshotKind::Basebackup && s.time <= t)
-        .max_by_key(|s| s.time)
-        .cloned()
-        .ok_or_else(|| Error::NotFound(format!("no base backup of source '{source}' at or before {to} (T is before the first base backup)")))?;
-    let cluster = a
-        .cluster
-        .clone()
-        .or(base.db.as_ref().and_then(|d| d.cluster.clone()))
-        .context("the base backup names no WAL archive; give --cluster")?;
-    let owner = base.root_meta.as_ref().map_or(0, |m| m.uid);
-    let scratch = match &a.scratch {
-        Some(s) => s.clone(),
-        None => std::env::temp_dir().join(format!("wayback-pg-at-{}", std::process::id())),
-    };
-    if scratch.exists() && std::fs::read_dir(&scratch)?.next().is_some() {
-        bail!("scratch directory {} is not empty", scratch.display());
-    }
-    let (mnt, upper, work, data, sock, cow, delta, cache) = (
-        scratch.join("mnt"),
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("data"),
-        scratch.join("sock"),
-        scratch.join("cow"),
-        scratch.join("cow-delta"),
-        scratch.join("cow-cache"),
-    );
-    for d in [&mnt, &upper, &work, &data, &sock, &cow, &delta, &cache] {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o755))?;
-    for d in [&upper, &sock] {
-        nix::unistd::chown(d, Some(nix::unistd::Uid::from_raw(owner)), None)?;
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-    }
-    std::fs::write(scratch.join("pg-at.pid"), std::process::id().to_string())?;
-    let mut guard = Cleanup {
-        scratch: scratch.clone(),
-        data: data.clone(),
-        mnt: mnt.clone(),
+    let base = base_backup_at(&snaps, &source, t, &to)?;
+    let cluster = archive_of(base, a.cluster.as_deref())?;
+    let opts = ServerOptions {
         pg_bin: a.pg_bin.clone(),
-        owner,
-        cow: cow.clone(),
-        fuse: None,
-        cow_fuse: None,
-        overlay: false,
-        server: false,
-    };
-
-    let view = RepoView::new(repo.clone(), ViewOptions::default());
-    let opts = wayback_mount::MountOptions {
-        allow_other: true,
-        fsname: "wayback-pg-at".into(),
-        ..Default::default()
-    };
-    guard.fuse = Some(
-        wayback_mount::mount_background(view, &mnt, &opts).context("mounting the repository")?,
-    );
-    if !a.copy_up {
-        let files = cow_files(&repo, &base.root, &upper, &cow)?;
-        let n = files.len();
-        let view = crate::fsview::cow::CowView::new(repo.clone(), files, &delta, &cache)
-            .context("creating copy-on-write files")?;
-        let opts = wayback_mount::MountOptions {
-            allow_other: true,
-            fsname: "wayback-pg-at-cow".into(),
-            writable: true,
-            ..Default::default()
-        };
-        guard.cow_fuse = Some(
-            wayback_mount::mount_background(view, &cow, &opts)
-                .context("mounting the copy-on-write files")?,
-        );
-        tracing::info!(files = n, "relation files served copy-on-write");
-    }
-    let lower = mnt.join("snapshots").join(&source).join(base.time_name());
-    let o = sh(Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            // Snapshot time names contain ':', overlayfs's lowerdir separator: escape it.
-            lower.display().to_string().replace(':', "\\:"),
-            upper.display(),
-            work.display()
-        ))
-        .arg(&data))?;
-    if !o.status.success() {
-        bail!(
-            "cannot mount an overlay on {} (need root and overlayfs): {}",
-            data.display(),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    guard.overlay = true;
-    let target = format_time(t).replace('T', " ").replace('Z', "+00");
-    let mut conf = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(data.join("postgresql.auto.conf"))?;
-    writeln!(conf, "\n# wayback pg-at {} at {}", base.id.short(), to)?;
-    writeln!(
-        conf,
-        "restore_command = 'cp {}/wal/{cluster}/%f \"%p\"'",
-        mnt.display()
-    )?;
-    writeln!(conf, "recovery_target_time = '{target}'")?;
-    writeln!(
-        conf,
-        "recovery_target_action = '{}'",
-        if a.writable { "promote" } else { "pause" }
-    )?;
-    writeln!(
-        conf,
-        "archive_mode = off\nhot_standby = on\nunix_socket_directories = '{}'",
-        sock.display()
-    )?;
-    // The scratch server is thrown away at stop, so durability buys nothing. And with fsync
-    // on, starting from a base backup makes PostgreSQL fsync the whole data directory first,
-    // opening every file read-write, which made overlayfs copy every small file into scratch
-    // (measured: 10 s of a 12.7 s start, scratch = the data size).
-    writeln!(conf, "fsync = off")?;
-    writeln!(
-        conf,
-        "port = {}\nlisten_addresses = '{}'",
-        a.port.unwrap_or(5432),
-        if a.port.is_some() { "127.0.0.1" } else { "" }
-    )?;
-    drop(conf);
-    std::fs::write(data.join("recovery.signal"), b"")?;
-    for f in ["postgresql.auto.conf", "recovery.signal"] {
-        nix::unistd::chown(&data.join(f), Some(nix::unistd::Uid::from_raw(owner)), None)?;
-    }
-    let log = scratch.join("postgres.log");
-    std::fs::write(&log, b"")?;
-    nix::unistd::chown(&log, Some(nix::unistd::Uid::from_raw(owner)), None)?;
-    let started = Instant::now();
-    let pg_ctl = a.pg_bin.join("pg_ctl");
-    let o = sh(&mut as_user(
-        owner,
-        &[
-            pg_ctl.to_str().unwrap_or("pg_ctl"),
-            "-D",
-            data.to_str().unwrap_or(""),
-            "-l",
-            log.to_str().unwrap_or(""),
-            "-w",
-            "-t",
-            "600",
-            "start",
-        ],
-    ))?;
-    guard.server = true;
-    if !o.status.success() {
-        bail!(
-            "{} {}",
-            explain_failure(&log, &cluster),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    // Wait until recovery has reached T (paused) or promoted.
-    let psql = a.pg_bin.join("psql");
-    let query = |q: &str| -> Option<String> {
-        let o = Command::new(&psql)
-            .env("PGHOST", &sock)
-            .env("PGPORT", a.port.unwrap_or(5432).to_string())
-            .args([
-                "-X", "-A", "-t", "-U", "postgres", "-d", "postgres", "-c", q,
-            ])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let ready = if a.writable {
-            query("SELECT pg_is_in_recovery()").as_deref() == Some("f")
+        port: a.port,
+        mode: if a.paused {
+            Mode::Paused
+        } else if a.writable {
+            Mode::Writable
         } else {
-            query("SELECT pg_get_wal_replay_pause_state()").as_deref() == Some("paused")
-        };
-        if ready {
-            break;
-        }
-        if !data.join("postmaster.pid").exists() || Instant::now() > deadline {
-            guard.server = false;
-            bail!("{}", explain_failure(&log, &cluster));
-        }
-        // Ctrl-C or SIGTERM while recovery runs: stop and clean up now, not once it is ready.
-        if signalled_within(Duration::from_millis(100)) {
-            eprintln!("interrupted before PostgreSQL was ready; stopping");
-            drop(guard);
-            return Ok(130);
-        }
+            Mode::ReadOnly
+        },
+        copy_up: a.copy_up,
+        scratch: a.scratch.clone(),
+        label: format!("wayback pg-at {} at {}", base.id.short(), to),
+    };
+    let mut server = RecoveryServer::start(repo.clone(), base, &cluster, t, &opts)?;
+    // Ctrl-C or SIGTERM while recovery runs: stop and clean up now, not once it is ready.
+    let ready = server.wait_ready(Duration::from_secs(3600), &mut || {
+        signalled_within(Duration::from_millis(100))
+    })?;
+    if !ready {
+        eprintln!("interrupted before PostgreSQL was ready; stopping");
+        drop(server);
+        return Ok(130);
     }
-    let written = du(&upper) + du(&delta);
     println!(
         "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB written and {} KiB of decrypted base backup",
-        target,
+        target_time(t),
         base.id.short(),
         base.time_name(),
-        started.elapsed().as_secs_f64(),
-        written / 1024,
-        du(&cache) / 1024
+        server.started().elapsed().as_secs_f64(),
+        server.written_bytes() / 1024,
+        server.cached_bytes() / 1024
     );
     println!(
         "connect: psql \"host={} port={} user=postgres dbname=postgres\"{}",
-        sock.display(),
-        a.port.unwrap_or(5432),
+        server.socket_dir().display(),
+        server.port(),
         a.port
             .map(|p| format!("  or  psql -h 127.0.0.1 -p {p} -U postgres"))
             .unwrap_or_default()
     );
     println!(
         "stop: Ctrl-C, or wayback pg-at --stop --scratch {}",
-        scratch.display()
+        server.scratch().display()
     );
     let _ = std::io::stdout().flush();
     wait_for_signal();
-    drop(guard);
+    drop(server);
     Ok(0)
 }
 
@@ -356,142 +157,4 @@ fn signalled_within(d: Duration) -> bool {
 
 fn wait_for_signal() {
     let _ = signals().wait();
-}
-
-/// Finds the snapshot's files of at least [`COW_MIN_BYTES`] under `base/` and `global/`, and
-/// puts a symlink to copy-on-write file `cow/<i>` at each one's path in the overlay's upper
-/// layer (creating the directories on the way with the snapshot's owner and mode). Returns the
-/// nodes in the order of their numbers.
-fn cow_files(
-    repo: &crate::repo::Repository,
-    root: &crate::id::TreeId,
-    upper: &Path,
-    cow: &Path,
-) -> anyhow::Result<Vec<crate::tree::Node>> {
-    use crate::tree::NodeKind;
-    use std::os::unix::ffi::OsStrExt;
-    let mut dirs: std::collections::HashMap<Vec<u8>, crate::tree::Node> = Default::default();
-    let mut files = Vec::new();
-    crate::tree::reader::walk(repo, root, b"", &mut |path, n| {
-        let relation_dir = path.starts_with(b"base/") || path.starts_with(b"global/");
-        match n.kind {
-            NodeKind::Dir => {
-                dirs.insert(path.to_vec(), n.clone());
-            }
-            NodeKind::File if relation_dir && n.size >= COW_MIN_BYTES && n.link_group.is_none() => {
-                files.push((path.to_vec(), n.clone()));
-            }
-            _ => {}
-        }
-        Ok(())
-    })?;
-    let mut made = std::collections::HashSet::new();
-    for (i, (path, n)) in files.iter().enumerate() {
-        let rel = Path::new(std::ffi::OsStr::from_bytes(path));
-        let mut cur = PathBuf::new();
-        for comp in rel.parent().into_iter().flat_map(|p| p.components()) {
-            cur.push(comp);
-            if !made.insert(cur.clone()) {
-                continue;
-            }
-            let dir = upper.join(&cur);
-            std::fs::create_dir_all(&dir)?;
-            if let Some(d) = dirs.get(cur.as_os_str().as_bytes()) {
-                nix::unistd::chown(
-                    &dir,
-                    Some(nix::unistd::Uid::from_raw(d.uid)),
-                    Some(nix::unistd::Gid::from_raw(d.gid)),
-                )?;
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(d.mode & 0o7777))?;
-            }
-        }
-        let link = upper.join(rel);
-        std::os::unix::fs::symlink(cow.join(i.to_string()), &link)
-            .with_context(|| format!("symlink {}", link.display()))?;
-        std::os::unix::fs::lchown(&link, Some(n.uid), Some(n.gid))?;
-    }
-    Ok(files.into_iter().map(|(_, n)| n).collect())
-}
-
-/// Bytes of the files under `p` (what recovery wrote to the upper layer).
-pub fn du(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => total += du(&e.path()),
-                Ok(m) => total += m.blocks() * 512,
-                Err(_) => {}
-            }
-        }
-    }
-    total
-}
-
-/// Turns a failed start into an actionable message: the first WAL segment recovery asked for
-/// and did not find, or the server log's fatal line.
-fn explain_failure(log: &Path, cluster: &str) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let missing = text
-        .lines()
-        .filter_map(|l| l.split(&format!("/wal/{cluster}/")).nth(1))
-        .map(|rest| rest.split(['\'', ' ', ':']).next().unwrap_or(""))
-        .find(|n| n.len() == 24);
-    let fatal = text
-        .lines()
-        .rfind(|l| l.contains("FATAL"))
-        .unwrap_or("")
-        .to_string();
-    match missing {
-        Some(seg) if fatal.contains("recovery") || fatal.contains("checkpoint") => format!(
-            "recovery could not reach the target: WAL segment {seg} is missing from archive '{cluster}' ({fatal})"
-        ),
-        _ => format!("PostgreSQL did not start: {fatal} (log: {})", log.display()),
-    }
-}
-
-struct Cleanup {
-    scratch: PathBuf,
-    data: PathBuf,
-    mnt: PathBuf,
-    pg_bin: PathBuf,
-    owner: u32,
-    cow: PathBuf,
-    fuse: Option<wayback_mount::MountHandle>,
-    cow_fuse: Option<wayback_mount::MountHandle>,
-    overlay: bool,
-    server: bool,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if self.server && self.data.join("postmaster.pid").exists() {
-            let pg_ctl = self.pg_bin.join("pg_ctl");
-            let _ = as_user(
-                self.owner,
-                &[
-                    pg_ctl.to_str().unwrap_or("pg_ctl"),
-                    "-D",
-                    self.data.to_str().unwrap_or(""),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "stop",
-                ],
-            )
-            .output();
-        }
-        if self.overlay {
-            let _ = Command::new("umount").arg(&self.data).output();
-        }
-        for h in [self.cow_fuse.take(), self.fuse.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = h.unmount();
-        }
-        let _ = wayback_mount::unmount(&self.cow);
-        let _ = wayback_mount::unmount(&self.mnt);
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
 }

@@ -94,7 +94,8 @@ impl CowView {
         std::fs::create_dir_all(delta_dir)?;
         std::fs::create_dir_all(cache_dir)?;
         let open = |p: std::path::PathBuf| {
-            std::fs::OpenOptions::new()
+            // Plaintext pages: readable by the owner only.
+            std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
                 .read(true)
                 .write(true)
                 .create(true)

@@ -304,3 +304,67 @@ fn history_in_the_mount_shows_each_version_once() {
     assert!(m.p("history/t/etc").is_dir());
     assert!(!m.p("history/t/nope").exists());
 }
+
+/// `diff --content` hands diff(1) the two versions as private temporary files (0600, in a 0700
+/// directory with an unpredictable name under $TMPDIR, removed afterwards) and no passphrase.
+/// A `diff` first in PATH records what it was given, then runs the real one.
+#[test]
+fn content_diff_uses_private_files_and_passes_no_passphrase() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("secret.txt"), "password=one\n").unwrap();
+    r.backup_dir(&src, "s");
+    fs::write(src.join("secret.txt"), "password=two\n").unwrap();
+    r.backup_dir(&src, "s");
+    let ids = ids(&r);
+    let bin = r.mkdir("bin");
+    let log = r.scratch("diff.log");
+    fs::write(
+        bin.join("diff"),
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do prev=$last; last=$a; done\n{{ stat -c '%a %n' \"$(dirname \"$last\")\" \"$prev\" \"$last\"; env | cut -d= -f1 | sed 's/^/env /'; }} >> {}\nexec /usr/bin/diff \"$@\"\n",
+            s(&log)
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("diff"), fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = r.cmd(&["diff", "--content", &ids[0], &ids[1]]);
+    c.env(
+        "PATH",
+        format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default()),
+    );
+    let o = crate::common::run(c);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("-password=one") && out.contains("+password=two"),
+        "{out}"
+    );
+    let rec = fs::read_to_string(&log).expect("diff(1) was not run");
+    let stats: Vec<(&str, &Path)> = rec
+        .lines()
+        .filter(|l| !l.starts_with("env "))
+        .map(|l| {
+            let (mode, p) = l.split_once(' ').unwrap();
+            (mode, Path::new(p))
+        })
+        .collect();
+    assert_eq!(stats.len(), 3, "{rec}");
+    let dir = stats[0].1;
+    assert_eq!(stats[0].0, "700", "temporary directory {}", dir.display());
+    assert_eq!(stats[1].0, "600", "old version {}", stats[1].1.display());
+    assert_eq!(stats[2].0, "600", "new version {}", stats[2].1.display());
+    assert!(
+        dir.starts_with(r.tmp()),
+        "{} is not under TMPDIR",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let leaked: Vec<_> = rec
+        .lines()
+        .filter(|l| l.starts_with("env WAYBACK_PASS"))
+        .collect();
+    assert!(leaked.is_empty(), "diff(1) got {leaked:?}");
+    assert!(rec.contains("env PATH"), "{rec}");
+}

@@ -3,18 +3,22 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::common::{s, Repo};
 use crate::pg::bin;
-use crate::pitr::{archived, Archived};
+use crate::pitr::{archive_past_now, archived, now_utc, Archived};
 
 struct PgAt {
     child: Child,
     sock: String,
     port: u16,
+    /// The scratch directory pg-at reported (`--scratch` or the one it chose).
+    scratch: PathBuf,
 }
 
 impl Drop for PgAt {
@@ -27,15 +31,16 @@ impl Drop for PgAt {
     }
 }
 
-fn start(r: &Repo, pwfile: &str, to: &str, scratch: &std::path::Path, port: u16) -> PgAt {
-    start_with(r, pwfile, to, scratch, port, &[])
+fn start(r: &Repo, pwfile: &str, to: &str, scratch: &Path, port: u16) -> PgAt {
+    start_with(r, pwfile, to, Some(scratch), port, &[])
 }
 
+/// Starts pg-at (with `--scratch` if given) and waits until it prints how to stop it.
 fn start_with(
     r: &Repo,
     pwfile: &str,
     to: &str,
-    scratch: &std::path::Path,
+    scratch: Option<&Path>,
     port: u16,
     extra: &[&str],
 ) -> PgAt {
@@ -48,11 +53,12 @@ fn start_with(
         "pgdata",
         "--to",
         to,
-        "--scratch",
-        s(scratch),
         "--port",
         &port_s,
     ];
+    if let Some(d) = scratch {
+        args.extend_from_slice(&["--scratch", s(d)]);
+    }
     args.extend_from_slice(extra);
     let mut child = r
         .cmd(&args)
@@ -69,9 +75,15 @@ fn start_with(
         }
     });
     let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    let reported = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(l) if l.starts_with("connect:") => break,
+            Ok(l) if l.starts_with("stop:") => {
+                let dir = l
+                    .split("--scratch ")
+                    .nth(1)
+                    .expect("stop line names the scratch");
+                break PathBuf::from(dir.trim());
+            }
             Ok(_) => {}
             Err(_) => {
                 if let Ok(Some(st)) = child.try_wait() {
@@ -80,16 +92,28 @@ fn start_with(
                 assert!(Instant::now() < deadline, "pg-at not ready in time");
             }
         }
+    };
+    if let Some(d) = scratch {
+        assert_eq!(d, reported);
     }
     PgAt {
         child,
-        sock: s(&scratch.join("sock")).to_string(),
+        sock: s(&reported.join("sock")).to_string(),
         port,
+        scratch: reported,
     }
 }
 
-fn q(p: &PgAt, sql: &str) -> String {
+/// Runs `sql` against database `app` of `p`; its output, or its error text. Every statement has
+/// a timeout, so a query that would wait forever fails the test instead of hanging it.
+fn query(p: &PgAt, sql: &str) -> Result<String, String> {
+    query_with(p, sql, "-c statement_timeout=30s")
+}
+
+/// [`query`] with other server options (`PGOPTIONS`).
+fn query_with(p: &PgAt, sql: &str, options: &str) -> Result<String, String> {
     let o = Command::new(bin("psql"))
+        .env("PGOPTIONS", options)
         .args([
             "-X",
             "-A",
@@ -107,12 +131,15 @@ fn q(p: &PgAt, sql: &str) -> String {
         ])
         .output()
         .unwrap();
-    assert!(
-        o.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+    }
+}
+
+fn q(p: &PgAt, sql: &str) -> String {
+    query(p, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 fn mounts_under(dir: &std::path::Path) -> usize {
@@ -170,8 +197,36 @@ fn two_points_in_time_side_by_side() {
         String::from_utf8_lossy(&o.stderr)
     );
     drop(busy);
+    // A failure after the mounts and the overlay are up (no pg_ctl) undoes all of them.
+    let s0 = r.scratch("fails");
+    let o = r.wb(&[
+        "--password-file",
+        &pw,
+        "pg-at",
+        "--source",
+        "pgdata",
+        "--to",
+        &t,
+        "--pg-bin",
+        "/nonexistent",
+        "--scratch",
+        s(&s0),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!s0.exists(), "scratch left behind after a failed start");
+    assert_eq!(
+        mounts_under(r.tmp()),
+        0,
+        "mounts left behind after a failed start"
+    );
 
-    let (s1, s2) = (r.scratch("at-t1"), r.scratch("at-t2"));
+    // A quote and a space in the path: the recovery settings and restore_command quote it.
+    let (s1, s2) = (r.scratch("at-t1"), r.scratch("at-t2 it's"));
     let started = Instant::now();
     let a = start(&r, &pw, &t, &s1, 55431);
     eprintln!("first pg-at ready after {:?}", started.elapsed());
@@ -224,7 +279,7 @@ fn two_points_in_time_side_by_side() {
     // A writable server at T2 writes through the copy-on-write files; its writes are visible
     // to it, cost pages, and never reach the repository or the original cluster.
     let s3 = r.scratch("at-t2-writable");
-    let c = start_with(&r, &pw, &t2, &s3, 55433, &["--writable"]);
+    let c = start_with(&r, &pw, &t2, Some(&s3), 55433, &["--writable"]);
     let before = scratch_bytes(&s3);
     q(
         &c,
@@ -261,4 +316,194 @@ fn two_points_in_time_side_by_side() {
     drop(b);
     assert!(!s2.exists(), "scratch left behind");
     assert_eq!(mounts_under(r.tmp()), 0, "mounts left behind");
+}
+
+/// The most common reason to want the past: a table dropped one second after T. A server paused
+/// at T waits forever for the lock replay took for the `DROP`; pg-at ends recovery at T instead,
+/// read-only, on a timeline of its own that never reaches the archive.
+#[test]
+fn a_table_dropped_after_t_answers_at_t_read_only() {
+    let r = Repo::new();
+    let Archived { pg, pwfile, .. } = archived(&r, 1);
+    pg.sql(
+        "app",
+        "CREATE TABLE gone(id int); INSERT INTO gone SELECT generate_series(1, 42)",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = now_utc(&pg);
+    std::thread::sleep(Duration::from_millis(1100));
+    pg.sql("app", "DROP TABLE gone");
+    archive_past_now(&r, &pg);
+    let p = start(&r, s(&pwfile), &t, &r.scratch("at-t"), 55441);
+    assert_eq!(q(&p, "SELECT count(*), sum(id) FROM gone"), "42|903");
+    let refused = query(&p, "INSERT INTO gone VALUES (43)").unwrap_err();
+    assert!(refused.contains("read-only transaction"), "{refused}");
+    assert_eq!(q(&p, "SELECT count(*) FROM gone"), "42");
+    // Recovery ended on a new timeline; its history file stays in scratch.
+    let tli = q(
+        &p,
+        "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+    );
+    assert_ne!(tli, "00000001");
+    assert!(p
+        .scratch
+        .join(format!("data/pg_wal/{tli}.history"))
+        .exists());
+    drop(p);
+    let histories: Vec<_> = fs::read_dir(r.path.join("wal/main"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".history"))
+        .collect();
+    assert!(histories.is_empty(), "pg-at archived {histories:?}");
+    assert_eq!(pg.sql("app", "SELECT to_regclass('gone') IS NULL"), "t");
+    // --paused is still there, with its documented caveat: the replayed DROP's lock is held.
+    let paused = start_with(&r, s(&pwfile), &t, None, 55444, &["--paused"]);
+    assert_eq!(q(&paused, "SELECT pg_is_in_recovery()"), "t");
+    assert_eq!(q(&paused, "SELECT count(*) FROM t"), "250");
+    let waits = query_with(&paused, "SELECT count(*) FROM gone", "-c lock_timeout=1s").unwrap_err();
+    assert!(waits.contains("lock timeout"), "{waits}");
+}
+
+/// Every directory and file on the scratch filesystem under `dir` (not descending into mounts),
+/// with its mode; the mount points themselves are returned separately.
+fn scratch_entries(dir: &Path, dev: u64, out: &mut Vec<(PathBuf, u32)>, mounts: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.file_type().is_symlink() {
+            continue;
+        }
+        if m.dev() != dev {
+            mounts.push(p);
+            continue;
+        }
+        out.push((p.clone(), m.mode()));
+        if m.is_dir() {
+            scratch_entries(&p, dev, out, mounts);
+        }
+    }
+}
+
+/// Whether user `nobody` can run `cmd` on `path` (e.g. `ls` a directory, `cat` a file).
+fn nobody_can(cmd: &str, path: &Path) -> bool {
+    Command::new("runuser")
+        .args(["-u", "nobody", "--", cmd])
+        .arg(path)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// pg-at's scratch holds decrypted database pages and `allow_other` mounts of the repository:
+/// its name is unpredictable, nothing in it is open to other users, and an unprivileged user
+/// can read neither the data directory nor the mounts.
+#[test]
+fn scratch_is_private_to_root_and_the_server() {
+    let r = Repo::new();
+    let Archived { t, pwfile, .. } = archived(&r, 1);
+    let p = start_with(&r, s(&pwfile), &t, None, 55442, &[]);
+    assert_eq!(q(&p, "SELECT count(*) FROM keep"), "3");
+    let scratch = p.scratch.clone();
+    let pid = p.child.id();
+    assert!(
+        scratch.starts_with(r.tmp()),
+        "{scratch:?} is not under TMPDIR"
+    );
+    for old in [
+        r.tmp().join(format!("wayback-pg-at-{pid}")),
+        PathBuf::from(format!("/tmp/wayback-pg-at-{pid}")),
+    ] {
+        assert_ne!(scratch, old, "predictable scratch name");
+    }
+    let top = fs::metadata(&scratch).unwrap();
+    assert_eq!(top.mode() & 0o777, 0o710, "scratch mode {:o}", top.mode());
+    assert_eq!(top.uid(), 0);
+    let (mut entries, mut mounts) = (Vec::new(), Vec::new());
+    scratch_entries(&scratch, top.dev(), &mut entries, &mut mounts);
+    let open: Vec<_> = entries
+        .iter()
+        .filter(|(_, mode)| mode & 0o007 != 0)
+        .map(|(p, mode)| format!("{} {:o}", p.display(), mode & 0o7777))
+        .collect();
+    assert!(open.is_empty(), "open to other users: {open:#?}");
+    let cached: Vec<_> = fs::read_dir(scratch.join("cow-cache")).unwrap().collect();
+    assert!(!cached.is_empty(), "no copy-on-write files to check");
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        ["cow", "data", "mnt"].map(|m| scratch.join(m)).to_vec()
+    );
+    // nobody runs commands, but reaches nothing in scratch.
+    assert!(nobody_can("ls", Path::new("/")));
+    for (cmd, path) in [
+        ("ls", scratch.clone()),
+        ("ls", scratch.join("data")),
+        ("cat", scratch.join("data/PG_VERSION")),
+        ("ls", scratch.join("mnt")),
+        ("ls", scratch.join("mnt/wal/main")),
+        ("ls", scratch.join("cow")),
+        ("cat", scratch.join("cow/0")),
+        ("cat", scratch.join("cow-cache/0")),
+    ] {
+        assert!(
+            !nobody_can(cmd, &path),
+            "nobody can {cmd} {}",
+            path.display()
+        );
+    }
+    drop(p);
+    assert!(!scratch.exists(), "scratch left behind");
+}
+
+/// Names of the environment variables of process `pid` (None once it has exited).
+fn environ_names(pid: u32) -> Option<Vec<String>> {
+    let env = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        env.split(|b| *b == 0)
+            .filter_map(|kv| kv.split(|b| *b == b'=').next())
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect(),
+    )
+}
+
+/// pg-at runs with the passphrase in its environment; the PostgreSQL server it starts (and every
+/// process of it) never sees it, and recovery works without it.
+#[test]
+fn the_server_never_sees_the_passphrase() {
+    let r = Repo::new();
+    let Archived { t, pwfile, .. } = archived(&r, 1);
+    let p = start(&r, s(&pwfile), &t, &r.scratch("at-t"), 55443);
+    assert_eq!(q(&p, "SELECT count(*) FROM t"), "100");
+    assert!(
+        environ_names(p.child.id())
+            .unwrap()
+            .contains(&"WAYBACK_PASSWORD".to_string()),
+        "the test must give pg-at the passphrase in its environment"
+    );
+    let pidfile = fs::read_to_string(p.scratch.join("data/postmaster.pid")).unwrap();
+    let postmaster: u32 = pidfile.lines().next().unwrap().trim().parse().unwrap();
+    let children = fs::read_to_string(format!("/proc/{postmaster}/task/{postmaster}/children"))
+        .unwrap_or_default();
+    let mut pids = vec![postmaster];
+    pids.extend(
+        children
+            .split_whitespace()
+            .map(|c| c.parse::<u32>().unwrap()),
+    );
+    assert!(pids.len() > 2, "postmaster {postmaster} has no children");
+    for pid in pids {
+        // A backend may exit between the listing and the read; the postmaster may not.
+        let Some(names) = environ_names(pid) else {
+            assert_ne!(pid, postmaster, "postmaster exited");
+            continue;
+        };
+        assert!(names.len() > 2, "environ of {pid}: {names:?}");
+        let leaked: Vec<_> = names
+            .iter()
+            .filter(|n| n.starts_with("WAYBACK_PASS"))
+            .collect();
+        assert!(leaked.is_empty(), "server process {pid} has {leaked:?}");
+    }
 }

@@ -205,7 +205,14 @@ pub fn archived(r: &Repo, scale: u32) -> Archived {
     std::thread::sleep(Duration::from_millis(1100));
     let t2 = now_utc(&pg);
     std::thread::sleep(Duration::from_millis(1100));
-    // Switch twice so WAL well past T2 is archived (PG 13+ needs WAL beyond the target).
+    archive_past_now(r, &pg);
+    eprintln!("WAL past T2 archived after {:?}", started.elapsed());
+    Archived { pg, t, t2, pwfile }
+}
+
+/// Switches WAL twice and waits until both segments are in archive `main` of `r`, so WAL well
+/// past everything written so far is archived (PostgreSQL 13+ needs WAL beyond the target).
+pub fn archive_past_now(r: &Repo, pg: &Pg) {
     for _ in 0..2 {
         pg.sql(
             "app",
@@ -219,8 +226,6 @@ pub fn archived(r: &Repo, scale: u32) -> Archived {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    eprintln!("WAL past T2 archived after {:?}", started.elapsed());
-    Archived { pg, t, t2, pwfile }
 }
 
 #[test]
