@@ -12,6 +12,7 @@ mod backup;
 mod check;
 mod common;
 mod diff;
+mod forget;
 mod index;
 mod init;
 mod key;
@@ -86,6 +87,8 @@ pub enum Cmd {
     Diff(diff::Args),
     /// Versions of one path across a source's snapshots, newest first.
     Log(log::Args),
+    /// Remove snapshots by retention policy (grandfather-father-son) or by id; WAL retention.
+    Forget(forget::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -126,6 +129,7 @@ pub fn main_entry() -> i32 {
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Forget(a) => forget::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),

@@ -1,3 +1,5 @@
-//! Maintenance: verification now; retention and prune later.
+//! Maintenance: verification, retention (forget, WAL retention); prune later.
 
 pub mod check;
+pub mod forget;
+pub mod wal_retention;

@@ -1,0 +1,318 @@
+//! Grandfather-father-son selection against tables worked out by hand (calendar facts used:
+//! 2024 is a leap year; 2024-12-29 is a Sunday in ISO week 2024-W52 and 2024-12-30 the Monday
+//! of 2025-W01; 2020 has an ISO week 53 running from Monday 2020-12-28 to Sunday 2021-01-03).
+
+use super::*;
+use crate::timespec::parse_time;
+
+/// (label, time, complete, tags)
+type Snap = (&'static str, &'static str, bool, &'static [&'static str]);
+
+struct Case {
+    name: &'static str,
+    snaps: &'static [Snap],
+    policy: Policy,
+    /// Kept labels with their reasons in order; every other snapshot must be removed.
+    keep: &'static [(&'static str, &'static [&'static str])],
+}
+
+fn p() -> Policy {
+    Policy::default()
+}
+
+fn ok(label: &'static str, time: &'static str) -> Snap {
+    (label, time, true, &[])
+}
+
+fn cases() -> Vec<Case> {
+    const DAY_EDGE: &[Snap] = &[
+        ("a", "2026-11-29T23:59:59Z", true, &[]),
+        ("b", "2026-11-30T00:00:00Z", true, &[]),
+        ("c", "2026-11-30T12:00:00Z", true, &[]),
+    ];
+    const HOUR_EDGE: &[Snap] = &[
+        ("a", "2026-11-30T13:59:59.999Z", true, &[]),
+        ("b", "2026-11-30T14:00:00Z", true, &[]),
+        ("c", "2026-11-30T14:30:00Z", true, &[]),
+    ];
+    const LEAP: &[Snap] = &[
+        ("a", "2024-02-28T10:00:00Z", true, &[]),
+        ("c", "2024-02-29T00:00:00Z", true, &[]),
+        ("b", "2024-02-29T23:59:59Z", true, &[]),
+        ("d", "2024-03-01T00:00:00Z", true, &[]),
+    ];
+    const YEAR_END_2024: &[Snap] = &[
+        ("sun", "2024-12-29T12:00:00Z", true, &[]),
+        ("mon", "2024-12-30T00:00:00Z", true, &[]),
+        ("sun2", "2025-01-05T23:59:59Z", true, &[]),
+        ("mon2", "2025-01-06T00:00:00Z", true, &[]),
+    ];
+    const WEEK53: &[Snap] = &[
+        ("w53mon", "2020-12-28T00:00:00Z", true, &[]),
+        ("w53sun", "2021-01-03T23:59:59Z", true, &[]),
+        ("w01mon", "2021-01-04T00:00:00Z", true, &[]),
+    ];
+    const MONTH_EDGE: &[Snap] = &[
+        ("jan", "2026-01-31T23:59:59.999Z", true, &[]),
+        ("feb", "2026-02-01T00:00:00Z", true, &[]),
+        ("dec", "2025-12-31T23:59:59Z", true, &[]),
+    ];
+    const SEVERAL: &[Snap] = &[
+        ("d1a", "2026-11-01T08:00:00Z", true, &[]),
+        ("d1b", "2026-11-01T12:00:00Z", true, &[]),
+        ("d1c", "2026-11-01T18:00:00Z", true, &[]),
+        ("d2a", "2026-11-02T08:00:00Z", true, &[]),
+        ("d2b", "2026-11-02T12:00:00Z", true, &[]),
+    ];
+    const INCOMPLETE: &[Snap] = &[
+        ("d1a", "2026-11-01T09:00:00Z", true, &[]),
+        ("d1b", "2026-11-01T10:00:00Z", true, &[]),
+        ("d2", "2026-11-02T10:00:00Z", true, &[]),
+        ("d3bad", "2026-11-03T10:00:00Z", false, &[]),
+    ];
+    const TAGS: &[Snap] = &[
+        ("old", "2026-01-01T00:00:00Z", true, &["release"]),
+        ("oldbad", "2026-01-02T00:00:00Z", false, &["release", "x"]),
+        ("mid", "2026-06-01T00:00:00Z", true, &["x"]),
+        ("new", "2026-11-01T00:00:00Z", true, &[]),
+    ];
+    const WITHIN: &[Snap] = &[
+        ("edge", "2026-11-23T12:00:00Z", true, &[]),
+        ("outside", "2026-11-23T11:59:59.999Z", true, &[]),
+        ("mid", "2026-11-27T00:00:00Z", true, &[]),
+        ("newest", "2026-11-30T12:00:00Z", true, &[]),
+    ];
+    vec![
+        Case {
+            name: "day edge 23:59:59 vs 00:00:00",
+            snaps: DAY_EDGE,
+            policy: Policy { daily: 2, ..p() },
+            keep: &[("c", &["daily 2026-11-30"]), ("a", &["daily 2026-11-29"])],
+        },
+        Case {
+            name: "counts only buckets that have a snapshot",
+            snaps: DAY_EDGE,
+            policy: Policy { daily: 5, ..p() },
+            keep: &[("c", &["daily 2026-11-30"]), ("a", &["daily 2026-11-29"])],
+        },
+        Case {
+            name: "hour edge",
+            snaps: HOUR_EDGE,
+            policy: Policy { hourly: 2, ..p() },
+            keep: &[
+                ("c", &["hourly 2026-11-30T14"]),
+                ("a", &["hourly 2026-11-30T13"]),
+            ],
+        },
+        Case {
+            name: "leap day is its own day; months",
+            snaps: LEAP,
+            policy: Policy {
+                daily: 3,
+                monthly: 2,
+                ..p()
+            },
+            keep: &[
+                ("d", &["daily 2024-03-01", "monthly 2024-03"]),
+                ("b", &["daily 2024-02-29", "monthly 2024-02"]),
+                ("a", &["daily 2024-02-28"]),
+            ],
+        },
+        Case {
+            name: "ISO week across the 2024/2025 year end",
+            snaps: YEAR_END_2024,
+            policy: Policy { weekly: 3, ..p() },
+            keep: &[
+                ("mon2", &["weekly 2025-W02"]),
+                ("sun2", &["weekly 2025-W01"]),
+                ("sun", &["weekly 2024-W52"]),
+            ],
+        },
+        Case {
+            name: "ISO week 53 spans the year end; years are calendar years",
+            snaps: WEEK53,
+            policy: Policy {
+                weekly: 2,
+                yearly: 2,
+                ..p()
+            },
+            keep: &[
+                ("w01mon", &["weekly 2021-W01", "yearly 2021"]),
+                ("w53sun", &["weekly 2020-W53"]),
+                ("w53mon", &["yearly 2020"]),
+            ],
+        },
+        Case {
+            name: "month and year edges",
+            snaps: MONTH_EDGE,
+            policy: Policy {
+                monthly: 3,
+                yearly: 1,
+                ..p()
+            },
+            keep: &[
+                ("feb", &["monthly 2026-02", "yearly 2026"]),
+                ("jan", &["monthly 2026-01"]),
+                ("dec", &["monthly 2025-12"]),
+            ],
+        },
+        Case {
+            name: "several per bucket: the newest of each; keep-last combined with daily",
+            snaps: SEVERAL,
+            policy: Policy {
+                last: 2,
+                daily: 2,
+                ..p()
+            },
+            keep: &[
+                ("d2b", &["last 1", "daily 2026-11-02"]),
+                ("d2a", &["last 2"]),
+                ("d1c", &["daily 2026-11-01"]),
+            ],
+        },
+        Case {
+            name: "incomplete snapshots count for no bucket and no keep-last",
+            snaps: INCOMPLETE,
+            policy: Policy {
+                last: 1,
+                daily: 2,
+                ..p()
+            },
+            keep: &[
+                ("d2", &["last 1", "daily 2026-11-02"]),
+                ("d1b", &["daily 2026-11-01"]),
+            ],
+        },
+        Case {
+            name: "keep-within keeps incomplete ones, counted from the newest of any kind",
+            snaps: INCOMPLETE,
+            policy: Policy {
+                within_ms: Some(86_400_000),
+                ..p()
+            },
+            keep: &[("d3bad", &["within 1day"]), ("d2", &["within 1day"])],
+        },
+        Case {
+            name: "tags keep any snapshot, complete or not",
+            snaps: TAGS,
+            policy: Policy {
+                last: 1,
+                tags: vec!["release".into()],
+                ..p()
+            },
+            keep: &[
+                ("new", &["last 1"]),
+                ("oldbad", &["tag release"]),
+                ("old", &["tag release"]),
+            ],
+        },
+        Case {
+            name: "several tags are ORed",
+            snaps: TAGS,
+            policy: Policy {
+                tags: vec!["release".into(), "x".into()],
+                ..p()
+            },
+            keep: &[
+                ("mid", &["tag x"]),
+                ("oldbad", &["tag release", "tag x"]),
+                ("old", &["tag release"]),
+            ],
+        },
+        Case {
+            name: "keep-within edge is inclusive",
+            snaps: WITHIN,
+            policy: Policy {
+                within_ms: Some(7 * 86_400_000),
+                ..p()
+            },
+            keep: &[
+                ("newest", &["within 7days"]),
+                ("mid", &["within 7days"]),
+                ("edge", &["within 7days"]),
+            ],
+        },
+        Case {
+            name: "keep-within and daily together",
+            snaps: WITHIN,
+            policy: Policy {
+                within_ms: Some(3_600_000),
+                daily: 4,
+                ..p()
+            },
+            keep: &[
+                ("newest", &["daily 2026-11-30", "within 1h"]),
+                ("mid", &["daily 2026-11-27"]),
+                ("edge", &["daily 2026-11-23"]),
+            ],
+        },
+    ]
+}
+
+fn candidates(snaps: &[Snap], source: &str, base: u8) -> Vec<Candidate> {
+    snaps
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t, complete, tags))| Candidate {
+            id: SnapshotId([base + i as u8; 32]),
+            source: source.into(),
+            time: parse_time(t, 0).unwrap_or_else(|| panic!("bad time {t}")),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            complete: *complete,
+        })
+        .collect()
+}
+
+#[test]
+fn gfs_tables() {
+    for c in cases() {
+        let cands = candidates(c.snaps, "src", 1);
+        let label = |id: &str| {
+            let i = cands.iter().position(|x| x.id.to_hex() == id).unwrap();
+            c.snaps[i].0
+        };
+        let got = select(&cands, &c.policy);
+        assert_eq!(got.len(), c.snaps.len(), "{}", c.name);
+        // Newest first.
+        assert!(
+            got.windows(2).all(|w| w[0].time_ms >= w[1].time_ms),
+            "{}",
+            c.name
+        );
+        let kept: Vec<(&str, Vec<&str>)> = got
+            .iter()
+            .filter(|d| d.action == Action::Keep)
+            .map(|d| (label(&d.id), d.reasons.iter().map(String::as_str).collect()))
+            .collect();
+        let want: Vec<(&str, Vec<&str>)> = c.keep.iter().map(|(l, r)| (*l, r.to_vec())).collect();
+        assert_eq!(kept, want, "case: {}", c.name);
+        for d in got.iter().filter(|d| d.action == Action::Remove) {
+            assert!(d.reasons.is_empty(), "{}: {d:?}", c.name);
+        }
+    }
+}
+
+#[test]
+fn rules_apply_per_source() {
+    let mut all = candidates(&[ok("a1", "2026-01-01T00:00"), ok("a2", "2026-01-02T00:00")], "a", 1);
+    all.extend(candidates(&[ok("b1", "2025-01-01T00:00")], "b", 10));
+    let got = select(&all, &Policy { last: 1, ..p() });
+    let kept: Vec<(&str, &str)> = got
+        .iter()
+        .filter(|d| d.action == Action::Keep)
+        .map(|d| (d.source.as_str(), d.time.as_str()))
+        .collect();
+    assert_eq!(
+        kept,
+        vec![("a", "2026-01-02T00:00:00Z"), ("b", "2025-01-01T00:00:00Z")]
+    );
+}
+
+#[test]
+fn a_policy_without_rules_keeps_nothing() {
+    assert!(p().keeps_nothing());
+    assert!(Policy { daily: 0, last: 0, ..p() }.keeps_nothing());
+    assert!(!Policy { within_ms: Some(0), ..p() }.keeps_nothing());
+    assert!(!Policy { tags: vec!["t".into()], ..p() }.keeps_nothing());
+    assert!(!Policy { yearly: 1, ..p() }.keeps_nothing());
+}
