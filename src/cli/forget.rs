@@ -187,7 +187,9 @@ fn print_plan(out: &Outcome) {
         .count();
     let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
     if out.dry_run {
-        println!("dry run: would remove {removed} snapshot(s) and {wal} WAL file(s); nothing deleted");
+        println!(
+            "dry run: would remove {removed} snapshot(s) and {wal} WAL file(s); nothing deleted"
+        );
     } else {
         println!("removed {removed} snapshot(s) and {wal} WAL file(s); run `wayback prune` to free their space");
     }

@@ -164,8 +164,9 @@ fn pitr_window(c: &wal::ClusterStatus) -> String {
             "PITR window {from} .. {to} (from base backup {})",
             c.earliest_base_backup.as_deref().unwrap_or("-")
         ),
-        (None, _) => "PITR window: none (no base backup of this cluster with archived start WAL)"
-            .to_string(),
+        (None, _) => {
+            "PITR window: none (no base backup of this cluster with archived start WAL)".to_string()
+        }
         (Some(from), None) => format!("PITR window: from {from}, newest segment unreadable"),
     }
 }

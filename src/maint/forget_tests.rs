@@ -294,7 +294,11 @@ fn gfs_tables() {
 
 #[test]
 fn rules_apply_per_source() {
-    let mut all = candidates(&[ok("a1", "2026-01-01T00:00"), ok("a2", "2026-01-02T00:00")], "a", 1);
+    let mut all = candidates(
+        &[ok("a1", "2026-01-01T00:00"), ok("a2", "2026-01-02T00:00")],
+        "a",
+        1,
+    );
     all.extend(candidates(&[ok("b1", "2025-01-01T00:00")], "b", 10));
     let got = select(&all, &Policy { last: 1, ..p() });
     let kept: Vec<(&str, &str)> = got
@@ -311,8 +315,21 @@ fn rules_apply_per_source() {
 #[test]
 fn a_policy_without_rules_keeps_nothing() {
     assert!(p().keeps_nothing());
-    assert!(Policy { daily: 0, last: 0, ..p() }.keeps_nothing());
-    assert!(!Policy { within_ms: Some(0), ..p() }.keeps_nothing());
-    assert!(!Policy { tags: vec!["t".into()], ..p() }.keeps_nothing());
+    assert!(Policy {
+        daily: 0,
+        last: 0,
+        ..p()
+    }
+    .keeps_nothing());
+    assert!(!Policy {
+        within_ms: Some(0),
+        ..p()
+    }
+    .keeps_nothing());
+    assert!(!Policy {
+        tags: vec!["t".into()],
+        ..p()
+    }
+    .keeps_nothing());
     assert!(!Policy { yearly: 1, ..p() }.keeps_nothing());
 }

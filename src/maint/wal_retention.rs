@@ -111,7 +111,10 @@ pub fn plan(repo: &Repository, cluster: &str, remaining: &[&Snapshot]) -> Result
         });
     let seg_size = match seg_size {
         Some(s) => s,
-        None => match files.iter().find(|f| names::parse(f).is_some_and(is_segment)) {
+        None => match files
+            .iter()
+            .find(|f| names::parse(f).is_some_and(is_segment))
+        {
             Some(f) => wal::read_record(repo, cluster, f)?.size,
             None => 16 << 20,
         },
@@ -326,7 +329,10 @@ mod tests {
         f.sort();
         let bases = [bb("a", 1, (0, 2), Some((0, 2))), bb("b", 1, (0, 6), None)];
         let e = plan_names("c", &f, &bases, PER16).unwrap_err().to_string();
-        assert!(e.contains("segment 000000010000000000000004 is not archived"), "{e}");
+        assert!(
+            e.contains("segment 000000010000000000000004 is not archived"),
+            "{e}"
+        );
         assert!(e.contains("base backup a"), "{e}");
         // Missing stop segment of the newest base backup refuses too.
         let e = plan_names("c", &f, &[bb("b", 1, (0, 6), Some((0, 8)))], PER16).unwrap_err();
