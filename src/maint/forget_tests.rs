@@ -82,7 +82,45 @@ fn cases() -> Vec<Case> {
         ("mid", "2026-11-27T00:00:00Z", true, &[]),
         ("newest", "2026-11-30T12:00:00Z", true, &[]),
     ];
+    const README: &[Snap] = &[
+        ("a", "2026-10-31T23:00:00Z", true, &[]),
+        ("b", "2026-11-15T03:00:00Z", true, &[]),
+        ("c", "2026-11-28T03:00:00Z", true, &[]),
+        ("d", "2026-11-30T03:00:00Z", true, &[]),
+        ("e", "2026-11-30T15:00:00Z", false, &[]),
+        ("f", "2026-12-01T03:00:00Z", true, &[]),
+        ("g", "2026-12-01T15:00:00Z", true, &[]),
+    ];
     vec![
+        Case {
+            name: "the worked example of README.md (Retention)",
+            snaps: README,
+            policy: Policy {
+                last: 1,
+                daily: 3,
+                weekly: 3,
+                monthly: 3,
+                within_ms: Some(12 * 3_600_000),
+                ..p()
+            },
+            keep: &[
+                (
+                    "g",
+                    &[
+                        "last 1",
+                        "daily 2026-12-01",
+                        "weekly 2026-W49",
+                        "monthly 2026-12",
+                        "within 12h",
+                    ],
+                ),
+                ("f", &["within 12h"]),
+                ("d", &["daily 2026-11-30", "monthly 2026-11"]),
+                ("c", &["daily 2026-11-28", "weekly 2026-W48"]),
+                ("b", &["weekly 2026-W46"]),
+                ("a", &["monthly 2026-10"]),
+            ],
+        },
         Case {
             name: "day edge 23:59:59 vs 00:00:00",
             snaps: DAY_EDGE,
