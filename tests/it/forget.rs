@@ -455,3 +455,103 @@ fn forget_refuses_to_keep_a_base_backup_without_a_wal_chain() {
     assert_eq!(manifests(&r), [b3.clone()].into());
     assert_eq!(wal_files(&r, "main"), [seg(6), seg(7)].into());
 }
+
+// ---- WAL retention with a real PostgreSQL 15 ----
+
+#[test]
+fn postgres_forget_oldest_base_backup_then_pitr_from_the_next_and_refuse_a_gap() {
+    use crate::pitr::{archive_current_segment, archived, base_backup, now_utc, start_recovered};
+    let r = Repo::new();
+    // Base backup 1, then the states at T (100 rows) and T2 (250 rows, `keep` dropped).
+    let a = archived(&r, 1);
+    let b1 = base_backup_id(&r, 0);
+    // Base backup 2, then 1000 more rows at T3, then base backup 3.
+    let b2 = base_backup(&r, &a.pg, &a.pwfile);
+    a.pg.sql("app", "INSERT INTO t SELECT generate_series(251, 1250)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t3 = now_utc(&a.pg);
+    std::thread::sleep(Duration::from_millis(1100));
+    a.pg.sql("app", "INSERT INTO t SELECT generate_series(1251, 1300)");
+    archive_current_segment(&r, &a.pg);
+    archive_current_segment(&r, &a.pg);
+    let b3 = base_backup(&r, &a.pg, &a.pwfile);
+    archive_current_segment(&r, &a.pg);
+    let b2_start = str_of(&b2, "/db/wal_start").to_string();
+    let b3_start = str_of(&b3, "/db/wal_start").to_string();
+
+    let before = wal_files(&r, "main");
+    let v = r.json(&["forget", "--source", "pgdata", "--keep-last", "2", "--json"]);
+    let removed: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["action"] == "remove")
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, vec![b1.as_str()]);
+    assert_eq!(v["wal"][0]["keep_from"], b2_start.as_str(), "{v:#}");
+    let after = wal_files(&r, "main");
+    let segments = |set: &BTreeSet<String>| -> Vec<String> {
+        set.iter().filter(|n| n.len() == 24).cloned().collect()
+    };
+    assert!(
+        segments(&before).iter().any(|n| *n < b2_start),
+        "nothing older than the second base backup was archived: {before:?}"
+    );
+    assert!(segments(&after).iter().all(|n| *n >= b2_start), "{after:?}");
+    assert!(after.iter().any(|n| n.ends_with(".backup")), "{after:?}");
+    let st = r.json(&["wal", "status", "--json"]);
+    assert_eq!(
+        st[0]["earliest_base_backup"],
+        str_of(&b2, "/short_id"),
+        "{st:#}"
+    );
+
+    // PITR to T3 (after the oldest remaining base backup) still works.
+    let data = r.scratch("restore-t3");
+    r.ok(&[
+        "--password-file",
+        s(&a.pwfile),
+        "pitr",
+        "--source",
+        "pgdata",
+        "--to",
+        &t3,
+        "--target",
+        s(&data),
+    ]);
+    // t has 1250 rows; `keep` was dropped before T3 (its count query fails: empty).
+    assert_eq!(
+        start_recovered(&data, &r.scratch("sock-t3")),
+        "1250||100000"
+    );
+
+    // A lost segment between base backups 2 and 3: keeping both is refused, nothing deleted.
+    let lost = segments(&after)
+        .into_iter()
+        .find(|n| *n > b2_start && *n < b3_start)
+        .expect("a segment between the base backups");
+    fs::remove_file(r.path.join("wal/main").join(&lost)).unwrap();
+    let snaps = manifests(&r);
+    let wal = wal_files(&r, "main");
+    let o = r.wb(&["forget", "--source", "pgdata", "--keep-last", "2"]);
+    assert_code(
+        &o,
+        exit::ERROR,
+        "forget keeping a base backup without its WAL chain",
+    );
+    assert_stderr_contains(&o, &format!("segment {lost} is not archived"));
+    assert_eq!(manifests(&r), snaps);
+    assert_eq!(wal_files(&r, "main"), wal);
+    drop(a);
+}
+
+/// Id of the `n`th (oldest first) snapshot of source `pgdata`.
+fn base_backup_id(r: &Repo, n: usize) -> String {
+    let all: Vec<Value> = r
+        .snapshots()
+        .into_iter()
+        .filter(|v| v["source"] == "pgdata")
+        .collect();
+    str_of(&all[n], "/id").to_string()
+}
