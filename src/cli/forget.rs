@@ -83,15 +83,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         eprintln!("wayback forget: give snapshots to remove or a --keep-* policy, not both");
         return Ok(EXIT_USAGE);
     }
-    if !named && policy.keeps_nothing() {
-        if a.wal.is_empty() {
-            eprintln!(
-                "wayback forget: refusing a policy that keeps nothing: give at least one of \
-                 --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
-                 --keep-yearly, --keep-within, --keep-tag (or name snapshots to remove)"
-            );
-            return Ok(EXIT_USAGE);
-        }
+    if !named && policy.keeps_nothing() && a.wal.is_empty() {
+        eprintln!(
+            "wayback forget: refusing a policy that keeps nothing: give at least one of \
+             --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
+             --keep-yearly, --keep-within, --keep-tag (or name snapshots to remove)"
+        );
+        return Ok(EXIT_USAGE);
     }
     // A dry run changes nothing and may run beside a writer (an agent); forgetting takes the
     // writer lock (exit 11 while another writer holds it).

@@ -300,9 +300,17 @@ pub fn forget(
         .collect();
     // WAL retention for every cluster whose base backups were in scope, plus --wal ones.
     let in_scope: BTreeSet<SnapshotId> = decisions.iter().map(|d| d.snapshot).collect();
+    let known = crate::wal::clusters(repo.be.as_ref())?;
+    if let Some(c) = extra_clusters.iter().find(|c| !known.contains(c)) {
+        return Err(Error::NotFound(format!("no WAL archive for cluster '{c}'")));
+    }
     let mut clusters: BTreeSet<String> = extra_clusters.iter().cloned().collect();
     for s in all.iter().filter(|s| in_scope.contains(&s.id)) {
-        if let Some(c) = wal_retention::base_backup_cluster(s) {
+        // A cluster without a WAL archive here has nothing to retain (its base backups are
+        // restorable without PITR); checking its chain would only block forgetting them.
+        if let Some(c) =
+            wal_retention::base_backup_cluster(s).filter(|c| known.iter().any(|k| k == c))
+        {
             clusters.insert(c.to_string());
         }
     }

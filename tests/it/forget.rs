@@ -174,9 +174,9 @@ fn dry_run_deletes_nothing_and_json_has_one_object_per_snapshot() {
     );
     assert_eq!(by_id(&ids[5])["time"], "2026-11-30T12:00:00Z");
     assert_eq!(by_id(&ids[4])["reasons"], serde_json::json!(["within 6h"]));
-    for i in 0..4 {
-        assert_eq!(by_id(&ids[i])["action"], "remove");
-        assert_eq!(by_id(&ids[i])["reasons"], serde_json::json!([]));
+    for id in &ids[..4] {
+        assert_eq!(by_id(id)["action"], "remove");
+        assert_eq!(by_id(id)["reasons"], serde_json::json!([]));
     }
     assert_eq!(by_id(&ids[4])["action"], "keep");
 }
@@ -554,4 +554,27 @@ fn base_backup_id(r: &Repo, n: usize) -> String {
         .filter(|v| v["source"] == "pgdata")
         .collect();
     str_of(&all[n], "/id").to_string()
+}
+
+#[test]
+fn base_backups_without_an_archive_forget_normally_and_an_unknown_wal_cluster_is_not_found() {
+    let r = Repo::new();
+    // Base backups of a cluster that never archived here: no chain to check, nothing to keep.
+    let _old = base_backup(&r, "nowal", 1, 1, "2026-11-01T00:00:00Z");
+    let new = base_backup(&r, "nowal", 3, 3, "2026-11-02T00:00:00Z");
+    let o = r.code(&["forget", "--source", "db", "--keep-last", "1"], exit::OK);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("WAL nowal"),
+        "{o:?}"
+    );
+    assert_eq!(manifests(&r), [new].into());
+    let o = r.wb(&["forget", "--wal", "nosuch"]);
+    assert_code(&o, exit::NOT_FOUND, "--wal of a cluster without an archive");
+    // `--wal` alone runs retention against the snapshots as they are.
+    push_segments(&r, "main", 1..=4);
+    let _b = base_backup(&r, "main", 3, 3, "2026-11-03T00:00:00Z");
+    let v = r.json(&["forget", "--wal", "main", "--json"]);
+    assert_eq!(v["snapshots"], serde_json::json!([]));
+    assert_eq!(v["wal"][0]["remove"], serde_json::json!([seg(1), seg(2)]));
+    assert_eq!(wal_files(&r, "main"), [seg(3), seg(4)].into());
 }
