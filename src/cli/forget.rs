@@ -93,11 +93,26 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     }
     // A dry run changes nothing and may run beside a writer (an agent); forgetting takes the
     // writer lock (exit 11 while another writer holds it).
-    let repo = ra.open(if a.dry_run {
-        Access::Read
-    } else {
-        Access::Write
-    })?;
+    let repo = ra
+        .open(if a.dry_run {
+            Access::Read
+        } else {
+            Access::Write
+        })
+        .map_err(|e| {
+            let locked = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(crate::error::Error::Locked(_))));
+            if locked {
+                // TODO(issue 12): hand the request to a running agent over its control socket.
+                e.context(
+                    "forget needs the writer lock; if `wayback agent` holds it, stop the agent \
+                     and run forget again (forget through the agent is not implemented yet)",
+                )
+            } else {
+                e
+            }
+        })?;
     let req = if named {
         let all = repo.snapshots()?;
         let src = match a.sources.as_slice() {

@@ -248,6 +248,8 @@ fn forget_refuses_while_another_writer_holds_the_lock() {
     kill_child(&mut holder);
     assert!(held, "the backup never took the writer lock");
     assert_code(&o, exit::LOCKED, "forget while locked");
+    assert_stderr_contains(&o, "stop the agent");
+    assert_stderr_contains(&o, &format!("pid {pid}"));
     assert_code(&named, exit::LOCKED, "named forget while locked");
     assert_code(&dry, exit::OK, "dry run while locked");
     assert_eq!(manifests(&r).len(), 6);
