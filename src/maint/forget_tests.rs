@@ -371,3 +371,112 @@ fn a_policy_without_rules_keeps_nothing() {
     .keeps_nothing());
     assert!(!Policy { yearly: 1, ..p() }.keeps_nothing());
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn snaps() -> impl Strategy<Value = Vec<Candidate>> {
+        // Up to 40 snapshots over ~3 years from 2023-06-01, a third of them in one busy week.
+        prop::collection::vec(
+            (0i64..1_000 * 86_400, any::<bool>(), any::<bool>(), 0u8..3),
+            0..40,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (secs, busy, complete, tag))| Candidate {
+                    id: SnapshotId([i as u8; 32]),
+                    source: if i % 4 == 0 { "b".into() } else { "a".into() },
+                    time: 1_685_577_600_000
+                        + 1000 * (if busy { secs % (7 * 86_400) } else { secs }),
+                    tags: if tag == 0 { vec!["t".into()] } else { vec![] },
+                    complete: complete || i % 3 != 0,
+                })
+                .collect()
+        })
+    }
+
+    fn policies() -> impl Strategy<Value = Policy> {
+        (
+            0u32..4,
+            0u32..4,
+            0u32..6,
+            0u32..4,
+            0u32..4,
+            0u32..3,
+            any::<bool>(),
+        )
+            .prop_map(
+                |(last, hourly, daily, weekly, monthly, yearly, tag)| Policy {
+                    last,
+                    hourly,
+                    daily,
+                    weekly,
+                    monthly,
+                    yearly,
+                    within_ms: None,
+                    tags: if tag { vec!["t".into()] } else { vec![] },
+                },
+            )
+    }
+
+    proptest! {
+        /// Kept exactly when there is a reason; each bucket rule keeps one snapshot in each of
+        /// min(N, buckets with a complete snapshot) buckets; incomplete ones are kept only by
+        /// tag; keep-last keeps the newest complete ones.
+        #[test]
+        fn selection_invariants(all in snaps(), policy in policies()) {
+            let got = select(&all, &policy);
+            prop_assert_eq!(got.len(), all.len());
+            let by_id: std::collections::HashMap<String, &Candidate> =
+                all.iter().map(|c| (c.id.to_hex(), c)).collect();
+            for d in &got {
+                prop_assert_eq!(d.action == Action::Keep, !d.reasons.is_empty());
+                let c = by_id[&d.id];
+                if !c.complete {
+                    prop_assert!(d.reasons.iter().all(|r| r.starts_with("tag ")), "{:?}", d);
+                }
+            }
+            for source in ["a", "b"] {
+                let mine: Vec<&Decision> = got.iter().filter(|d| d.source == source).collect();
+                let complete: Vec<&&Decision> =
+                    mine.iter().filter(|d| by_id[&d.id].complete).collect();
+                for (rule, n, b) in [
+                    ("hourly", policy.hourly, Bucket::Hourly),
+                    ("daily", policy.daily, Bucket::Daily),
+                    ("weekly", policy.weekly, Bucket::Weekly),
+                    ("monthly", policy.monthly, Bucket::Monthly),
+                    ("yearly", policy.yearly, Bucket::Yearly),
+                ] {
+                    let buckets: BTreeSet<String> =
+                        complete.iter().map(|d| b.key(d.time_ms)).collect();
+                    let kept: Vec<&&&Decision> = complete
+                        .iter()
+                        .filter(|d| d.reasons.iter().any(|r| r.split(' ').next() == Some(rule)))
+                        .collect();
+                    prop_assert_eq!(kept.len(), buckets.len().min(n as usize));
+                    // The newest complete snapshot of each of the newest buckets.
+                    let newest_buckets: Vec<&String> = buckets.iter().rev().take(n as usize).collect();
+                    for k in newest_buckets {
+                        let newest = complete.iter().find(|d| &b.key(d.time_ms) == k).unwrap();
+                        prop_assert!(
+                            newest.reasons.contains(&format!("{rule} {k}")),
+                            "{:?} lacks {} {}", newest, rule, k
+                        );
+                    }
+                }
+                let last: Vec<&String> = complete
+                    .iter()
+                    .take(policy.last as usize)
+                    .map(|d| &d.id)
+                    .collect();
+                for d in &mine {
+                    let has = d.reasons.iter().any(|r| r.starts_with("last "));
+                    prop_assert_eq!(has, last.contains(&&d.id));
+                }
+            }
+        }
+    }
+}
