@@ -428,6 +428,14 @@ fn wal_before_the_oldest_remaining_base_backup_goes_history_stays() {
         .unwrap();
     assert_eq!(main["earliest_base_backup"], b2[..8]);
     assert!(main["gaps"].as_array().unwrap().is_empty(), "{main}");
+    let text = String::from_utf8_lossy(&r.ok(&["wal", "status"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "PITR window {}",
+            str_of(main, "/earliest_recoverable")
+        )) && text.contains(&format!("(from base backup {})", &b2[..8])),
+        "{text}"
+    );
     r.ok(&["check", "--read-data"]);
 }
 
