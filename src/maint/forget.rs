@@ -14,7 +14,8 @@
 //! snapshot not older than D before the newest snapshot of the source. `--keep-tag T` keeps
 //! every snapshot tagged T. The rules are ORed. Incomplete snapshots (`complete = false`)
 //! never count for `--keep-last` or any bucket, so a run of failing backups never pushes a
-//! complete one out; only `--keep-within` and `--keep-tag` keep them.
+//! complete one out; only `--keep-within` and `--keep-tag` keep them. A policy never removes
+//! every snapshot of a source: when no rule keeps any, the newest stays.
 //!
 //! Deleting `snapshots/<id>` is the commit point of forgetting (the backend fsyncs the
 //! directory); the data stays in packs until `prune`.
@@ -163,7 +164,8 @@ impl Bucket {
 }
 
 /// Applies `policy` to every source among `snaps` separately. Returns one decision per
-/// snapshot, grouped by source (sorted by name), newest first within a source.
+/// snapshot, grouped by source (sorted by name), newest first within a source. A source of
+/// which no rule keeps anything keeps its newest snapshot ([`NEWEST_FALLBACK`]).
 pub fn select(snaps: &[Candidate], policy: &Policy) -> Vec<Decision> {
     let mut by_source: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
     for s in snaps {
@@ -234,8 +236,19 @@ fn select_source(newest_first: &[&Candidate], p: &Policy) -> Vec<Decision> {
             snapshot: s.id,
         });
     }
+    // A policy never takes every snapshot of a source: when no rule keeps any (all of them
+    // incomplete, say), the newest stays. Forget it by name if that is really meant.
+    if out.iter().all(|d| d.action == Action::Remove) {
+        if let Some(first) = out.first_mut() {
+            first.action = Action::Keep;
+            first.reasons.push(NEWEST_FALLBACK.to_string());
+        }
+    }
     out
 }
+
+/// Reason of the newest snapshot of a source that no rule kept (see [`select`]).
+pub const NEWEST_FALLBACK: &str = "newest (no rule kept any snapshot of the source)";
 
 /// What to forget.
 #[derive(Clone, Debug)]

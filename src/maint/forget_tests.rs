@@ -91,7 +91,21 @@ fn cases() -> Vec<Case> {
         ("f", "2026-12-01T03:00:00Z", true, &[]),
         ("g", "2026-12-01T15:00:00Z", true, &[]),
     ];
+    const ALL_BAD: &[Snap] = &[
+        ("x", "2026-11-01T10:00:00Z", false, &[]),
+        ("y", "2026-11-02T10:00:00Z", false, &[]),
+    ];
     vec![
+        Case {
+            name: "a source whose snapshots no rule keeps keeps its newest",
+            snaps: ALL_BAD,
+            policy: Policy {
+                last: 3,
+                daily: 3,
+                ..p()
+            },
+            keep: &[("y", &[NEWEST_FALLBACK])],
+        },
         Case {
             name: "the worked example of README.md (Retention)",
             snaps: README,
@@ -436,11 +450,22 @@ mod properties {
                 prop_assert_eq!(d.action == Action::Keep, !d.reasons.is_empty());
                 let c = by_id[&d.id];
                 if !c.complete {
-                    prop_assert!(d.reasons.iter().all(|r| r.starts_with("tag ")), "{:?}", d);
+                    prop_assert!(
+                        d.reasons.iter().all(|r| r.starts_with("tag ") || r == NEWEST_FALLBACK),
+                        "{:?}", d
+                    );
                 }
             }
             for source in ["a", "b"] {
                 let mine: Vec<&Decision> = got.iter().filter(|d| d.source == source).collect();
+                // Never every snapshot of a source; the fallback only when nothing else kept.
+                prop_assert!(mine.is_empty() || mine.iter().any(|d| d.action == Action::Keep));
+                let fallback = mine.iter().filter(|d| d.reasons.iter().any(|r| r == NEWEST_FALLBACK));
+                for d in fallback {
+                    prop_assert_eq!(d.reasons.len(), 1);
+                    prop_assert_eq!(&d.id, &mine[0].id);
+                    prop_assert_eq!(mine.iter().filter(|d| d.action == Action::Keep).count(), 1);
+                }
                 let complete: Vec<&&Decision> =
                     mine.iter().filter(|d| by_id[&d.id].complete).collect();
                 for (rule, n, b) in [
