@@ -11,7 +11,9 @@ use crate::cli::common::{human_bytes, progress_bar, RepoArgs};
 use crate::ingest::stream::{StreamBackup, StreamInput};
 use crate::ingest::{fs, stream, Counters};
 use crate::repo::Access;
+use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotKind};
+use crate::timespec::{now_ms, parse_time, TimeMs};
 
 /// Arguments of `backup`.
 #[derive(clap::Args, Debug)]
@@ -49,6 +51,17 @@ pub struct Args {
     /// Print the snapshot as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Record the snapshot at this time instead of now (RFC 3339 or any time the mount
+    /// accepts, e.g. 2025-09-18T02:00; UTC when no zone): imports of old backups and
+    /// retention tests. Earlier than the source's newest snapshot is allowed.
+    #[arg(long, value_name = "TIME", value_parser = parse_time_arg)]
+    pub time: Option<TimeMs>,
+}
+
+fn parse_time_arg(s: &str) -> Result<TimeMs, String> {
+    parse_time(s, now_ms()).ok_or_else(|| {
+        format!("'{s}' is not a time (e.g. 2025-09-18T02:00:00Z, 2025-09-18T02:00, 2025-09-18)")
+    })
 }
 
 /// Runs a backup.
@@ -132,7 +145,10 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     };
     pb.finish_and_clear();
     let _ = ticker.join();
-    let snap = snap?;
+    let mut snap = snap?;
+    if let Some(t) = a.time {
+        retime(&repo, &mut snap, t)?;
+    }
     if a.json {
         println!("{}", snapshot_json(&snap));
     } else {
@@ -149,6 +165,20 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         return Ok(3);
     }
     Ok(0)
+}
+
+/// Moves a just-written snapshot to time `t`. The manifest's id is the hash of its content,
+/// time included, so this writes the re-timed manifest (its own commit point) and then deletes
+/// the one the backup wrote; a crash between the two leaves both, each a valid snapshot of
+/// the same tree, never none.
+fn retime(repo: &Repository, snap: &mut Snapshot, t: TimeMs) -> anyhow::Result<()> {
+    let old = snap.id;
+    snap.time = t;
+    let new = repo.save_snapshot(snap)?;
+    if new != old {
+        repo.be.delete(&format!("snapshots/{}", old.to_hex()))?;
+    }
+    Ok(())
 }
 
 /// The JSON form of a snapshot used by every listing.

@@ -12,6 +12,7 @@ mod backup;
 mod check;
 mod common;
 mod diff;
+mod forget;
 mod index;
 mod init;
 mod key;
@@ -88,6 +89,8 @@ pub enum Cmd {
     Diff(diff::Args),
     /// Versions of one path across a source's snapshots, newest first.
     Log(log::Args),
+    /// Remove snapshots by retention policy (grandfather-father-son) or by id; WAL retention.
+    Forget(forget::Args),
     /// Delete packs no snapshot or WAL record uses (after a grace period) and repack sparse ones.
     Prune(prune::Args),
     /// Sizes, deduplication and compression, and what forgetting each snapshot would free.
@@ -132,6 +135,7 @@ pub fn main_entry() -> i32 {
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Forget(a) => forget::run(&cli.repo, a),
         Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Stats(a) => stats::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),

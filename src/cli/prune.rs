@@ -107,7 +107,8 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
-fn print_report(r: &PruneReport) {
+/// Prints a prune report for people (also after `forget --prune`).
+pub fn print_report(r: &PruneReport) {
     let verb = if r.dry_run { "would be" } else { "" };
     println!(
         "{} live blobs; packs: {} ({}) before, {} ({}) after{}",

@@ -146,6 +146,7 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
                                 .join(", ")
                         }
                     );
+                    println!("  {}", pitr_window(c));
                 }
                 if st.is_empty() {
                     println!("no WAL archived yet");
@@ -153,5 +154,19 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The PITR window line of `wal status`.
+fn pitr_window(c: &wal::ClusterStatus) -> String {
+    match (&c.earliest_recoverable, &c.latest_recoverable) {
+        (Some(from), Some(to)) => format!(
+            "PITR window {from} .. {to} (from base backup {})",
+            c.earliest_base_backup.as_deref().unwrap_or("-")
+        ),
+        (None, _) => {
+            "PITR window: none (no base backup of this cluster with archived start WAL)".to_string()
+        }
+        (Some(from), None) => format!("PITR window: from {from}, newest segment unreadable"),
     }
 }

@@ -1,5 +1,8 @@
-//! Maintenance: verification (check) and giving space back (prune).
+//! Maintenance: verification (check), retention (forget, WAL retention), giving space back
+//! (prune) and accounting (stats).
 
 pub mod check;
+pub mod forget;
 pub mod prune;
 pub mod stats;
+pub mod wal_retention;

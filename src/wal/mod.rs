@@ -300,13 +300,28 @@ pub struct ClusterStatus {
     pub timelines: Vec<u32>,
     /// Missing segment ranges per timeline: (timeline, first missing, last missing).
     pub gaps: Vec<(u32, String, String)>,
+    /// PITR window start: when the oldest complete base backup of this cluster whose start
+    /// segment is archived finished (snapshot time + backup duration; recovery cannot stop
+    /// before a base backup is consistent). `None` without such a base backup.
+    pub earliest_recoverable: Option<String>,
+    /// Short id of that base backup.
+    pub earliest_base_backup: Option<String>,
+    /// PITR window end: when the newest segment was archived. An upper bound: the last
+    /// transaction in that segment committed at or before it.
+    pub latest_recoverable: Option<String>,
 }
 
 /// Computes [`ClusterStatus`] for every cluster (decrypts only the newest record of each).
 pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
     let mut out = Vec::new();
+    let snaps = repo.snapshots()?;
     for cluster in clusters(repo.be.as_ref())? {
         let files = list(repo.be.as_ref(), &cluster)?;
+        let base = crate::maint::wal_retention::oldest_usable(&snaps, &cluster, &files);
+        let earliest_recoverable = base.map(|b| {
+            crate::timespec::format_time(b.time.saturating_add(b.stats.duration_ms as i64))
+        });
+        let earliest_base_backup = base.map(|b| b.id.short());
         let mut segs: Vec<(u32, u64, String)> = Vec::new();
         let mut tlis = std::collections::BTreeSet::new();
         for f in &files {
@@ -330,6 +345,7 @@ pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
         if let Some(n) = &newest {
             if let Ok(r) = read_record(repo, &cluster, n) {
                 age = Some((now_ms() - r.pushed) as f64 / 1000.0);
+                let latest_recoverable = Some(crate::timespec::format_time(r.pushed));
                 let per = names::segs_per_log(r.size);
                 let mut gaps = Vec::new();
                 for w in segs.windows(2) {
@@ -352,6 +368,9 @@ pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
                     newest_age_s: age,
                     timelines: tlis.iter().copied().collect(),
                     gaps,
+                    earliest_recoverable,
+                    earliest_base_backup,
+                    latest_recoverable,
                 });
                 continue;
             }
@@ -363,6 +382,9 @@ pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
             newest_age_s: age,
             timelines: tlis.into_iter().collect(),
             gaps: vec![],
+            earliest_recoverable,
+            earliest_base_backup,
+            latest_recoverable: None,
         });
     }
     Ok(out)

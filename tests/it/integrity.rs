@@ -95,7 +95,11 @@ fn an_old_time_whose_answer_changes_is_not_cached_for_a_day() {
     let src = r.mkdir("src");
     write_file(&src.join("f"), b"first");
     let now = chrono::Utc::now();
-    let stamp = |h: i64| (now - chrono::Duration::hours(h)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let stamp = |h: i64| {
+        (now - chrono::Duration::hours(h))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
     r.ok(&["backup", s(&src), "--source", "s", "--time", &stamp(3)]);
     let m = Mounted::new(&r, &[]);
     // An hour ago: long enough past that the old code cached the answer for a day.
@@ -105,5 +109,9 @@ fn an_old_time_whose_answer_changes_is_not_cached_for_a_day() {
     write_file(&src.join("f"), b"second");
     r.ok(&["backup", s(&src), "--source", "s", "--time", &stamp(2)]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(fs::read(m.p(&at)).unwrap(), b"second", "the mount kept the old answer");
+    assert_eq!(
+        fs::read(m.p(&at)).unwrap(),
+        b"second",
+        "the mount kept the old answer"
+    );
 }

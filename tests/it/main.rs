@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod damage;
 mod diff;
+mod forget;
 mod integrity;
 mod mount;
 mod pg;

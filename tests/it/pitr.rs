@@ -100,7 +100,7 @@ pub fn stop_server(data: &Path) {
 }
 
 /// Starts a recovered copy in `data` on its own socket and waits until it has promoted.
-fn start_recovered(data: &Path, sock: &Path) -> String {
+pub fn start_recovered(data: &Path, sock: &Path) -> String {
     start_server(data, sock, "archive_mode = off");
     let log = sock.join("server.log");
     let psql = |q: &str| psql_at(sock, q);
@@ -144,6 +144,55 @@ pub fn now_utc(pg: &Pg) -> String {
     )
 }
 
+/// A base-backup snapshot (source `pgdata`, archive `main`) of the running server, taken as
+/// `postgres` with `pg_basebackup -X none`; returns the snapshot JSON.
+pub fn base_backup(r: &Repo, pg: &Pg, pwfile: &Path) -> serde_json::Value {
+    let bb = format!(
+        "{} -h {} -U postgres -D - -Ft -X none -c fast",
+        bin("pg_basebackup"),
+        s(&pg.sock)
+    );
+    let o = as_postgres(&[
+        BIN,
+        "--repo",
+        s(&r.path),
+        "--password-file",
+        s(pwfile),
+        "backup",
+        "--basebackup",
+        &bb,
+        "--source",
+        "pgdata",
+        "--cluster",
+        "main",
+        "--json",
+    ]);
+    assert!(
+        o.status.success(),
+        "basebackup: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let snap: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(snap["kind"], "basebackup");
+    assert!(snap["db"]["wal_start"].is_string(), "{snap:#}");
+    snap
+}
+
+/// Writes a little, switches to a new segment and waits until the old one is archived.
+pub fn archive_current_segment(r: &Repo, pg: &Pg) {
+    pg.sql(
+        "app",
+        "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
+    );
+    let seg = pg.sql("app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    pg.sql("app", "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !r.path.join(format!("wal/main/{seg}")).exists() {
+        assert!(Instant::now() < deadline, "segment {seg} was not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Sets up [`Archived`] with a pgbench database of `scale`.
 pub fn archived(r: &Repo, scale: u32) -> Archived {
     let pwfile = repo_for_postgres(r);
@@ -165,35 +214,8 @@ pub fn archived(r: &Repo, scale: u32) -> Archived {
         "app",
         "CREATE TABLE t(id int); CREATE TABLE keep(id int); INSERT INTO keep VALUES (1),(2),(3)",
     );
-    let bb = format!(
-        "{} -h {} -U postgres -D - -Ft -X none -c fast",
-        bin("pg_basebackup"),
-        s(&pg.sock)
-    );
-    let o = as_postgres(&[
-        BIN,
-        "--repo",
-        s(&r.path),
-        "--password-file",
-        s(&pwfile),
-        "backup",
-        "--basebackup",
-        &bb,
-        "--source",
-        "pgdata",
-        "--cluster",
-        "main",
-        "--json",
-    ]);
-    assert!(
-        o.status.success(),
-        "basebackup: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    base_backup(r, &pg, &pwfile);
     eprintln!("base backup done after {:?}", started.elapsed());
-    let snap: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(snap["kind"], "basebackup");
-    assert!(snap["db"]["wal_start"].is_string(), "{snap:#}");
     pg.sql("app", "INSERT INTO t SELECT generate_series(1, 100)");
     std::thread::sleep(Duration::from_millis(1100));
     let t = now_utc(&pg);
@@ -214,17 +236,7 @@ pub fn archived(r: &Repo, scale: u32) -> Archived {
 /// past everything written so far is archived (PostgreSQL 13+ needs WAL beyond the target).
 pub fn archive_past_now(r: &Repo, pg: &Pg) {
     for _ in 0..2 {
-        pg.sql(
-            "app",
-            "CREATE TABLE IF NOT EXISTS filler(x int); INSERT INTO filler VALUES (1)",
-        );
-        let seg = pg.sql("app", "SELECT pg_walfile_name(pg_current_wal_lsn())");
-        pg.sql("app", "SELECT pg_switch_wal()");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !r.path.join(format!("wal/main/{seg}")).exists() {
-            assert!(Instant::now() < deadline, "segment {seg} was not archived");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        archive_current_segment(r, &pg);
     }
 }
 

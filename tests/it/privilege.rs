@@ -272,7 +272,13 @@ fn wal_fetch_into_another_users_directory_follows_no_planted_symlink() {
     std::os::unix::fs::symlink(&out.file, pg_wal.join(".RECOVERYXLOG.wayback-tmp")).unwrap();
     chown_postgres(&pg_wal);
     let dest = pg_wal.join("RECOVERYXLOG");
-    r.ok(&["wal-fetch", "--cluster", "main", "000000010000000000000003", s(&dest)]);
+    r.ok(&[
+        "wal-fetch",
+        "--cluster",
+        "main",
+        "000000010000000000000003",
+        s(&dest),
+    ]);
     out.assert_untouched("wal-fetch temporary file");
     assert!(fs::read(&dest).unwrap() == body);
 }

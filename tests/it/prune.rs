@@ -337,3 +337,24 @@ fn stats_unique_bytes_are_what_forget_and_prune_free() {
         "stats said {unique} unique bytes, prune freed {freed}"
     );
 }
+
+#[test]
+fn forget_with_prune_frees_the_space_in_one_command() {
+    let r = Repo::new();
+    let d = r.mkdir("src");
+    write_random(&d.join("a.bin"), 3 * MIB, 1);
+    snap(&r, &d, "s");
+    write_random(&d.join("a.bin"), 3 * MIB, 2);
+    let kept = snap(&r, &d, "s");
+    let before = r.stored_bytes();
+    let v = r.json(&["forget", "--keep-last", "1", "--prune", "--grace", "0", "--json"]);
+    assert!(u64_of(&v, "/prune/packs_deleted") >= 1, "{v:#}");
+    assert!(before - r.stored_bytes() > 3 * MIB as u64 * 95 / 100);
+    assert_restores(&r, &kept, &d);
+    // With the default grace, forget --prune only marks.
+    write_random(&d.join("a.bin"), 3 * MIB, 3);
+    snap(&r, &d, "s");
+    let v = r.json(&["forget", "--keep-last", "1", "--prune", "--json"]);
+    assert_eq!(u64_of(&v, "/prune/packs_deleted"), 0, "{v:#}");
+    assert!(u64_of(&v, "/prune/packs_marked") >= 1, "{v:#}");
+}

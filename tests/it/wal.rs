@@ -11,7 +11,7 @@ use crate::mount::Mounted;
 const SEG: usize = 16 << 20;
 
 /// A segment-like file whose first page header carries `sysid` (XLP_LONG_HEADER set).
-fn segment(dir: &Path, name: &str, sysid: u64, fill: u8) -> std::path::PathBuf {
+pub fn segment(dir: &Path, name: &str, sysid: u64, fill: u8) -> std::path::PathBuf {
     let mut b = vec![fill; SEG];
     b[..40].fill(0);
     b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
