@@ -236,7 +236,7 @@ pub fn archived(r: &Repo, scale: u32) -> Archived {
 /// past everything written so far is archived (PostgreSQL 13+ needs WAL beyond the target).
 pub fn archive_past_now(r: &Repo, pg: &Pg) {
     for _ in 0..2 {
-        archive_current_segment(r, &pg);
+        archive_current_segment(r, pg);
     }
 }
 
