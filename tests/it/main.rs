@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod damage;
 mod diff;
+mod hostile;
 mod mount;
 mod pg;
 mod pgat;
