@@ -310,6 +310,16 @@ fn reassemble(
     let mut size = 0u64;
     for c in &rec.content {
         let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
+        if data.len() != c.len as usize {
+            return Err(Error::Corrupt(format!(
+                "WAL {}/{}: chunk {} holds {} bytes, its reference says {}",
+                rec.cluster,
+                rec.name,
+                c.id.short(),
+                data.len(),
+                c.len
+            )));
+        }
         size += data.len() as u64;
         h.update(&data);
         each(&data)?;

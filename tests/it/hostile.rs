@@ -2,8 +2,16 @@
 //! write outside its target or hand out wrong bytes. Each must end in a clear error instead.
 
 use std::fs;
+use std::sync::Arc;
 
-use crate::common::{assert_code, describe, exit, s, Repo};
+use wayback::id::{BlobKind, TreeId};
+use wayback::ingest::{with_saver, Counters, Saver};
+use wayback::repo::{Access, Repository};
+use wayback::snapshot::Snapshot;
+use wayback::tree::{ChunkRef, Node, NodeKind, Tree};
+
+use crate::common::{assert_code, describe, exit, s, Repo, PASSWORD};
+use crate::mount::Mounted;
 
 /// A 24-byte name whose multibyte character straddles the 8-byte field boundary of a segment
 /// name: it used to panic `wal::names::parse` (string slicing before the ASCII check).
@@ -53,5 +61,167 @@ fn multibyte_wal_names_are_refused_everywhere_without_a_panic() {
         let o = r.wb(args);
         assert_no_panic(&o, &args.join(" "));
         assert_code(&o, exit::OK, &args.join(" "));
+    }
+}
+
+/// Commits a snapshot of source `source` whose root tree `build` makes with the library's own
+/// saver, as a hostile or buggy writer holding the key could: trees and chunk references are
+/// stored exactly as built, unchecked.
+fn forge(r: &Repo, source: &str, build: impl FnOnce(&Saver) -> Tree) {
+    let repo = Repository::open(&r.path, PASSWORD.as_bytes(), Access::Write).unwrap();
+    let template = repo.snapshots().unwrap().pop().expect("a snapshot to copy");
+    let root = with_saver(&repo, Arc::new(Counters::default()), |saver| {
+        let mut t = build(saver);
+        saver.save_tree(&mut t)
+    })
+    .unwrap();
+    let mut snap = Snapshot {
+        source: source.into(),
+        root,
+        time: template.time + 1000,
+        ..template
+    };
+    repo.save_snapshot(&mut snap).unwrap();
+}
+
+fn file_node(name: &[u8], content: Vec<ChunkRef>) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::File);
+    n.size = content.iter().map(|c| c.len as u64).sum();
+    n.content = content;
+    n.mode = 0o644;
+    n
+}
+
+fn dir_node(name: &[u8], subtree: TreeId) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.subtree = Some(subtree);
+    n.mode = 0o755;
+    n
+}
+
+/// A repository with a normal snapshot (source `ok`) to copy manifests from.
+fn repo_with_a_snapshot() -> Repo {
+    let r = Repo::new();
+    let d = r.mkdir("ok");
+    fs::write(d.join("hello"), b"hello").unwrap();
+    r.backup_dir(&d, "ok");
+    r
+}
+
+#[test]
+fn trees_with_escaping_names_are_refused_and_nothing_lands_outside() {
+    let r = repo_with_a_snapshot();
+    // evil/<..>/pwned: a restore that joins names unchecked writes <target>/../pwned.
+    forge(&r, "evil", |saver| {
+        let data = b"written outside the target".to_vec();
+        let id = saver.save(BlobKind::Data, &data).unwrap();
+        let mut inner = Tree {
+            nodes: vec![file_node(
+                b"pwned",
+                vec![ChunkRef {
+                    id,
+                    len: data.len() as u32,
+                }],
+            )],
+        };
+        let sub = saver.save_tree(&mut inner).unwrap();
+        Tree {
+            nodes: vec![dir_node(b"..", sub)],
+        }
+    });
+    let base = r.mkdir("restore-base");
+    let target = base.join("target");
+    let o = r.wb(&[
+        "restore",
+        "latest",
+        "--source",
+        "evil",
+        "--target",
+        s(&target),
+    ]);
+    assert_no_panic(&o, "restore");
+    assert_code(&o, exit::DAMAGED, "restore of a tree with a '..' entry");
+    assert!(
+        !base.join("pwned").exists(),
+        "restore wrote outside its target"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid name"),
+        "{}",
+        describe(&o)
+    );
+    let o = r.wb(&["ls", "latest", "--source", "evil", "-R"]);
+    assert_code(&o, exit::DAMAGED, "ls of a tree with a '..' entry");
+    let o = r.wb(&["check"]);
+    assert_no_panic(&o, "check");
+    assert_code(&o, exit::DAMAGED, "check of a tree with a '..' entry");
+    // The intact snapshot still reads.
+    assert_eq!(r.cat("latest:/hello", &["--source", "ok"]), b"hello");
+    // The mount lists nothing that escapes: the directory read fails with EIO.
+    let m = Mounted::new(&r, &[]);
+    let e = fs::read_dir(m.p("latest/evil"))
+        .and_then(|mut d| d.try_fold(0, |n, e| e.map(|_| n + 1)))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert_eq!(fs::read(m.p("latest/ok/hello")).unwrap(), b"hello");
+}
+
+#[test]
+fn chunks_longer_or_shorter_than_their_reference_never_give_wrong_bytes() {
+    let r = repo_with_a_snapshot();
+    let a: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let b = vec![0xbbu8; 50_000];
+    forge(&r, "lying", |saver| {
+        let ida = saver.save(BlobKind::Data, &a).unwrap();
+        let idb = saver.save(BlobKind::Data, &b).unwrap();
+        let chunk = |id, len| ChunkRef { id, len };
+        Tree {
+            nodes: vec![
+                // References shorter than the stored chunk: the rest of the file would shift.
+                file_node(b"long", vec![chunk(ida, 60_000), chunk(idb, 50_000)]),
+                // Longer than the stored chunk: a read would panic or come up short.
+                file_node(b"short", vec![chunk(idb, 80_000), chunk(ida, 100_000)]),
+                // Honest, for contrast.
+                file_node(b"true", vec![chunk(ida, 100_000), chunk(idb, 50_000)]),
+            ],
+        }
+    });
+    let honest: Vec<u8> = [a.clone(), b.clone()].concat();
+    assert_eq!(r.cat("latest:/true", &["--source", "lying"]), honest);
+    for name in ["long", "short"] {
+        let o = r.wb(&["cat", &format!("latest:/{name}"), "--source", "lying"]);
+        assert_no_panic(&o, "cat");
+        assert_code(&o, exit::DAMAGED, &format!("cat of {name}"));
+        let dst = r.scratch(&format!("dst-{name}"));
+        let o = r.wb(&[
+            "restore",
+            &format!("latest:/{name}"),
+            "--source",
+            "lying",
+            "--target",
+            s(&dst),
+        ]);
+        assert_no_panic(&o, "restore");
+        assert_code(&o, exit::DAMAGED, &format!("restore of {name}"));
+        assert!(!dst.join(name).exists(), "a damaged file was left behind");
+    }
+    let dst = r.scratch("dst-all");
+    let o = r.wb(&[
+        "restore",
+        "latest",
+        "--source",
+        "lying",
+        "--target",
+        s(&dst),
+    ]);
+    assert_code(&o, exit::DAMAGED, "restore of the whole snapshot");
+    assert_eq!(fs::read(dst.join("true")).unwrap(), honest);
+    assert!(!dst.join("long").exists() && !dst.join("short").exists());
+    // The mount: EIO for every read that touches a lying chunk, right bytes elsewhere.
+    let m = Mounted::new(&r, &[]);
+    assert_eq!(fs::read(m.p("latest/lying/true")).unwrap(), honest);
+    for name in ["long", "short"] {
+        let e = fs::read(m.p(&format!("latest/lying/{name}"))).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{name}: {e}");
     }
 }
