@@ -225,3 +225,97 @@ fn chunks_longer_or_shorter_than_their_reference_never_give_wrong_bytes() {
         assert_eq!(e.raw_os_error(), Some(libc::EIO), "{name}: {e}");
     }
 }
+
+/// Appends one raw tar entry (type `typ`) with `name` stored exactly as given: `tar::Builder`
+/// refuses `..` and absolute names, a hostile stream does not.
+fn raw_tar_entry(out: &mut Vec<u8>, name: &[u8], typ: u8, data: &[u8]) {
+    if name.len() > 100 {
+        // GNU long name: a `././@LongLink` entry whose data is the name.
+        let mut long = name.to_vec();
+        long.push(0);
+        raw_tar_entry(out, b"././@LongLink", b'L', &long);
+        return raw_tar_entry(out, &name[..100], typ, data);
+    }
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_mode(0o600);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_size(data.len() as u64);
+    h.set_entry_type(tar::EntryType::new(typ));
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+}
+
+fn tar_of(entries: &[(&[u8], u8)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, typ) in entries {
+        let data: &[u8] = if *typ == b'0' { b"payload" } else { b"" };
+        raw_tar_entry(&mut out, name, *typ, data);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn basebackup_streams_naming_paths_outside_the_data_directory_are_refused() {
+    let r = Repo::new();
+    let long_escape = [b"a/".repeat(60), b"../".repeat(70), b"evil".to_vec()].concat();
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            tar_of(&[(b"PG_VERSION", b'0'), (b"../evil", b'0')]),
+        ),
+        ("absolute", tar_of(&[(b"/tmp/evil", b'0')])),
+        (
+            "inner",
+            tar_of(&[(b"base/", b'5'), (b"base/../../evil", b'0')]),
+        ),
+        ("dir", tar_of(&[(b"..", b'5')])),
+        ("symlink", tar_of(&[(b"../link", b'2')])),
+        ("long", tar_of(&[(&long_escape, b'0')])),
+    ];
+    for (what, bytes) in &hostile {
+        let f = r.scratch(&format!("{what}.tar"));
+        fs::write(&f, bytes).unwrap();
+        let o = r.wb(&[
+            "backup",
+            "--basebackup",
+            &format!("cat {}", s(&f)),
+            "--source",
+            "pg",
+        ]);
+        assert_no_panic(&o, what);
+        assert!(!o.status.success(), "{what}: {}", describe(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("refusing the stream"),
+            "{what}: {}",
+            describe(&o)
+        );
+    }
+    assert!(r.snapshots().is_empty(), "a refused stream left a snapshot");
+    // Harmless spellings are still accepted: `./x`, doubled slashes.
+    let f = r.scratch("fine.tar");
+    fs::write(
+        &f,
+        tar_of(&[
+            (b"./PG_VERSION", b'0'),
+            (b"base//1/", b'5'),
+            (b"base//1/x", b'0'),
+        ]),
+    )
+    .unwrap();
+    r.ok(&[
+        "backup",
+        "--basebackup",
+        &format!("cat {}", s(&f)),
+        "--source",
+        "pg",
+    ]);
+    assert_eq!(r.cat("latest:/base/1/x", &["--source", "pg"]), b"payload");
+    assert_eq!(r.cat("latest:/PG_VERSION", &["--source", "pg"]), b"payload");
+}
