@@ -319,3 +319,80 @@ fn basebackup_streams_naming_paths_outside_the_data_directory_are_refused() {
     assert_eq!(r.cat("latest:/base/1/x", &["--source", "pg"]), b"payload");
     assert_eq!(r.cat("latest:/PG_VERSION", &["--source", "pg"]), b"payload");
 }
+
+#[test]
+fn broken_key_files_do_not_lock_out_the_good_ones() {
+    let r = repo_with_a_snapshot();
+    let mut add = r.cmd(&["key", "add"]);
+    add.env("WAYBACK_NEW_PASSWORD", "second passphrase");
+    assert_code(&crate::common::run(add), exit::OK, "key add");
+    let keys = r.path.join("keys");
+    let good: Vec<_> = fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(good.len(), 2);
+    let template: serde_json::Value = serde_json::from_slice(&fs::read(&good[0]).unwrap()).unwrap();
+    // Names sort before the real ids (16 hex digits), so they are met first.
+    fs::write(keys.join("0000000000000001"), b"\x00garbage{").unwrap();
+    fs::create_dir(keys.join("0000000000000002")).unwrap();
+    nix::unistd::mkfifo(
+        &keys.join("0000000000000003"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/nonexistent", keys.join("0000000000000004")).unwrap();
+    fs::write(keys.join("0000000000000005"), vec![b' '; 1 << 20]).unwrap();
+    // Real key files with their KDF cost edited: argon2 would allocate 4 TiB (abort) or
+    // run 4 billion passes (hang).
+    for (id, field, value) in [
+        ("0000000000000006", "m_cost", u32::MAX),
+        ("0000000000000007", "t_cost", u32::MAX),
+        ("0000000000000008", "p_cost", 0xFF_FFFF),
+    ] {
+        let mut k = template.clone();
+        k["kdf"][field] = value.into();
+        fs::write(keys.join(id), serde_json::to_vec(&k).unwrap()).unwrap();
+    }
+    let mut v2 = template.clone();
+    v2["version"] = 2.into();
+    fs::write(
+        keys.join("0000000000000009"),
+        serde_json::to_vec(&v2).unwrap(),
+    )
+    .unwrap();
+
+    let started = std::time::Instant::now();
+    for pass in [crate::common::PASSWORD, "second passphrase"] {
+        let o = r.wb_pass(pass, &["snapshots"]);
+        assert_no_panic(&o, "snapshots");
+        assert_code(
+            &o,
+            exit::OK,
+            &format!("open with {pass:?} next to broken key files"),
+        );
+    }
+    let o = r.wb_pass("wrong", &["snapshots"]);
+    assert_no_panic(&o, "snapshots with a wrong passphrase");
+    assert_code(&o, exit::WRONG_PASSWORD, "wrong passphrase");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let o = r.ok(&["key", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        2,
+        "{}",
+        describe(&o)
+    );
+    // Only broken key files left: a clear damaged-repository error naming them, not a crash.
+    for g in &good {
+        fs::rename(g, r.scratch(&g.file_name().unwrap().to_string_lossy())).unwrap();
+    }
+    let o = r.wb(&["snapshots"]);
+    assert_no_panic(&o, "snapshots without a usable key");
+    assert_code(&o, exit::DAMAGED, "no usable key file");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("0000000000000006") && err.contains("out of range"),
+        "{err}"
+    );
+}
