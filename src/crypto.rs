@@ -11,6 +11,7 @@
 use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use rand::RngCore;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind};
@@ -22,6 +23,10 @@ pub const SEAL_OVERHEAD: usize = 12 + 16;
 ///
 /// Why two keys: ids are visible in the index and pack headers; keying them with a key that never
 /// touches the cipher keeps "do these two repos hold the same file" unanswerable without the key.
+///
+/// Both keys are zeroed when the value is dropped, and so is the cipher's key schedule (the
+/// `aes` crate's `zeroize` feature), so a freed key does not linger in a core dump or a page
+/// reused by another allocation.
 #[derive(Clone)]
 pub struct MasterKey {
     enc: [u8; 32],
@@ -32,8 +37,8 @@ pub struct MasterKey {
 impl MasterKey {
     /// A fresh random key (at `init`).
     pub fn generate() -> Self {
-        let mut raw = [0u8; 64];
-        rand::thread_rng().fill_bytes(&mut raw);
+        let mut raw = Zeroizing::new([0u8; 64]);
+        rand::thread_rng().fill_bytes(&mut *raw);
         Self::from_bytes(&raw)
     }
 
@@ -91,6 +96,13 @@ impl MasterKey {
                 what()
             ))
         })
+    }
+}
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.enc.zeroize();
+        self.id.zeroize();
     }
 }
 
@@ -156,6 +168,37 @@ impl KdfParams {
         p_cost: 1,
     };
 
+    /// Largest memory cost accepted from a key file (KiB): 4 GiB. argon2 allocates it up front,
+    /// so an edited key file could otherwise abort the process.
+    pub const MAX_M_COST: u32 = 4 << 20;
+    /// Largest number of passes accepted: a huge value would hang every open.
+    pub const MAX_T_COST: u32 = 64;
+    /// Largest number of lanes accepted.
+    pub const MAX_P_COST: u32 = 64;
+
+    /// Refuses parameters outside the bounds above (and below argon2's minimums), before
+    /// anything is allocated.
+    pub fn check(&self) -> Result<()> {
+        let KdfParams {
+            m_cost,
+            t_cost,
+            p_cost,
+        } = *self;
+        if !(1..=Self::MAX_P_COST).contains(&p_cost)
+            || !(1..=Self::MAX_T_COST).contains(&t_cost)
+            || !(8 * p_cost..=Self::MAX_M_COST).contains(&m_cost)
+        {
+            return Err(Error::Invalid(format!(
+                "KDF parameters m_cost={m_cost} KiB, t_cost={t_cost}, p_cost={p_cost} are out of range \
+                 (memory 8*p_cost..={} KiB, 1..={} passes, 1..={} lanes)",
+                Self::MAX_M_COST,
+                Self::MAX_T_COST,
+                Self::MAX_P_COST
+            )));
+        }
+        Ok(())
+    }
+
     /// The parameters new key files get: the default unless the test-only override is set.
     pub fn for_new_key() -> KdfParams {
         if std::env::var_os("WAYBACK_INSECURE_FAST_KDF").is_some_and(|v| v == "1") {
@@ -166,13 +209,15 @@ impl KdfParams {
     }
 }
 
-/// Derives a wrapping key from a passphrase with argon2id.
-pub fn derive_wrapping_key(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
+/// Derives a wrapping key from a passphrase with argon2id (zeroed when dropped); parameters
+/// outside [`KdfParams::check`]'s bounds are refused before argon2 allocates anything.
+pub fn derive_wrapping_key(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    p.check()?;
     let params = argon2::Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| Error::Invalid(format!("bad KDF parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 32];
-    a.hash_password_into(pass, salt, &mut out)
+    let mut out = Zeroizing::new([0u8; 32]);
+    a.hash_password_into(pass, salt, &mut *out)
         .map_err(|e| Error::Invalid(format!("KDF failed: {e}")))?;
     Ok(out)
 }
@@ -180,15 +225,15 @@ pub fn derive_wrapping_key(pass: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8
 /// Wraps the master key under a passphrase-derived key.
 pub fn wrap_master(wrapping: &[u8; 32], master: &MasterKey) -> Vec<u8> {
     let c = Aes256GcmSiv::new(wrapping.into());
-    seal_with(&c, b"wayback-key-v1", &master.to_bytes())
+    seal_with(&c, b"wayback-key-v1", &*Zeroizing::new(master.to_bytes()))
 }
 
 /// Unwraps; `None` means the passphrase is wrong (or the key file damaged).
 pub fn unwrap_master(wrapping: &[u8; 32], wrapped: &[u8]) -> Option<MasterKey> {
     let c = Aes256GcmSiv::new(wrapping.into());
-    let raw = open_with(&c, b"wayback-key-v1", wrapped)?;
-    let raw: [u8; 64] = raw.try_into().ok()?;
-    Some(MasterKey::from_bytes(&raw))
+    let raw = Zeroizing::new(open_with(&c, b"wayback-key-v1", wrapped)?);
+    let raw: &[u8; 64] = raw.as_slice().try_into().ok()?;
+    Some(MasterKey::from_bytes(raw))
 }
 
 #[cfg(test)]
@@ -205,6 +250,42 @@ mod tests {
         bad[14] ^= 1;
         assert!(k.open(b"a", &bad, &|| "x".into()).is_err());
         assert!(k.open(b"a", &s[..10], &|| "x".into()).is_err());
+    }
+
+    #[test]
+    fn master_key_bytes_are_zeroed_on_drop() {
+        let mut k = std::mem::ManuallyDrop::new(MasterKey::generate());
+        assert!(k.enc != [0; 32] && k.id != [0; 32]);
+        let p: *mut MasterKey = &mut *k;
+        // SAFETY: `k` is never used as a MasterKey again; its storage stays alive (ManuallyDrop)
+        // and the two plain byte arrays are read after their Drop ran.
+        let (enc, id) = unsafe {
+            std::ptr::drop_in_place(p);
+            (std::ptr::read(&(*p).enc), std::ptr::read(&(*p).id))
+        };
+        assert_eq!((enc, id), ([0; 32], [0; 32]));
+    }
+
+    #[test]
+    fn kdf_parameters_are_bounded_before_use() {
+        assert!(KdfParams::DEFAULT.check().is_ok());
+        assert!(KdfParams::INSECURE_FAST.check().is_ok());
+        for (m_cost, t_cost, p_cost) in [
+            (u32::MAX, 1, 1),
+            (256, u32::MAX, 1),
+            (256, 1, u32::MAX),
+            (256, 0, 1),
+            (0, 1, 1),
+            (KdfParams::MAX_M_COST + 1, 1, 1),
+        ] {
+            let p = KdfParams {
+                m_cost,
+                t_cost,
+                p_cost,
+            };
+            // Would abort (allocation) or hang (passes) if it reached argon2.
+            assert!(derive_wrapping_key(b"pw", b"saltsaltsalt1234", p).is_err());
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crossbeam_channel::bounded;
 use crate::error::{Error, Result};
 use crate::id::{BlobKind, TreeId};
 use crate::repo::Repository;
-use crate::tree::{ChunkRef, Node, NodeKind};
+use crate::tree::{is_normal_name, FileLayout, Node, NodeKind};
 
 /// Restore options.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +54,7 @@ pub struct RestoreCounters {
 struct FileState {
     path: PathBuf,
     node: Node,
+    layout: FileLayout,
     file: File,
     remaining: AtomicUsize,
     failed: Mutex<Option<String>>,
@@ -61,16 +62,24 @@ struct FileState {
 
 struct Job {
     state: Arc<FileState>,
-    offset: u64,
-    chunk: ChunkRef,
+    /// Index of the chunk in `state.layout`.
+    index: usize,
 }
 
-fn path_of(base: &Path, rel: &[u8]) -> PathBuf {
+/// `base` joined with a snapshot-relative path, refusing any component that is not a single
+/// normal name (defence in depth: tree decoding already refuses such names, and a restore run
+/// as root must never be talked into writing outside its target).
+fn path_of(base: &Path, rel: &[u8]) -> Result<PathBuf> {
     if rel.is_empty() {
-        base.to_path_buf()
-    } else {
-        base.join(OsStr::from_bytes(rel))
+        return Ok(base.to_path_buf());
     }
+    if !rel.split(|&b| b == b'/').all(is_normal_name) {
+        return Err(Error::Corrupt(format!(
+            "refusing to restore {:?}: not a path of plain names",
+            String::from_utf8_lossy(rel)
+        )));
+    }
+    Ok(base.join(OsStr::from_bytes(rel)))
 }
 
 /// Applies owner, mode, xattrs and times to a restored entry.
@@ -136,16 +145,18 @@ fn worker(
     for job in rx {
         let st = &job.state;
         if st.failed.lock().expect("poisoned").is_none() {
-            let r = repo
-                .read_blob(BlobKind::Data, &job.chunk.id)
-                .and_then(|data| {
-                    write_sparse(&st.file, &data, job.offset)
-                        .map_err(|e| Error::io("write", &st.path, e))?;
-                    counters
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    Ok(())
-                });
+            let chunk = st.layout.chunks()[job.index];
+            let r = repo.read_blob(BlobKind::Data, &chunk.id).and_then(|data| {
+                // A chunk of another length than its reference would shift or cut the
+                // rest of the file: the file fails instead.
+                st.layout.check(job.index, &data)?;
+                write_sparse(&st.file, &data, st.layout.start(job.index))
+                    .map_err(|e| Error::io("write", &st.path, e))?;
+                counters
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                Ok(())
+            });
             if let Err(e) = r {
                 *st.failed.lock().expect("poisoned") = Some(e.to_string());
             }
@@ -196,7 +207,7 @@ pub fn restore(
     if !opts.overwrite {
         let mut conflicts = Vec::new();
         let mut check = |rel: &[u8], n: &Node| -> Result<()> {
-            let p = path_of(target, rel);
+            let p = path_of(target, rel)?;
             match std::fs::symlink_metadata(&p) {
                 Ok(md) if n.kind != NodeKind::Dir || !md.is_dir() => conflicts.push(p),
                 _ => {}
@@ -244,7 +255,7 @@ pub fn restore(
             let p = if single.is_some() {
                 target.to_path_buf()
             } else {
-                path_of(target, rel)
+                path_of(target, rel)?
             };
             // Finish files whose last chunk landed (bounded bookkeeping).
             let ready: Vec<_> = std::mem::take(&mut *done.lock().expect("poisoned"));
@@ -281,6 +292,7 @@ pub fn restore(
                         }
                         links.insert(g, p.clone());
                     }
+                    let layout = FileLayout::new(n)?;
                     let f = OpenOptions::new()
                         .write(true)
                         .create_new(true)
@@ -293,6 +305,7 @@ pub fn restore(
                             content: Vec::new(),
                             ..n.clone()
                         },
+                        layout,
                         file: f,
                         remaining: AtomicUsize::new(n.content.len()),
                         failed: Mutex::new(None),
@@ -301,15 +314,12 @@ pub fn restore(
                         finish_file(&st, &report, counters);
                         return Ok(());
                     }
-                    let mut off = 0u64;
-                    for c in &n.content {
+                    for index in 0..n.content.len() {
                         tx.send(Job {
                             state: st.clone(),
-                            offset: off,
-                            chunk: *c,
+                            index,
                         })
                         .map_err(|_| Error::Invalid("restore workers stopped".into()))?;
-                        off += c.len as u64;
                     }
                 }
                 NodeKind::Symlink => {
@@ -368,4 +378,26 @@ pub fn restore(
         apply_meta(target, meta).map_err(|e| Error::io("set metadata", target, e))?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_target_are_refused() {
+        let base = Path::new("/restore/here");
+        assert_eq!(path_of(base, b"").unwrap(), base);
+        assert_eq!(path_of(base, b"a/b").unwrap(), base.join("a/b"));
+        for bad in [
+            &b".."[..],
+            b"a/../../etc",
+            b"/etc/shadow",
+            b"a//b",
+            b"./a",
+            b"a/.",
+        ] {
+            assert!(path_of(base, bad).unwrap_err().is_corrupt(), "{bad:?}");
+        }
+    }
 }

@@ -199,18 +199,23 @@ pub fn run_cat(ra: &RepoArgs, a: CatArgs) -> anyhow::Result<i32> {
     if node.kind != NodeKind::File {
         anyhow::bail!("{} is not a regular file", String::from_utf8_lossy(&path));
     }
+    let layout = crate::tree::FileLayout::new(&node)?;
     let cache = ChunkCache::new(16 << 20);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    for c in &node.content {
-        let data = cache.get(&repo, &c.id).with_context(|| {
+    for p in layout.pieces(0, layout.size()) {
+        let what = || {
             format!(
                 "reading {} in snapshot {}",
                 String::from_utf8_lossy(&path),
                 snap.id.short()
             )
-        })?;
-        if let Err(e) = out.write_all(&data) {
+        };
+        let data = cache
+            .get(&repo, &layout.chunks()[p.index].id)
+            .with_context(what)?;
+        let piece = layout.slice(&p, &data).with_context(what)?;
+        if let Err(e) = out.write_all(piece) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(0);
             }

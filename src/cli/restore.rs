@@ -1,5 +1,6 @@
 //! `wayback restore`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -62,7 +63,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                 &counters,
             ),
             Some(n) => {
-                let name = String::from_utf8_lossy(&n.name).into_owned();
+                if !crate::tree::is_normal_name(&n.name) {
+                    return Err(crate::Error::Corrupt(format!(
+                        "refusing to restore {:?}: not a plain file name",
+                        n.name_lossy()
+                    )));
+                }
+                let name = std::ffi::OsStr::from_bytes(&n.name);
                 restore(
                     &repo,
                     None,

@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use wayback_mount::{Attr, DirEntry, Entry, Errno, Ino, Kind, OpenFlags, View, ROOT_INO};
 
 use crate::repo::Repository;
-use crate::tree::Node;
+use crate::tree::{FileLayout, Node};
 
 /// Copy-on-write granularity: PostgreSQL's page size.
 pub const BLOCK: u64 = 8192;
@@ -68,8 +68,8 @@ impl State {
 struct CowFile {
     name: OsString,
     node: Node,
-    /// Offset of each chunk of `node.content`.
-    starts: Vec<u64>,
+    /// Where each chunk of `node.content` lies (validated against `node.size`).
+    layout: FileLayout,
     delta: File,
     plain: File,
     state: Mutex<State>,
@@ -104,12 +104,8 @@ impl CowView {
         };
         let mut files = Vec::with_capacity(nodes.len());
         for (i, node) in nodes.into_iter().enumerate() {
-            let mut starts = Vec::with_capacity(node.content.len());
-            let mut acc = 0u64;
-            for c in &node.content {
-                starts.push(acc);
-                acc += c.len as u64;
-            }
+            let layout = FileLayout::new(&node)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
             files.push(CowFile {
                 name: OsString::from(i.to_string()),
                 state: Mutex::new(State {
@@ -119,7 +115,7 @@ impl CowView {
                     cached: vec![false; node.content.len()],
                     mtime: crate::fsview::systime_ns(node.mtime_ns),
                 }),
-                starts,
+                layout,
                 node,
                 delta: open(delta_dir.join(i.to_string()))?,
                 plain: open(cache_dir.join(i.to_string()))?,
@@ -192,29 +188,20 @@ impl CowView {
             return Ok(out);
         }
         let take = ((limit - off) as usize).min(len);
-        let end = off + take as u64;
-        let mut i = match f.starts.binary_search(&off) {
-            Ok(i) => i,
-            Err(i) => i.saturating_sub(1),
-        };
-        while i < f.node.content.len() && f.starts[i] < end {
-            if !st.cached[i] {
-                let c = &f.node.content[i];
+        for p in f.layout.pieces(off, take as u64) {
+            if !st.cached[p.index] {
+                let c = &f.layout.chunks()[p.index];
                 let data = self
                     .repo
                     .read_blob(crate::id::BlobKind::Data, &c.id)
+                    .and_then(|d| f.layout.check(p.index, &d).map(|()| d))
                     .map_err(|e| {
-                        tracing::error!(error = %e, file = %f.node.name_lossy(), offset = f.starts[i], "copy-on-write base read failed");
+                        tracing::error!(error = %e, file = %f.node.name_lossy(), offset = p.start, "copy-on-write base read failed");
                         Errno::EIO
                     })?;
-                if data.len() != c.len as usize {
-                    tracing::error!(file = %f.node.name_lossy(), chunk = i, "chunk length differs from its tree entry");
-                    return Err(Errno::EIO);
-                }
-                f.plain.write_all_at(&data, f.starts[i]).map_err(io_err)?;
-                st.cached[i] = true;
+                f.plain.write_all_at(&data, p.start).map_err(io_err)?;
+                st.cached[p.index] = true;
             }
-            i += 1;
         }
         read_zero_filled(&f.plain, &mut out[..take], off).map_err(io_err)?;
         Ok(out)
@@ -427,6 +414,39 @@ mod tests {
             assert!(node.content.len() > 1);
             (dir, Arc::new(repo), node, base)
         })
+    }
+
+    #[test]
+    fn a_chunk_of_another_length_than_its_reference_is_eio() {
+        let (dir, repo, node, base) = fixture();
+        let scratch = tempfile::tempdir_in(dir.path()).unwrap();
+        // First reference shortened by 100 bytes (size adjusted so the layout is consistent):
+        // the stored chunk is longer than the reference says.
+        let mut lying = node.clone();
+        lying.content[0].len -= 100;
+        lying.size -= 100;
+        // A node whose size the chunks do not lay out is refused up front.
+        let mut short = node.clone();
+        short.size += 1;
+        assert!(CowView::new(
+            repo.clone(),
+            vec![short],
+            &scratch.path().join("x"),
+            &scratch.path().join("y")
+        )
+        .is_err());
+        let v = CowView::new(
+            repo.clone(),
+            vec![lying, node.clone()],
+            &scratch.path().join("d"),
+            &scratch.path().join("c"),
+        )
+        .unwrap();
+        let eio = |r: Result<Vec<u8>, Errno>| matches!(r, Err(e) if e.0 == libc::EIO);
+        assert!(eio(v.read(2, 0, 4096)));
+        let near_end = node.content[0].len as u64 - 300;
+        assert!(eio(v.read(2, near_end, 4096)));
+        assert!(v.read(3, 0, 4096).unwrap() == base[..4096]);
     }
 
     proptest! {

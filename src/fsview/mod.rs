@@ -31,7 +31,7 @@ use crate::repo::Repository;
 use crate::snapshot::{as_of, Snapshot};
 use crate::timespec::{now_ms, parse_time};
 use crate::tree::reader::ChunkCache;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{FileLayout, Node, NodeKind, Tree};
 use inodes::{InodeData, Inodes, NewChild, Virt};
 
 /// Kernel cache lifetime for immutable snapshot content.
@@ -94,7 +94,7 @@ pub struct RepoView {
     inodes: Mutex<Inodes>,
     trees: Mutex<TreeCache>,
     chunks: Arc<ChunkCache>,
-    starts: Mutex<LruCache<Ino, Arc<Vec<u64>>>>,
+    layouts: Mutex<LruCache<Ino, Arc<FileLayout>>>,
     wal: Mutex<LruCache<(String, String), Arc<Tree>>>,
     snaps: Mutex<SnapList>,
     prefetch: Sender<(Arc<Repository>, crate::id::BlobId)>,
@@ -161,7 +161,7 @@ impl RepoView {
                 bytes: 0,
             }),
             chunks,
-            starts: Mutex::new(LruCache::new(
+            layouts: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
             )),
             wal: Mutex::new(LruCache::new(
@@ -725,48 +725,41 @@ impl View for RepoView {
         if offset >= n.size {
             return Ok(Vec::new());
         }
-        let starts = {
-            let cached = self.starts.lock().expect("poisoned").get(&ino).cloned();
+        let layout = {
+            let cached = self.layouts.lock().expect("poisoned").get(&ino).cloned();
             match cached {
-                Some(s) => s,
+                Some(l) => l,
                 None => {
-                    let mut v = Vec::with_capacity(n.content.len());
-                    let mut acc = 0u64;
-                    for c in &n.content {
-                        v.push(acc);
-                        acc += c.len as u64;
-                    }
-                    let v = Arc::new(v);
-                    self.starts.lock().expect("poisoned").put(ino, v.clone());
-                    v
+                    let l =
+                        Arc::new(FileLayout::new(n).map_err(|e| {
+                            errno(&e, &|| format!("{} is damaged", self.path_of(ino)))
+                        })?);
+                    self.layouts.lock().expect("poisoned").put(ino, l.clone());
+                    l
                 }
             }
         };
-        let size = (size as u64).min(n.size - offset) as usize;
-        let mut out = Vec::with_capacity(size);
-        let mut ci = match starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i - 1,
-        };
-        let mut pos = offset;
-        while out.len() < size && ci < n.content.len() {
-            let c = &n.content[ci];
-            let data = self.chunks.get(&self.repo, &c.id).map_err(|e| {
-                errno(&e, &|| {
-                    format!("read of {} at offset {pos} failed", self.path_of(ino))
-                })
-            })?;
-            let within = (pos - starts[ci]) as usize;
-            let take = (data.len() - within).min(size - out.len());
-            out.extend_from_slice(&data[within..within + take]);
-            pos += take as u64;
+        let mut out = Vec::with_capacity((size as u64).min(n.size - offset) as usize);
+        for p in layout.pieces(offset, size as u64) {
+            let pos = p.start + p.within.start as u64;
+            let what = || format!("read of {} at offset {pos} failed", self.path_of(ino));
+            let c = &layout.chunks()[p.index];
+            let data = self
+                .chunks
+                .get(&self.repo, &c.id)
+                .map_err(|e| errno(&e, &what))?;
+            out.extend_from_slice(layout.slice(&p, &data).map_err(|e| errno(&e, &what))?);
             // Sequential reader past half of this chunk: fetch the next one in the background.
-            if within + take > data.len() / 2 {
-                for next in n.content.iter().skip(ci + 1).take(READ_AHEAD_CHUNKS) {
+            if p.within.end > data.len() / 2 {
+                for next in layout
+                    .chunks()
+                    .iter()
+                    .skip(p.index + 1)
+                    .take(READ_AHEAD_CHUNKS)
+                {
                     let _ = self.prefetch.try_send((self.repo.clone(), next.id));
                 }
             }
-            ci += 1;
         }
         Ok(out)
     }

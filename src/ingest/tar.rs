@@ -36,11 +36,31 @@ pub struct Unpacked {
     pub kept: HashMap<String, Vec<u8>>,
 }
 
-fn split(path: &[u8]) -> Vec<Vec<u8>> {
-    path.split(|b| *b == b'/')
+/// The components of an entry's path, refusing absolute paths and `..`: a hostile stream must
+/// not be able to name anything outside the data directory (restore and pg-at, run as root,
+/// would write it there). Empty and `.` components are dropped (`./base/1` is `base/1`).
+fn split(path: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let refuse = |why: &str| {
+        Err(Error::Invalid(format!(
+            "tar stream: entry {:?} {why}; refusing the stream (no snapshot was written)",
+            String::from_utf8_lossy(path)
+        )))
+    };
+    if path.first() == Some(&b'/') {
+        return refuse("is an absolute path");
+    }
+    let comps: Vec<Vec<u8>> = path
+        .split(|b| *b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .map(|c| c.to_vec())
-        .collect()
+        .collect();
+    if comps.iter().any(|c| c == b"..") {
+        return refuse("has a '..' component");
+    }
+    if comps.iter().any(|c| !crate::tree::is_normal_name(c)) {
+        return refuse("has a component that is not a plain name");
+    }
+    Ok(comps)
 }
 
 /// A directory node for a directory the archive implies but never lists (mode 0700, as
@@ -65,7 +85,7 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let path = entry.path_bytes().into_owned();
-        let comps = split(&path);
+        let comps = split(&path)?;
         let h = entry.header();
         let kind = match h.entry_type() {
             tar::EntryType::Directory => NodeKind::Dir,

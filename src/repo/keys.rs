@@ -63,41 +63,100 @@ pub fn add_key(be: &dyn Backend, master: &MasterKey, pass: &[u8]) -> Result<Stri
     Ok(id)
 }
 
-/// All key files.
+/// Largest key file read: a real one is about 400 bytes, and the file is read whole.
+const MAX_KEY_FILE: u64 = 64 << 10;
+
+/// Reads and checks one key file: a regular file of sane size, JSON of this version, KDF
+/// parameters within [`KdfParams::check`]'s bounds, a 16-byte salt and a wrapped key of the
+/// right length. Any failure is about this file only.
+pub fn read_key(be: &dyn Backend, id: &str) -> Result<KeyFile> {
+    let path = format!("keys/{id}");
+    let bad = |why: String| Error::Corrupt(format!("key file {path}: {why}"));
+    if let Some(root) = be.local_root() {
+        // A FIFO would block the read forever, a directory cannot be read at all.
+        let full = root.join(&path);
+        let md = std::fs::symlink_metadata(&full).map_err(|e| Error::io("stat", &full, e))?;
+        if !md.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+    }
+    let size = be.size(&path)?;
+    if size > MAX_KEY_FILE {
+        return Err(bad(format!("{size} bytes is too large for a key file")));
+    }
+    let raw = be.get(&path)?;
+    let file: KeyFile = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    if file.version != KEY_VERSION {
+        return Err(Error::Unsupported(format!(
+            "key file {path} has version {}; this wayback reads {KEY_VERSION}",
+            file.version
+        )));
+    }
+    file.kdf.check().map_err(|e| bad(e.to_string()))?;
+    if file.salt.len() != 2 * SALT_LEN || hex::decode(&file.salt).is_err() {
+        return Err(bad("salt is not 16 bytes of hex".into()));
+    }
+    if file.wrapped.len() != 2 * WRAPPED_LEN || hex::decode(&file.wrapped).is_err() {
+        return Err(bad("wrapped key is not 92 bytes of hex".into()));
+    }
+    Ok(file)
+}
+
+/// Salt bytes in a key file.
+const SALT_LEN: usize = 16;
+/// Sealed master key bytes: nonce, 64 key bytes, tag.
+const WRAPPED_LEN: usize = crate::crypto::SEAL_OVERHEAD + 64;
+
+/// All readable, well-formed key files; the others are skipped with a warning (one broken
+/// file must not hide the keys that work).
 pub fn list_keys(be: &dyn Backend) -> Result<Vec<KeyInfo>> {
     let mut out = Vec::new();
     for id in be.list("keys")? {
-        let raw = be.get(&format!("keys/{id}"))?;
-        let file: KeyFile = serde_json::from_slice(&raw)
-            .map_err(|e| Error::Corrupt(format!("key file keys/{id}: {e}")))?;
-        if file.version != KEY_VERSION {
-            return Err(Error::Unsupported(format!(
-                "key file keys/{id} has version {}; this wayback reads {KEY_VERSION}",
-                file.version
-            )));
+        match read_key(be, &id) {
+            Ok(file) => out.push(KeyInfo { id, file }),
+            Err(e) => tracing::warn!(error = %e, "key file skipped"),
         }
-        out.push(KeyInfo { id, file });
     }
     Ok(out)
 }
 
 /// Finds the key file `pass` opens; returns its id and the master key.
+///
+/// Every key file is tried on its own: an unreadable, malformed or out-of-bounds one is
+/// skipped with a warning. A wrong passphrase is [`Error::WrongPassword`] whenever at least one
+/// key file could be tried; when none could, the error names each file's problem.
 pub fn unlock(be: &dyn Backend, pass: &[u8]) -> Result<(String, MasterKey)> {
-    let keys = list_keys(be)?;
-    if keys.is_empty() {
-        return Err(Error::Corrupt(
-            "repository has no key files (keys/ is empty)".into(),
-        ));
-    }
-    for k in keys {
-        let salt = hex::decode(&k.file.salt)
-            .map_err(|_| Error::Corrupt(format!("key file keys/{}: bad salt", k.id)))?;
-        let wrapped = hex::decode(&k.file.wrapped)
-            .map_err(|_| Error::Corrupt(format!("key file keys/{}: bad hex", k.id)))?;
-        let wk = derive_wrapping_key(pass, &salt, k.file.kdf)?;
+    let mut problems = Vec::new();
+    let mut tried = 0;
+    for id in be.list("keys")? {
+        let attempt = read_key(be, &id).and_then(|k| {
+            let hex = |s: &str| {
+                hex::decode(s).map_err(|_| Error::Corrupt(format!("key file keys/{id}: bad hex")))
+            };
+            let (salt, wrapped) = (hex(&k.salt)?, hex(&k.wrapped)?);
+            Ok((derive_wrapping_key(pass, &salt, k.kdf)?, wrapped))
+        });
+        let (wk, wrapped) = match attempt {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "key file skipped");
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        tried += 1;
         if let Some(m) = unwrap_master(&wk, &wrapped) {
-            return Ok((k.id, m));
+            return Ok((id, m));
         }
     }
-    Err(Error::WrongPassword)
+    match (tried, problems.is_empty()) {
+        (0, true) => Err(Error::Corrupt(
+            "repository has no key files (keys/ is empty)".into(),
+        )),
+        (0, false) => Err(Error::Corrupt(format!(
+            "no usable key file: {}",
+            problems.join("; ")
+        ))),
+        _ => Err(Error::WrongPassword),
+    }
 }

@@ -6,7 +6,10 @@
 //! Encoding (version 1): `TREE_MAGIC` (4 bytes) then bincode 2 (`config::standard()`: little-
 //! endian varints) of `Tree`. Entries are sorted by raw name bytes, so encoding is deterministic.
 
+pub mod layout;
 pub mod reader;
+
+pub use layout::FileLayout;
 
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +129,19 @@ impl Node {
     }
 }
 
+/// True when `name` is a single, normal path component: non-empty, not `.` or `..`, without
+/// `/` or NUL. Only such names may be joined to a target directory.
+pub fn is_normal_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.iter().any(|&b| b == b'/' || b == 0)
+}
+
+/// Total length of a chunk list; `None` if it overflows (only a hostile tree can get there).
+pub fn content_len(content: &[ChunkRef]) -> Option<u64> {
+    content
+        .iter()
+        .try_fold(0u64, |acc, c| acc.checked_add(c.len as u64))
+}
+
 /// A directory's entries.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tree {
@@ -169,7 +185,51 @@ impl Tree {
                 id.short()
             )));
         }
+        t.validate()
+            .map_err(|why| Error::Corrupt(format!("tree {id}: {why}")))?;
         Ok(t)
+    }
+
+    /// Checks what every reader relies on: entries sorted by name and unique, each name one
+    /// normal path component ([`is_normal_name`]), a file's chunk lengths adding up to its size,
+    /// and no content on anything but a file.
+    ///
+    /// Why at decode: restore joins names into paths (as root, for pg-at too), the mount hands
+    /// them to the kernel and binary-searches them, and every read path maps offsets through the
+    /// chunk list; one check here means none of them can be handed a `..` or a short file.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if !is_normal_name(&n.name) {
+                return Err(format!(
+                    "entry {i} has an invalid name {:?}",
+                    n.name_lossy()
+                ));
+            }
+            if i > 0 && self.nodes[i - 1].name >= n.name {
+                return Err(format!(
+                    "entries not sorted or not unique at {:?}",
+                    n.name_lossy()
+                ));
+            }
+            if n.kind == NodeKind::File {
+                let sum = content_len(&n.content);
+                if sum != Some(n.size) {
+                    return Err(format!(
+                        "{:?}: chunk lengths add up to {}, size is {}",
+                        n.name_lossy(),
+                        sum.map_or("more than 2^64".into(), |s| s.to_string()),
+                        n.size
+                    ));
+                }
+            } else if !n.content.is_empty() {
+                return Err(format!(
+                    "{:?}: a {:?} has content chunks",
+                    n.name_lossy(),
+                    n.kind
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Heap and inline bytes held by the decoded tree, so caches can be bounded by memory
@@ -224,7 +284,120 @@ mod tests {
         assert!(a.find(b"b").is_some());
     }
 
+    fn file(name: &[u8], lens: &[u32]) -> Node {
+        let mut n = Node::new(name.to_vec(), NodeKind::File);
+        n.content = lens
+            .iter()
+            .map(|&len| ChunkRef {
+                id: BlobId([len as u8; 32]),
+                len,
+            })
+            .collect();
+        n.size = lens.iter().map(|&l| l as u64).sum();
+        n
+    }
+
+    /// Bytes of a tree exactly as given (no sorting), as a hostile writer would store them.
+    fn raw(t: &Tree) -> Vec<u8> {
+        let mut out = TREE_MAGIC.to_vec();
+        out.extend(bincode::serde::encode_to_vec(t, bincode::config::standard()).unwrap());
+        out
+    }
+
+    fn refused(t: &Tree) -> String {
+        let id = BlobId([9; 32]);
+        match Tree::decode(&raw(t), &id) {
+            Err(Error::Corrupt(m)) => {
+                assert!(m.contains(&id.to_hex()), "{m}");
+                m
+            }
+            other => panic!("{t:?} decoded as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_trees_are_corrupt() {
+        for bad in [&b""[..], b".", b"..", b"a/b", b"/", b"a\0b", b"../../etc"] {
+            refused(&Tree {
+                nodes: vec![file(bad, &[3])],
+            });
+        }
+        // Unsorted and duplicate names.
+        refused(&Tree {
+            nodes: vec![file(b"b", &[]), file(b"a", &[])],
+        });
+        refused(&Tree {
+            nodes: vec![file(b"a", &[]), file(b"a", &[])],
+        });
+        // Sizes that the chunk list does not lay out.
+        let mut n = file(b"f", &[10, 20]);
+        n.size = 31;
+        refused(&Tree { nodes: vec![n] });
+        let mut n = file(b"f", &[u32::MAX; 3]);
+        n.size = 5;
+        refused(&Tree { nodes: vec![n] });
+        // Content on a directory.
+        let mut d = file(b"d", &[4]);
+        d.kind = NodeKind::Dir;
+        refused(&Tree { nodes: vec![d] });
+        // A valid tree still decodes.
+        let ok = Tree {
+            nodes: vec![file(b"a", &[1, 2]), file(&[0xff, 1], &[])],
+        };
+        assert_eq!(Tree::decode(&raw(&ok), &BlobId([0; 32])).unwrap(), ok);
+    }
+
+    #[test]
+    fn huge_counts_fail_without_allocating_them() {
+        // A node count of 2^62 followed by nothing: must fail fast, not reserve 2^62 nodes.
+        let mut b = TREE_MAGIC.to_vec();
+        b.push(0xfd); // bincode varint: u64 follows
+        b.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(Tree::decode(&b, &BlobId([0; 32])).unwrap_err().is_corrupt());
+        // One node whose name claims 2^62 bytes.
+        let mut b = TREE_MAGIC.to_vec();
+        b.push(1);
+        b.push(0xfd);
+        b.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(Tree::decode(&b, &BlobId([0; 32])).unwrap_err().is_corrupt());
+    }
+
+    fn any_node() -> impl Strategy<Value = Node> {
+        (
+            prop::collection::vec(any::<u8>(), 0..4),
+            prop::collection::vec(0u32..5, 0..3),
+            0u64..12,
+            any::<bool>(),
+        )
+            .prop_map(|(name, lens, size, dir)| {
+                let mut n = file(&name, &lens);
+                if size < 10 {
+                    n.size = size;
+                }
+                if dir {
+                    n.kind = NodeKind::Dir;
+                }
+                n
+            })
+    }
+
     proptest! {
+        #[test]
+        fn decode_accepts_exactly_the_valid_trees(nodes in prop::collection::vec(any_node(), 0..5)) {
+            let t = Tree { nodes };
+            let valid = t.nodes.iter().all(|n| is_normal_name(&n.name)
+                && match n.kind {
+                    NodeKind::File => n.content.iter().map(|c| c.len as u64).sum::<u64>() == n.size,
+                    _ => n.content.is_empty(),
+                })
+                && t.nodes.windows(2).all(|w| w[0].name < w[1].name);
+            let got = Tree::decode(&raw(&t), &BlobId([0; 32]));
+            prop_assert_eq!(got.is_ok(), valid, "{:?}", got);
+            if valid {
+                prop_assert_eq!(got.unwrap(), t);
+            }
+        }
+
         #[test]
         fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
             let mut b = TREE_MAGIC.to_vec();

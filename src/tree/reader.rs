@@ -11,7 +11,7 @@ use lru::LruCache;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind, TreeId};
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{FileLayout, Node, NodeKind, Tree};
 
 /// LRU of decrypted chunks plus the bytes they hold.
 type CacheInner = (LruCache<BlobId, Arc<Vec<u8>>>, usize);
@@ -68,7 +68,8 @@ impl Default for ChunkCache {
     }
 }
 
-/// Reads `size` bytes at `offset` of a file node (fewer at end of file).
+/// Reads `size` bytes at `offset` of a file node (fewer at end of file); a node whose chunks
+/// do not lay out its size, or a chunk of another length than its reference, is `Corrupt`.
 pub fn read_at(
     repo: &Repository,
     cache: &ChunkCache,
@@ -76,32 +77,7 @@ pub fn read_at(
     offset: u64,
     size: usize,
 ) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(size.min(node.size.saturating_sub(offset) as usize));
-    if offset >= node.size {
-        return Ok(out);
-    }
-    // Chunk i covers [starts[i], starts[i] + len).
-    let mut starts = Vec::with_capacity(node.content.len());
-    let mut acc = 0u64;
-    for c in &node.content {
-        starts.push(acc);
-        acc += c.len as u64;
-    }
-    let mut i = match starts.binary_search(&offset) {
-        Ok(i) => i,
-        Err(i) => i - 1,
-    };
-    let mut pos = offset;
-    while out.len() < size && i < node.content.len() {
-        let c = &node.content[i];
-        let data = cache.get(repo, &c.id)?;
-        let within = (pos - starts[i]) as usize;
-        let take = (data.len() - within).min(size - out.len());
-        out.extend_from_slice(&data[within..within + take]);
-        pos += take as u64;
-        i += 1;
-    }
-    Ok(out)
+    FileLayout::new(node)?.read(offset, size as u64, &mut |c| cache.get(repo, &c.id))
 }
 
 /// Splits a `/`-separated path into components (ignoring empty ones).

@@ -173,18 +173,67 @@ pub fn exists(be: &dyn Backend, cluster: &str, name: &str) -> Result<bool> {
 }
 
 /// Reads and authenticates one record.
+///
+/// `name` may come from `restore_command`'s argv: anything that is not a WAL name is
+/// `NotFound` before it is joined into a path.
 pub fn read_record(repo: &Repository, cluster: &str, name: &str) -> Result<WalRecord> {
+    check_cluster_name(cluster)?;
+    if names::parse(name).is_none() {
+        return Err(Error::NotFound(format!(
+            "WAL {cluster}/{name}: not a WAL archive file name"
+        )));
+    }
     let sealed = repo.be.get(&record_path(cluster, name))?;
     let plain = repo.key.open(&record_ad(cluster, name), &sealed, &|| {
         format!("WAL record {cluster}/{name}")
     })?;
-    let r: WalRecord = serde_json::from_slice(&plain)
-        .map_err(|e| Error::Corrupt(format!("WAL record {cluster}/{name}: {e}")))?;
-    if r.version != WAL_RECORD_VERSION || r.locations.len() != r.content.len() {
+    decode_record(&plain, cluster, name)
+}
+
+/// Parses and validates a decrypted record: version, that it describes `cluster/name`, one
+/// location per chunk, non-empty chunks whose lengths add up to `size`, a blake3 hex digest.
+///
+/// Why validate what the key authenticated: a record is only as right as the wayback that
+/// wrote it, and every reader (mount, wal-fetch, check) trusts `content` to lay out `size` bytes.
+pub fn decode_record(plain: &[u8], cluster: &str, name: &str) -> Result<WalRecord> {
+    let bad = |why: String| Error::Corrupt(format!("WAL record {cluster}/{name}: {why}"));
+    let r: WalRecord = serde_json::from_slice(plain).map_err(|e| bad(e.to_string()))?;
+    if r.version != WAL_RECORD_VERSION {
         return Err(Error::Unsupported(format!(
-            "WAL record {cluster}/{name} has version {}",
+            "WAL record {cluster}/{name} has version {}; this wayback reads {WAL_RECORD_VERSION}",
             r.version
         )));
+    }
+    if r.cluster != cluster || r.name != name {
+        return Err(bad(format!("describes {}/{}", r.cluster, r.name)));
+    }
+    if r.locations.len() != r.content.len() {
+        return Err(bad(format!(
+            "{} chunks but {} locations",
+            r.content.len(),
+            r.locations.len()
+        )));
+    }
+    if r.content.iter().any(|c| c.len == 0) {
+        return Err(bad("empty chunk".into()));
+    }
+    let sum = r
+        .content
+        .iter()
+        .try_fold(0u64, |a, c| a.checked_add(c.len as u64));
+    if sum != Some(r.size) {
+        return Err(bad(format!(
+            "chunk lengths add up to {sum:?}, size is {}",
+            r.size
+        )));
+    }
+    if r.digest.len() != 64
+        || !r
+            .digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(bad("digest is not blake3 hex".into()));
     }
     Ok(r)
 }
@@ -272,6 +321,16 @@ fn reassemble(
     let mut size = 0u64;
     for c in &rec.content {
         let data = repo.read_blob(crate::id::BlobKind::Data, &c.id)?;
+        if data.len() != c.len as usize {
+            return Err(Error::Corrupt(format!(
+                "WAL {}/{}: chunk {} holds {} bytes, its reference says {}",
+                rec.cluster,
+                rec.name,
+                c.id.short(),
+                data.len(),
+                c.len
+            )));
+        }
         size += data.len() as u64;
         h.update(&data);
         each(&data)?;
@@ -388,4 +447,97 @@ pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(lens: &[u32]) -> WalRecord {
+        WalRecord {
+            version: WAL_RECORD_VERSION,
+            cluster: "c".into(),
+            name: "000000010000000000000001".into(),
+            size: lens.iter().map(|&l| l as u64).sum(),
+            digest: "ab".repeat(32),
+            content: lens
+                .iter()
+                .map(|&len| ChunkRef {
+                    id: crate::id::BlobId([7; 32]),
+                    len,
+                })
+                .collect(),
+            locations: lens
+                .iter()
+                .map(|_| WalLocation {
+                    pack: crate::id::PackId([1; 32]),
+                    offset: 0,
+                    length: 40,
+                })
+                .collect(),
+            pushed: 0,
+            owner: (0, 0, 0o600),
+        }
+    }
+
+    fn decode(r: &WalRecord) -> Result<WalRecord> {
+        decode_record(
+            &serde_json::to_vec(r).unwrap(),
+            "c",
+            "000000010000000000000001",
+        )
+    }
+
+    #[test]
+    fn records_that_do_not_lay_out_their_size_are_corrupt() {
+        let good = record(&[1 << 20, 5]);
+        assert_eq!(decode(&good).unwrap(), good);
+        let mut r = good.clone();
+        r.size += 1;
+        assert!(decode(&r).unwrap_err().is_corrupt());
+        let mut r = good.clone();
+        r.content[1].len = 0;
+        r.size = 1 << 20;
+        assert!(decode(&r).unwrap_err().is_corrupt());
+        let mut r = good.clone();
+        r.locations.pop();
+        assert!(decode(&r).unwrap_err().is_corrupt());
+        let mut r = good.clone();
+        r.name = "000000010000000000000002".into();
+        assert!(decode(&r).unwrap_err().is_corrupt());
+        let mut r = good.clone();
+        r.digest = "zz".repeat(32);
+        assert!(decode(&r).unwrap_err().is_corrupt());
+        let mut r = good.clone();
+        r.content = vec![
+            ChunkRef {
+                id: crate::id::BlobId([7; 32]),
+                len: u32::MAX
+            };
+            2
+        ];
+        r.locations = vec![r.locations[0]; 2];
+        r.size = 1;
+        assert!(decode(&r).unwrap_err().is_corrupt());
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode_record(&bytes, "c", "000000010000000000000001");
+        }
+
+        #[test]
+        fn decoder_accepts_exactly_consistent_records(
+            lens in prop::collection::vec(0u32..3_000_000, 0..6),
+            delta in -2i64..3,
+        ) {
+            let mut r = record(&lens);
+            let sum = r.size;
+            r.size = sum.saturating_add_signed(delta);
+            let ok = r.size == sum && lens.iter().all(|&l| l > 0);
+            prop_assert_eq!(decode(&r).is_ok(), ok);
+        }
+    }
 }

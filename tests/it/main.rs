@@ -8,6 +8,7 @@ mod core;
 mod damage;
 mod diff;
 mod forget;
+mod hostile;
 mod integrity;
 mod mount;
 mod pg;
