@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod config;
 pub mod cron;
+pub mod sock;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -146,16 +147,27 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         wake: Notify::new(),
     });
     let sock = socket_path(&cfg);
-    archive::serve(repo.clone())?;
+    let me = sock::Owner::current();
+    // Only this user (and root) may ask the agent to run jobs or show its status.
+    let control = sock::bind(&sock, 0o600, me)?;
+    let wal_owner = match archive::serve(repo.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            sock::remove_if_ours(&sock, me.uid);
+            return Err(e);
+        }
+    };
+    control
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("set nonblocking", &sock, e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::io("start runtime", &sock, e))?;
     rt.block_on(async move {
-        let _ = std::fs::remove_file(&sock);
-        let listener =
-            UnixListener::bind(&sock).map_err(|e| Error::io("bind control socket", &sock, e))?;
+        let listener = UnixListener::from_std(control)
+            .map_err(|e| Error::io("listen on control socket", &sock, e))?;
         tracing::info!(socket = %sock.display(), sources = cfg.sources.len(), "agent started");
         let server = tokio::spawn(serve(listener, shared.clone()));
         let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
@@ -168,8 +180,8 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         tracing::info!("agent stopping");
         server.abort();
         sched.abort();
-        let _ = std::fs::remove_file(&sock);
-        let _ = std::fs::remove_file(archive::socket_path(&cfg.repo));
+        sock::remove_if_ours(&sock, me.uid);
+        sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
         Ok(())
     })
 }

@@ -2,11 +2,14 @@
 //! under /at while mounted, failing jobs retried without partial snapshots, the writer lock.
 
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{s, KillOnDrop, Repo};
 use crate::mount::Mounted;
+use crate::pitr::repo_for_postgres;
 
 #[test]
 fn check_config_names_the_line() {
@@ -102,4 +105,150 @@ fn scheduled_dumps_appear_in_the_mount_and_failures_leave_nothing() {
     assert!(!m.p("latest/broken").exists());
     assert!(r.snapshots().iter().all(|s| s["source"] != "broken"));
     drop(agent);
+}
+
+/// A config whose only source is passive (no job runs), for the socket tests.
+fn passive_config(r: &Repo) -> std::path::PathBuf {
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"main\"\ntype = \"postgres-wal\"\ncluster = \"main\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Starts the agent with umask 0 (so a socket that took the umask's mode would be 0777).
+fn spawn_agent(r: &Repo, cfg: &Path) -> KillOnDrop {
+    use std::os::unix::process::CommandExt;
+    let mut c = r.cmd(&["agent", "--config", s(cfg)]);
+    c.stdout(Stdio::null())
+        .stderr(fs::File::create(r.scratch("agent.log")).unwrap());
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    KillOnDrop(c.spawn().unwrap())
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let u = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+#[test]
+fn sockets_have_their_final_mode_and_owner_the_moment_they_appear() {
+    let r = Repo::new();
+    repo_for_postgres(&r);
+    let (pg_uid, pg_gid) = postgres_ids();
+    let cfg = passive_config(&r);
+    let wal = r.path.join("wal-push.sock");
+    let ctl = r.path.join("agent.sock");
+    let agent = spawn_agent(&r, &cfg);
+    // Watch both paths as closely as we can: every sighting must already be final.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = [false, false];
+    while !(seen[0] && seen[1]) {
+        assert!(Instant::now() < deadline, "the agent's sockets did not appear");
+        for (i, (p, uid, gid)) in [(&wal, pg_uid, pg_gid), (&ctl, 0, 0)].iter().enumerate() {
+            if let Ok(m) = fs::symlink_metadata(p) {
+                assert!(m.file_type().is_socket(), "{}", p.display());
+                assert_eq!(
+                    (m.mode() & 0o7777, m.uid(), m.gid()),
+                    (0o600, *uid, *gid),
+                    "{} right after it appeared",
+                    p.display()
+                );
+                seen[i] = true;
+            }
+        }
+    }
+    // The control socket works for root.
+    let st = r.ok(&["agent", "--config", s(&cfg), "--status"]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("\"main\""));
+    drop(agent);
+    assert!(!wal.exists() && !ctl.exists(), "sockets left after SIGTERM");
+}
+
+#[test]
+fn a_symlink_planted_at_a_socket_path_is_never_followed() {
+    let r = Repo::new();
+    repo_for_postgres(&r);
+    let cfg = passive_config(&r);
+    let wal = r.path.join("wal-push.sock");
+    // A root-owned file outside the repository, the owner's target.
+    let target = r.scratch("shadow");
+    fs::write(&target, "secret\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    let untouched = |what: &str| {
+        let m = fs::metadata(&target).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (0, 0, 0o644),
+            "target touched: {what}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "secret\n");
+    };
+    // 1. Planted before the start (as the owner would): the agent refuses to replace it.
+    for name in ["wal-push.sock", "agent.sock"] {
+        let p = r.path.join(name);
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let o = r.wb(&["agent", "--config", s(&cfg)]);
+        assert_ne!(o.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("refusing to replace"), "{name}: {err}");
+        assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        untouched(name);
+        fs::remove_file(&p).unwrap();
+        // A failed start leaves no socket behind.
+        assert!(!wal.exists() && !r.path.join("agent.sock").exists());
+    }
+    // 2. Swapped in right after bind, racing the agent: whatever the agent did after bind
+    // (today's main chowned and chmodded by path) must not reach the target.
+    for round in 0..20 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (wal, target, stop) = (wal.clone(), target.clone(), stop.clone());
+            let away = r.scratch("away.sock");
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if fs::rename(&wal, &away).is_ok() {
+                        std::os::unix::fs::symlink(&target, &wal).unwrap();
+                        return true;
+                    }
+                }
+                false
+            })
+        };
+        let mut agent = spawn_agent(&r, &cfg);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !racer.is_finished() {
+            assert!(Instant::now() < deadline, "agent did not start");
+            if let Ok(Some(st)) = agent.0.try_wait() {
+                panic!(
+                    "agent exited: {st}: {}",
+                    fs::read_to_string(r.scratch("agent.log")).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Let the agent finish starting (its control socket comes up), then stop it.
+        crate::common::wait_until(Duration::from_secs(30), || {
+            r.path.join("agent.sock").exists()
+        });
+        assert!(racer.join().unwrap(), "round {round}: the socket never appeared");
+        drop(agent);
+        untouched(&format!("round {round}"));
+        // The symlink is left alone at shutdown, too.
+        assert!(fs::symlink_metadata(&wal).unwrap().file_type().is_symlink());
+        fs::remove_file(&wal).unwrap();
+        let _ = fs::remove_file(r.scratch("away.sock"));
+    }
 }
