@@ -252,3 +252,55 @@ fn a_symlink_planted_at_a_socket_path_is_never_followed() {
         let _ = fs::remove_file(r.scratch("away.sock"));
     }
 }
+
+/// What a command saw of the passphrase: the `WAYBACK_*PASSWORD` lines of its `env` output.
+fn secrets_in(env: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(env);
+    assert!(text.contains("PATH="), "not an environment listing: {text}");
+    text.lines()
+        .filter(|l| l.contains("PASSWORD=") || l.contains(crate::common::PASSWORD))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn commands_run_for_backups_never_see_the_passphrase() {
+    let r = Repo::new();
+    // The CLI: --command (the backup itself opened the repository with WAYBACK_PASSWORD).
+    let mut c = r.cmd(&[
+        "backup", "--command", "env", "--stdin-name", "env.txt", "--source", "cmd",
+    ]);
+    c.env("WAYBACK_NEW_PASSWORD", "another secret phrase");
+    let o = crate::common::run(c);
+    crate::common::assert_code(&o, 0, "backup --command env");
+    let env = r.cat("latest:/env.txt", &["--source", "cmd"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+    // --basebackup: the command's tar stream carries its environment.
+    let dir = r.mkdir("bb");
+    let cmd = format!("env > {0}/env.txt && tar -cf - -C {0} env.txt", s(&dir));
+    r.ok(&["backup", "--basebackup", &cmd, "--source", "bb"]);
+    let env = r.cat("latest:/env.txt", &["--source", "bb"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+    // The agent's command sources (the agent got the passphrase from WAYBACK_PASSWORD).
+    let cfg = r.scratch("env.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"agent-env\"\ntype = \"command\"\ncommand = \"env\"\nfile = \"env.txt\"\nevery = \"1h\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    let agent = spawn_agent(&r, &cfg);
+    assert!(
+        crate::common::wait_until(Duration::from_secs(30), || r
+            .snapshots()
+            .iter()
+            .any(|x| x["source"] == "agent-env")),
+        "the agent's job did not run: {}",
+        fs::read_to_string(r.scratch("agent.log")).unwrap_or_default()
+    );
+    drop(agent);
+    let env = r.cat("latest:/env.txt", &["--source", "agent-env"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+}
