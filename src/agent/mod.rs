@@ -242,20 +242,69 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
     }
 }
 
+/// Longest command line the control socket accepts: commands are `status` and `run NAME`, so
+/// anything longer is not a command, and reading it whole would let any client grow the
+/// agent's memory without bound.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Reads one line of at most [`MAX_LINE`] bytes: `Ok(None)` at end of stream, `Err(())` when
+/// the line is longer (the caller answers and hangs up).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<Option<()>, ()> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    let n = r
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .await
+        .map_err(|_| ())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        Ok(Some(()))
+    } else if buf.len() > MAX_LINE {
+        Err(())
+    } else {
+        // The last line, without a newline.
+        Ok(Some(()))
+    }
+}
+
 async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     while let Ok((stream, _)) = listener.accept().await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let reply = handle(&shared, line.trim());
+            let mut r = BufReader::new(r);
+            let mut buf = Vec::new();
+            loop {
+                let reply = match read_line(&mut r, &mut buf).await {
+                    Ok(Some(())) => handle(&shared, String::from_utf8_lossy(&buf).trim()),
+                    Ok(None) => break,
+                    Err(()) => {
+                        let reply = error_reply(&format!(
+                            "command line longer than {MAX_LINE} bytes"
+                        ));
+                        let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+                        break;
+                    }
+                };
                 if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
                     break;
                 }
             }
         });
     }
+}
+
+/// `{"ok":false,"error":...}` with the message JSON-escaped: whatever a client sent and we
+/// echo (quotes, newlines, terminal escapes) arrives as `\"`, `\n`, `\u001b`, never raw.
+fn error_reply(msg: &str) -> String {
+    serde_json::json!({"ok": false, "error": msg}).to_string()
 }
 
 fn handle(shared: &Shared, cmd: &str) -> String {
@@ -276,12 +325,12 @@ fn handle(shared: &Shared, cmd: &str) -> String {
                     s.next_run = s.next.map(|t| t.to_rfc3339());
                     drop(st);
                     shared.wake.notify_one();
-                    "{\"ok\":true}".into()
+                    serde_json::json!({"ok": true}).to_string()
                 }
-                None => format!("{{\"ok\":false,\"error\":\"no runnable source named {name}\"}}"),
+                None => error_reply(&format!("no runnable source named {name}")),
             }
         }
-        _ => "{\"ok\":false,\"error\":\"commands: status | run NAME\"}".into(),
+        _ => error_reply("commands: status | run NAME"),
     }
 }
 
@@ -292,9 +341,10 @@ pub fn ask(sock: &std::path::Path, cmd: &str) -> Result<String> {
         .map_err(|e| Error::io("connect to agent (is it running?)", sock, e))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     writeln!(s, "{cmd}").map_err(|e| Error::io("write", sock, e))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut line)
+    // The reply is one JSON line; bounded all the same (status lists every source).
+    let mut line = Vec::new();
+    std::io::Read::take(std::io::BufReader::new(&s), 64 << 20)
+        .read_until(b'\n', &mut line)
         .map_err(|e| Error::io("read", sock, e))?;
-    Ok(line.trim().to_string())
+    Ok(String::from_utf8_lossy(&line).trim().to_string())
 }

@@ -304,3 +304,77 @@ fn commands_run_for_backups_never_see_the_passphrase() {
     let env = r.cat("latest:/env.txt", &["--source", "agent-env"]);
     assert_eq!(secrets_in(&env), Vec::<String>::new());
 }
+
+/// Peak resident memory of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn the_control_socket_bounds_lines_and_escapes_what_it_echoes() {
+    use std::io::{BufRead, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let r = Repo::new();
+    let cfg = passive_config(&r);
+    let agent = spawn_agent(&r, &cfg);
+    let ctl = r.path.join("agent.sock");
+    assert!(crate::common::wait_until(Duration::from_secs(30), || ctl
+        .exists()));
+    let connect = || {
+        let c = UnixStream::connect(&ctl).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    };
+    // Echoed names come back JSON-escaped: no raw control characters, still the same text.
+    let evil = "x\u{1b}[2J\u{7}\"}{\r\t\u{0}y";
+    let mut c = connect();
+    c.write_all(format!("run {evil}\n").as_bytes()).unwrap();
+    let mut line = Vec::new();
+    std::io::BufReader::new(&c).read_until(b'\n', &mut line).unwrap();
+    assert_eq!(line.pop(), Some(b'\n'));
+    assert!(
+        line.iter().all(|&b| b >= 0x20 && b != 0x7f),
+        "raw control bytes echoed: {:?}",
+        String::from_utf8_lossy(&line)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains(evil), "{v}");
+    // 100 MB without a newline: answered with an error after 64 KiB, memory stays flat.
+    let pid = agent.0.id();
+    let before = vm_hwm_kib(pid);
+    let c = connect();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        let mut sent = 0usize;
+        while sent < 100 << 20 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        sent
+    });
+    let mut reply = String::new();
+    let _ = (&c).read_to_string(&mut reply);
+    let sent = writer.join().unwrap();
+    let after = vm_hwm_kib(pid);
+    assert!(
+        reply.contains("longer than 65536 bytes") && reply.contains("\"ok\":false"),
+        "reply {reply:?} after {sent} bytes"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "agent peak memory grew from {before} KiB to {after} KiB"
+    );
+    // The agent still answers.
+    let st = r.ok(&["agent", "--config", s(&cfg), "--status"]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("\"main\""));
+    drop(agent);
+}
