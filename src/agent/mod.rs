@@ -58,7 +58,7 @@ struct Shared {
 
 fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match s.schedule() {
-        Schedule::Every(d) => Some(now + chrono::Duration::from_std(d).ok()?),
+        Schedule::Every(d) => now.checked_add_signed(chrono::Duration::from_std(d).ok()?),
         Schedule::Cron(c) => c.next_after(now),
         Schedule::Passive => None,
     }

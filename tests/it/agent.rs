@@ -378,3 +378,39 @@ fn the_control_socket_bounds_lines_and_escapes_what_it_echoes() {
     assert!(String::from_utf8_lossy(&st.stdout).contains("\"main\""));
     drop(agent);
 }
+
+#[test]
+fn huge_durations_are_refused_with_a_clear_error() {
+    let r = Repo::new();
+    let cfg = r.scratch("every.toml");
+    let with_every = |every: &str| {
+        fs::write(
+            &cfg,
+            format!("repo = \"{}\"\n\n[[source]]\nname = \"db\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"x\"\nevery = \"{every}\"\n", s(&r.path)),
+        )
+        .unwrap();
+        r.wb(&["agent", "--config", s(&cfg), "--check-config"])
+    };
+    // 213503982334602 days overflow u64 seconds; 10^6 years overflow the calendar.
+    for huge in ["213503982334602d", "99999999999999999999s", "1000000y"] {
+        let o = with_every(huge);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "every = {huge}: {err}");
+        assert!(
+            err.contains(&format!("{}:4: source 'db': every", s(&cfg))),
+            "every = {huge}: {err}"
+        );
+    }
+    for fine in ["90m", "1h 30m", "2d"] {
+        let o = with_every(fine);
+        assert_eq!(o.status.code(), Some(0), "every = {fine}: {o:?}");
+    }
+    for huge in ["213503982334602d", "99999999999999999999", "200y", "0"] {
+        let o = r.wb(&["key", "unlock", "--timeout", huge]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--timeout {huge}: {err}");
+        assert!(err.contains("--timeout"), "--timeout {huge}: {err}");
+    }
+    r.ok(&["key", "unlock", "--timeout", "90s"]);
+    r.ok(&["key", "lock"]);
+}
