@@ -199,9 +199,12 @@ fn a_symlink_planted_at_a_socket_path_is_never_followed() {
     for name in ["wal-push.sock", "agent.sock"] {
         let p = r.path.join(name);
         std::os::unix::fs::symlink(&target, &p).unwrap();
-        let o = r.wb(&["agent", "--config", s(&cfg)]);
-        assert_ne!(o.status.code(), Some(0));
-        let err = String::from_utf8_lossy(&o.stderr);
+        let mut agent = spawn_agent(&r, &cfg);
+        let exited = crate::common::wait_until(Duration::from_secs(20), || {
+            matches!(agent.0.try_wait(), Ok(Some(_)))
+        });
+        let err = fs::read_to_string(r.scratch("agent.log")).unwrap();
+        assert!(exited, "{name}: the agent replaced the symlink and started: {err}");
         assert!(err.contains("refusing to replace"), "{name}: {err}");
         assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
         untouched(name);
