@@ -11,9 +11,9 @@
 use chrono::{DateTime, Utc};
 use croner::parser::{CronParser, Seconds, Year};
 
-/// A parsed schedule.
+/// A parsed schedule (boxed: croner's pattern is ~300 bytes, carried in every `Schedule`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cron(croner::Cron);
+pub struct Cron(Box<croner::Cron>);
 
 impl Cron {
     /// Parses a five-field expression; the error says what is wrong.
@@ -29,7 +29,7 @@ impl Cron {
             .year(Year::Disallowed)
             .build()
             .parse(s)
-            .map(Cron)
+            .map(|c| Cron(Box::new(c)))
             .map_err(|e| e.to_string())
             .and_then(|c| match c.next_after(Utc::now()) {
                 // `0 0 30 2 *` parses but would silently never run.
@@ -68,7 +68,7 @@ mod tests {
             Utc.with_ymd_and_hms(2025, 9, 21, 1, 30, 0).unwrap()
         );
         assert_eq!(Cron::parse("30 1 * * 7").unwrap(), c); // Sunday is also 7
-        // Day of month OR day of week when both are restricted: the 1st, or a Monday.
+                                                           // Day of month OR day of week when both are restricted: the 1st, or a Monday.
         let c = Cron::parse("0 0 1 * 1").unwrap();
         assert_eq!(
             c.next_after(t).unwrap(),

@@ -286,9 +286,8 @@ async fn serve(listener: UnixListener, shared: Arc<Shared>) {
                     Ok(Some(())) => handle(&shared, String::from_utf8_lossy(&buf).trim()),
                     Ok(None) => break,
                     Err(()) => {
-                        let reply = error_reply(&format!(
-                            "command line longer than {MAX_LINE} bytes"
-                        ));
+                        let reply =
+                            error_reply(&format!("command line longer than {MAX_LINE} bytes"));
                         let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
                         break;
                     }

@@ -49,9 +49,9 @@ fn last_os(context: &'static str, path: &Path) -> Error {
 }
 
 fn split(path: &Path) -> Result<(&Path, CString)> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::Invalid(format!("socket path {} has no file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        Error::Invalid(format!("socket path {} has no file name", path.display()))
+    })?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -267,7 +267,10 @@ mod tests {
         std::os::unix::fs::symlink(&target, &p).unwrap();
         let e = bind(&p, 0o600, me).unwrap_err().to_string();
         assert!(e.contains("refusing to replace"), "{e}");
-        assert!(std::fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&p)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "x");
         remove_if_ours(&p, me.uid);
         assert!(std::fs::symlink_metadata(&p).is_ok());

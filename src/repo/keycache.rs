@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use linux_keyutils::{Key, KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission};
+use linux_keyutils::{
+    Key, KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission,
+};
 
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};

@@ -155,7 +155,10 @@ fn sockets_have_their_final_mode_and_owner_the_moment_they_appear() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = [false, false];
     while !(seen[0] && seen[1]) {
-        assert!(Instant::now() < deadline, "the agent's sockets did not appear");
+        assert!(
+            Instant::now() < deadline,
+            "the agent's sockets did not appear"
+        );
         for (i, (p, uid, gid)) in [(&wal, pg_uid, pg_gid), (&ctl, 0, 0)].iter().enumerate() {
             if let Ok(m) = fs::symlink_metadata(p) {
                 assert!(m.file_type().is_socket(), "{}", p.display());
@@ -204,7 +207,10 @@ fn a_symlink_planted_at_a_socket_path_is_never_followed() {
             matches!(agent.0.try_wait(), Ok(Some(_)))
         });
         let err = fs::read_to_string(r.scratch("agent.log")).unwrap();
-        assert!(exited, "{name}: the agent replaced the symlink and started: {err}");
+        assert!(
+            exited,
+            "{name}: the agent replaced the symlink and started: {err}"
+        );
         assert!(err.contains("refusing to replace"), "{name}: {err}");
         assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
         untouched(name);
@@ -246,7 +252,10 @@ fn a_symlink_planted_at_a_socket_path_is_never_followed() {
         crate::common::wait_until(Duration::from_secs(30), || {
             r.path.join("agent.sock").exists()
         });
-        assert!(racer.join().unwrap(), "round {round}: the socket never appeared");
+        assert!(
+            racer.join().unwrap(),
+            "round {round}: the socket never appeared"
+        );
         drop(agent);
         untouched(&format!("round {round}"));
         // The symlink is left alone at shutdown, too.
@@ -271,7 +280,13 @@ fn commands_run_for_backups_never_see_the_passphrase() {
     let r = Repo::new();
     // The CLI: --command (the backup itself opened the repository with WAYBACK_PASSWORD).
     let mut c = r.cmd(&[
-        "backup", "--command", "env", "--stdin-name", "env.txt", "--source", "cmd",
+        "backup",
+        "--command",
+        "env",
+        "--stdin-name",
+        "env.txt",
+        "--source",
+        "cmd",
     ]);
     c.env("WAYBACK_NEW_PASSWORD", "another secret phrase");
     let o = crate::common::run(c);
@@ -325,8 +340,7 @@ fn the_control_socket_bounds_lines_and_escapes_what_it_echoes() {
     let cfg = passive_config(&r);
     let agent = spawn_agent(&r, &cfg);
     let ctl = r.path.join("agent.sock");
-    assert!(crate::common::wait_until(Duration::from_secs(30), || ctl
-        .exists()));
+    assert!(crate::common::wait_until(Duration::from_secs(30), || ctl.exists()));
     let connect = || {
         let c = UnixStream::connect(&ctl).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -337,7 +351,9 @@ fn the_control_socket_bounds_lines_and_escapes_what_it_echoes() {
     let mut c = connect();
     c.write_all(format!("run {evil}\n").as_bytes()).unwrap();
     let mut line = Vec::new();
-    std::io::BufReader::new(&c).read_until(b'\n', &mut line).unwrap();
+    std::io::BufReader::new(&c)
+        .read_until(b'\n', &mut line)
+        .unwrap();
     assert_eq!(line.pop(), Some(b'\n'));
     assert!(
         line.iter().all(|&b| b >= 0x20 && b != 0x7f),

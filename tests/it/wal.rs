@@ -260,9 +260,18 @@ fn wal_push_hands_no_descriptor_to_a_listener_of_another_user() {
     // The fake agent got a connection (it may see the client hang up) but no descriptor.
     let _ = fake.0.wait();
     let got = fs::read_to_string(&log).unwrap_or_else(|_| "fds=0\n".into());
-    assert_eq!(got, "fds=0\n", "the listener of `nobody` received the WAL file");
+    assert_eq!(
+        got, "fds=0\n",
+        "the listener of `nobody` received the WAL file"
+    );
     // The push was written directly and is really archived.
     let back = r.scratch("back");
-    r.ok(&["wal-fetch", "--cluster", "main", "000000010000000000000001", s(&back)]);
+    r.ok(&[
+        "wal-fetch",
+        "--cluster",
+        "main",
+        "000000010000000000000001",
+        s(&back),
+    ]);
     assert!(fs::read(&back).unwrap() == fs::read(&p).unwrap());
 }
