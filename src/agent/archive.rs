@@ -13,20 +13,25 @@
 //! or `error <message>`. A connection closed without an answer (agent killed mid-push) is a
 //! failure: PostgreSQL retries, and the retry, finding no agent, writes directly.
 //!
-//! The socket is owned by the repository directory's owner with mode 0600: whoever may write
-//! the repository directly may push through the agent, nobody else.
+//! The socket is owned by the repository directory's owner with mode 0600 from the instant it
+//! exists (see [`super::sock`]): whoever may write the repository directly may push through the
+//! agent, nobody else. The client checks the listener's peer credentials before it hands over a
+//! descriptor: only a listener run by the repository's owner or by root is an agent of this
+//! repository; anything else (another user who can write the directory and bound a socket
+//! there) gets nothing, and the push is written directly instead.
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
+use super::sock::{self, Owner};
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::wal::{self, Pushed, WalError};
@@ -37,15 +42,29 @@ pub fn socket_path(root: &Path) -> PathBuf {
 }
 
 /// Binds the archive socket and serves pushes on background threads until the process ends.
-pub fn serve(repo: Arc<Repository>) -> Result<()> {
+/// Returns the socket's owner (for [`sock::remove_if_ours`] at shutdown).
+pub fn serve(repo: Arc<Repository>) -> Result<Owner> {
     let sock = socket_path(&repo.root);
-    let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|e| Error::io("bind", &sock, e))?;
-    let owner = std::fs::metadata(&repo.root).map_err(|e| Error::io("stat", &repo.root, e))?;
-    std::os::unix::fs::chown(&sock, Some(owner.uid()), Some(owner.gid()))
-        .map_err(|e| Error::io("chown", &sock, e))?;
-    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io("chmod", &sock, e))?;
+    let meta = std::fs::metadata(&repo.root).map_err(|e| Error::io("stat", &repo.root, e))?;
+    let me = Owner::current();
+    // Root makes the socket the repository owner's (who runs wal-push); anyone else can only
+    // make it their own, which serves pushes by the same user.
+    let owner = if me.uid == 0 {
+        Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    } else {
+        if me.uid != meta.uid() {
+            tracing::warn!(
+                socket = %sock.display(),
+                "the repository belongs to uid {}: its wal-push cannot use this agent's socket",
+                meta.uid()
+            );
+        }
+        me
+    };
+    let listener = sock::bind(&sock, 0o600, owner)?;
     tracing::info!(socket = %sock.display(), "accepting wal-push");
     std::thread::Builder::new()
         .name("wal-push-accept".into())
@@ -58,7 +77,7 @@ pub fn serve(repo: Arc<Repository>) -> Result<()> {
             }
         })
         .map_err(|e| Error::io("spawn", &sock, e))?;
-    Ok(())
+    Ok(owner)
 }
 
 fn handle(repo: &Repository, mut conn: UnixStream) {
@@ -142,12 +161,41 @@ pub enum AgentReply {
     Failed(String),
 }
 
+/// Whether the listener at the other end of `conn` runs as `owner` (the repository directory's
+/// owner) or root, per the kernel (`SO_PEERCRED`, recorded when the listener called listen).
+fn peer_is_trusted(conn: &UnixStream, owner: u32) -> std::result::Result<(), String> {
+    let cred = nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| format!("cannot read the listener's credentials: {e}"))?;
+    if cred.uid() == owner || cred.uid() == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the listener is uid {} (pid {}), neither the repository's owner (uid {owner}) nor root",
+            cred.uid(),
+            cred.pid()
+        ))
+    }
+}
+
 /// Pushes `path` through the agent, or `None` when no agent listens (the caller then writes
 /// directly). A connection that breaks before the answer is `Failed`: never report success
 /// for a push that may not be durable.
+///
+/// A listener that is not the repository owner's or root's is not an agent: it gets no
+/// descriptor (it could read the segment and answer `stored` for bytes it never kept) and the
+/// push is written directly, so PostgreSQL's archive_command still succeeds only when the
+/// segment is durable, and a stray socket cannot stall archiving.
 pub fn push_via_agent(root: &Path, cluster: &str, path: &Path) -> Option<AgentReply> {
     let sock = socket_path(root);
     let mut conn = UnixStream::connect(&sock).ok()?;
+    let owner = std::fs::metadata(root).ok()?.uid();
+    if let Err(why) = peer_is_trusted(&conn, owner) {
+        eprintln!(
+            "wayback wal-push: not using {}: {why}; writing directly",
+            sock.display()
+        );
+        return None;
+    }
     let name = path.file_name()?.to_str()?.to_string();
     let file = match File::open(path) {
         Ok(f) => f,

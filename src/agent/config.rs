@@ -83,19 +83,22 @@ pub enum Schedule {
     Passive,
 }
 
-/// Parses `30s`, `15m`, `2h`, `1d`.
-pub fn parse_interval(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
-    (secs > 0).then(|| Duration::from_secs(secs))
+/// Longest `every`: a century. Anything longer is a typo, and adding it to a date would
+/// overflow the calendar arithmetic (`chrono` panics on that).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses an interval like `30s`, `15m`, `2h`, `1d` or `1h 30m` (humantime syntax), between
+/// one second and [`MAX_INTERVAL`]; the error says why not.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("\"{s}\" is not an interval like 30s, 15m, 1h, 1d: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("\"{s}\" is shorter than one second"));
+    }
+    if d > MAX_INTERVAL {
+        return Err(format!("\"{s}\" is longer than 100 years"));
+    }
+    Ok(d)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -117,7 +120,7 @@ impl Source {
     pub fn schedule(&self) -> Schedule {
         if let Some(c) = self.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
             Schedule::Cron(c)
-        } else if let Some(d) = self.every.as_deref().and_then(parse_interval) {
+        } else if let Some(d) = self.every.as_deref().and_then(|e| parse_interval(e).ok()) {
             Schedule::Every(d)
         } else {
             Schedule::Passive
@@ -159,10 +162,8 @@ pub fn parse(text: &str) -> Result<Config, String> {
             other => return err(format!("unknown type '{other}' (paths, command, basebackup, postgres-wal)")),
         }
         if let Some(e) = &s.every {
-            if parse_interval(e).is_none() {
-                return err(format!(
-                    "every = \"{e}\" is not an interval like 30s, 15m, 1h, 1d"
-                ));
+            if let Err(m) = parse_interval(e) {
+                return err(format!("every: {m}"));
             }
         }
         if let Some(c) = &s.cron {
@@ -211,6 +212,14 @@ mod tests {
         );
         let bad_every = "repo = \"/r\"\n[[source]]\nname = \"x\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"f\"\nevery = \"soon\"\n";
         assert!(parse(bad_every).unwrap_err().contains("every"));
-        assert_eq!(parse_interval("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_interval("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_interval("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_interval("1h 30m"), Ok(Duration::from_secs(5400)));
+        // Values whose seconds overflowed the old multiplication, or the calendar.
+        for huge in ["213503982334602d", "99999999999999999999s", "1000y"] {
+            assert!(parse_interval(huge).is_err(), "{huge}");
+        }
+        assert!(parse_interval("500ms").is_err());
+        assert!(parse_interval("0s").is_err());
     }
 }

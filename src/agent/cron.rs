@@ -1,108 +1,46 @@
-//! Five-field cron expressions (`minute hour day-of-month month day-of-week`, UTC).
+//! Five-field cron expressions (`minute hour day-of-month month day-of-week`, UTC), parsed and
+//! evaluated by the `croner` crate.
 //!
-//! Supports `*`, numbers, ranges `a-b`, lists `a,b` and steps `*/n`, `a-b/n`. Day-of-month and
-//! day-of-week combine like Vixie cron: when both are restricted, either may match.
+//! Why a crate: calendar arithmetic (month lengths, leap years, weekday rules) is where
+//! hand-written schedulers go wrong, and the old scanner here walked minute by minute through
+//! a year. `croner` follows Vixie cron: `*`, numbers, ranges `a-b`, lists `a,b`, steps `*/n`
+//! and `a-b/n`, names (`MON`, `JAN`), Sunday as 0 or 7, and day-of-month and day-of-week
+//! combined with OR when both are restricted. Seconds and years are refused, so the config
+//! syntax stays the classic five fields.
 
-use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use chrono::{DateTime, Utc};
+use croner::parser::{CronParser, Seconds, Year};
 
-/// A parsed schedule.
+/// A parsed schedule (boxed: croner's pattern is ~300 bytes, carried in every `Schedule`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cron {
-    minutes: Vec<bool>,
-    hours: Vec<bool>,
-    dom: Vec<bool>,
-    months: Vec<bool>,
-    dow: Vec<bool>,
-    dom_any: bool,
-    dow_any: bool,
-}
-
-fn field(s: &str, lo: u32, hi: u32, what: &str) -> Result<Vec<bool>, String> {
-    let mut set = vec![false; hi as usize + 1];
-    for part in s.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, st)) => (
-                r,
-                st.parse::<u32>()
-                    .map_err(|_| format!("bad step in {what} '{part}'"))?,
-            ),
-            None => (part, 1),
-        };
-        if step == 0 {
-            return Err(format!("step 0 in {what}"));
-        }
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            let p = |x: &str| x.parse::<u32>().map_err(|_| format!("bad {what} '{part}'"));
-            (p(a)?, p(b)?)
-        } else {
-            let v = range
-                .parse::<u32>()
-                .map_err(|_| format!("bad {what} '{part}'"))?;
-            (v, if part.contains('/') { hi } else { v })
-        };
-        if a < lo || b > hi || a > b {
-            return Err(format!("{what} '{part}' out of range {lo}-{hi}"));
-        }
-        for v in (a..=b).step_by(step as usize) {
-            set[v as usize] = true;
-        }
-    }
-    Ok(set)
-}
+pub struct Cron(Box<croner::Cron>);
 
 impl Cron {
-    /// Parses a five-field expression.
+    /// Parses a five-field expression; the error says what is wrong.
     pub fn parse(s: &str) -> Result<Cron, String> {
-        let f: Vec<&str> = s.split_whitespace().collect();
-        if f.len() != 5 {
+        let fields = s.split_whitespace().count();
+        if fields != 5 && !s.trim_start().starts_with('@') {
             return Err(format!(
-                "cron needs 5 fields (minute hour day month weekday), got {}",
-                f.len()
+                "cron needs 5 fields (minute hour day month weekday), got {fields}"
             ));
         }
-        let mut dow = field(f[4], 0, 7, "day of week")?;
-        if dow[7] {
-            dow[0] = true;
-        }
-        Ok(Cron {
-            minutes: field(f[0], 0, 59, "minute")?,
-            hours: field(f[1], 0, 23, "hour")?,
-            dom: field(f[2], 1, 31, "day of month")?,
-            months: field(f[3], 1, 12, "month")?,
-            dow,
-            dom_any: f[2] == "*",
-            dow_any: f[4] == "*",
-        })
+        CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(s)
+            .map(|c| Cron(Box::new(c)))
+            .map_err(|e| e.to_string())
+            .and_then(|c| match c.next_after(Utc::now()) {
+                // `0 0 30 2 *` parses but would silently never run.
+                None => Err("the expression never matches a date".into()),
+                Some(_) => Ok(c),
+            })
     }
 
-    fn day_matches(&self, t: &DateTime<Utc>) -> bool {
-        let d = self.dom[t.day() as usize];
-        let w = self.dow[t.weekday().num_days_from_sunday() as usize];
-        match (self.dom_any, self.dow_any) {
-            (true, true) => true,
-            (false, true) => d,
-            (true, false) => w,
-            (false, false) => d || w,
-        }
-    }
-
-    /// The first matching minute strictly after `after`.
+    /// The first matching minute strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut t = after.with_second(0)?.with_nanosecond(0)? + Duration::minutes(1);
-        // A year and a bit of minutes covers every satisfiable expression.
-        for _ in 0..(60 * 24 * 370) {
-            if self.months[t.month() as usize]
-                && self.day_matches(&t)
-                && self.hours[t.hour() as usize]
-                && self.minutes[t.minute() as usize]
-            {
-                return Some(t);
-            }
-            t += Duration::minutes(1);
-        }
-        None
+        self.0.find_next_occurrence(&after, false).ok()
     }
 }
 
@@ -129,6 +67,25 @@ mod tests {
             c.next_after(t).unwrap(),
             Utc.with_ymd_and_hms(2025, 9, 21, 1, 30, 0).unwrap()
         );
+        assert_eq!(Cron::parse("30 1 * * 7").unwrap(), c); // Sunday is also 7
+                                                           // Day of month OR day of week when both are restricted: the 1st, or a Monday.
+        let c = Cron::parse("0 0 1 * 1").unwrap();
+        assert_eq!(
+            c.next_after(t).unwrap(),
+            Utc.with_ymd_and_hms(2025, 9, 22, 0, 0, 0).unwrap()
+        );
+        // Leap days, ranges with steps, exactly on a match (strictly after).
+        let c = Cron::parse("0 12 29 2 *").unwrap();
+        assert_eq!(
+            c.next_after(t).unwrap(),
+            Utc.with_ymd_and_hms(2028, 2, 29, 12, 0, 0).unwrap()
+        );
+        let c = Cron::parse("10-50/20 * * * *").unwrap();
+        let on = Utc.with_ymd_and_hms(2025, 9, 18, 2, 30, 0).unwrap();
+        assert_eq!(
+            c.next_after(on).unwrap(),
+            Utc.with_ymd_and_hms(2025, 9, 18, 2, 50, 0).unwrap()
+        );
         for bad in [
             "",
             "* * * *",
@@ -136,6 +93,8 @@ mod tests {
             "*/0 * * * *",
             "a * * * *",
             "5-1 * * * *",
+            "0 0 * * * *",
+            "0 0 30 2 *",
         ] {
             assert!(Cron::parse(bad).is_err(), "{bad}");
         }

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod config;
 pub mod cron;
+pub mod sock;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -57,7 +58,7 @@ struct Shared {
 
 fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match s.schedule() {
-        Schedule::Every(d) => Some(now + chrono::Duration::from_std(d).ok()?),
+        Schedule::Every(d) => now.checked_add_signed(chrono::Duration::from_std(d).ok()?),
         Schedule::Cron(c) => c.next_after(now),
         Schedule::Passive => None,
     }
@@ -146,16 +147,27 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         wake: Notify::new(),
     });
     let sock = socket_path(&cfg);
-    archive::serve(repo.clone())?;
+    let me = sock::Owner::current();
+    // Only this user (and root) may ask the agent to run jobs or show its status.
+    let control = sock::bind(&sock, 0o600, me)?;
+    let wal_owner = match archive::serve(repo.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            sock::remove_if_ours(&sock, me.uid);
+            return Err(e);
+        }
+    };
+    control
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("set nonblocking", &sock, e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::io("start runtime", &sock, e))?;
     rt.block_on(async move {
-        let _ = std::fs::remove_file(&sock);
-        let listener =
-            UnixListener::bind(&sock).map_err(|e| Error::io("bind control socket", &sock, e))?;
+        let listener = UnixListener::from_std(control)
+            .map_err(|e| Error::io("listen on control socket", &sock, e))?;
         tracing::info!(socket = %sock.display(), sources = cfg.sources.len(), "agent started");
         let server = tokio::spawn(serve(listener, shared.clone()));
         let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
@@ -168,8 +180,8 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         tracing::info!("agent stopping");
         server.abort();
         sched.abort();
-        let _ = std::fs::remove_file(&sock);
-        let _ = std::fs::remove_file(archive::socket_path(&cfg.repo));
+        sock::remove_if_ours(&sock, me.uid);
+        sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
         Ok(())
     })
 }
@@ -230,20 +242,68 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
     }
 }
 
+/// Longest command line the control socket accepts: commands are `status` and `run NAME`, so
+/// anything longer is not a command, and reading it whole would let any client grow the
+/// agent's memory without bound.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// Reads one line of at most [`MAX_LINE`] bytes: `Ok(None)` at end of stream, `Err(())` when
+/// the line is longer (the caller answers and hangs up).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<Option<()>, ()> {
+    use tokio::io::AsyncReadExt;
+    buf.clear();
+    let n = r
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .await
+        .map_err(|_| ())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        Ok(Some(()))
+    } else if buf.len() > MAX_LINE {
+        Err(())
+    } else {
+        // The last line, without a newline.
+        Ok(Some(()))
+    }
+}
+
 async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     while let Ok((stream, _)) = listener.accept().await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let reply = handle(&shared, line.trim());
+            let mut r = BufReader::new(r);
+            let mut buf = Vec::new();
+            loop {
+                let reply = match read_line(&mut r, &mut buf).await {
+                    Ok(Some(())) => handle(&shared, String::from_utf8_lossy(&buf).trim()),
+                    Ok(None) => break,
+                    Err(()) => {
+                        let reply =
+                            error_reply(&format!("command line longer than {MAX_LINE} bytes"));
+                        let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+                        break;
+                    }
+                };
                 if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
                     break;
                 }
             }
         });
     }
+}
+
+/// `{"ok":false,"error":...}` with the message JSON-escaped: whatever a client sent and we
+/// echo (quotes, newlines, terminal escapes) arrives as `\"`, `\n`, `\u001b`, never raw.
+fn error_reply(msg: &str) -> String {
+    serde_json::json!({"ok": false, "error": msg}).to_string()
 }
 
 fn handle(shared: &Shared, cmd: &str) -> String {
@@ -264,12 +324,12 @@ fn handle(shared: &Shared, cmd: &str) -> String {
                     s.next_run = s.next.map(|t| t.to_rfc3339());
                     drop(st);
                     shared.wake.notify_one();
-                    "{\"ok\":true}".into()
+                    serde_json::json!({"ok": true}).to_string()
                 }
-                None => format!("{{\"ok\":false,\"error\":\"no runnable source named {name}\"}}"),
+                None => error_reply(&format!("no runnable source named {name}")),
             }
         }
-        _ => "{\"ok\":false,\"error\":\"commands: status | run NAME\"}".into(),
+        _ => error_reply("commands: status | run NAME"),
     }
 }
 
@@ -280,9 +340,10 @@ pub fn ask(sock: &std::path::Path, cmd: &str) -> Result<String> {
         .map_err(|e| Error::io("connect to agent (is it running?)", sock, e))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     writeln!(s, "{cmd}").map_err(|e| Error::io("write", sock, e))?;
-    let mut line = String::new();
-    std::io::BufReader::new(&s)
-        .read_line(&mut line)
+    // The reply is one JSON line; bounded all the same (status lists every source).
+    let mut line = Vec::new();
+    std::io::Read::take(std::io::BufReader::new(&s), 64 << 20)
+        .read_until(b'\n', &mut line)
         .map_err(|e| Error::io("read", sock, e))?;
-    Ok(line.trim().to_string())
+    Ok(String::from_utf8_lossy(&line).trim().to_string())
 }

@@ -37,18 +37,28 @@ pub enum KeyCmd {
     Lock,
 }
 
-/// Parses `90`, `90s`, `15m`, `2h`, `1d`.
+/// Parses `90` (seconds), or a humantime duration like `90s`, `15m`, `2h`, `1d`. The kernel
+/// keeps a key's timeout in 32-bit seconds and treats 0 as "never expires", so both 0 and
+/// anything beyond `u32::MAX` seconds are refused instead of silently wrapping or clamping.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("not a duration: {s:?}"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit in {s:?} (use s, m, h or d)")),
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        std::time::Duration::from_secs(
+            s.parse()
+                .map_err(|_| format!("{s:?} seconds is too large"))?,
+        )
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("not a duration: {s:?}: {e}"))?
     };
-    Ok(std::time::Duration::from_secs(n * mult))
+    if d.is_zero() {
+        return Err("the timeout must be at least 1s".into());
+    }
+    if d.as_secs() >= u32::MAX as u64 {
+        return Err(format!(
+            "{s:?} is longer than the kernel keyring allows ({} s, about 136 years)",
+            u32::MAX - 1
+        ));
+    }
+    Ok(d)
 }
 
 /// Where a new passphrase comes from.

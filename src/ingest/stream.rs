@@ -75,14 +75,24 @@ pub fn store_stream(
     Ok(node)
 }
 
-/// Runs `sh -c cmd`, hands its stdout to `consume`, then fails if either failed. A consumer
-/// that gives up early drops the pipe (the command gets EPIPE) and the command is killed, so
-/// waiting for it can never hang.
+/// Environment variables that carry a passphrase: never passed to a command wayback runs (a
+/// dump command, `pg_basebackup`, anything it starts, would otherwise see the repository's
+/// passphrase in its environment and in `/proc/PID/environ`). `WAYBACK_PASSWORD_FILE` and
+/// `WAYBACK_REPO` stay: they name files, which a child can only read if its uid already may.
+pub const SECRET_ENV: [&str; 2] = ["WAYBACK_PASSWORD", "WAYBACK_NEW_PASSWORD"];
+
+/// Runs `sh -c cmd` without the passphrase variables ([`SECRET_ENV`]), hands its stdout to
+/// `consume`, then fails if either failed. A consumer that gives up early drops the pipe (the
+/// command gets EPIPE) and the command is killed, so waiting for it can never hang.
 fn with_command_stdout<T>(
     cmd: &str,
     consume: impl FnOnce(std::process::ChildStdout) -> Result<T>,
 ) -> Result<T> {
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    for k in SECRET_ENV {
+        command.env_remove(k);
+    }
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .stdout(Stdio::piped())

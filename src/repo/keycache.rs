@@ -9,20 +9,23 @@
 //!
 //! Payload: key id (UTF-8) | `\n` | 64-byte master key.
 
-use std::ffi::CString;
 use std::time::Duration;
+
+use linux_keyutils::{
+    Key, KeyError, KeyPermissionsBuilder, KeyRing, KeyRingIdentifier, Permission,
+};
 
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
-const KEY_SPEC_USER_KEYRING: libc::c_long = -4;
-const KEYCTL_SETPERM: libc::c_long = 5;
-const KEYCTL_SEARCH: libc::c_long = 10;
-const KEYCTL_READ: libc::c_long = 11;
-const KEYCTL_SET_TIMEOUT: libc::c_long = 15;
-const KEYCTL_INVALIDATE: libc::c_long = 21;
-/// Possessor: everything; same uid: view, read, search (other processes of the admin).
-const PERM: libc::c_long = 0x3f0b_0000;
+/// Possessor: everything; same uid: view, read, search (other processes of the admin); group
+/// and others: nothing.
+fn permissions() -> linux_keyutils::KeyPermissions {
+    KeyPermissionsBuilder::builder()
+        .posessor(Permission::ALL)
+        .user(Permission::VIEW | Permission::READ | Permission::SEARCH)
+        .build()
+}
 
 /// The keyring entry name of a repository, from its sealed config bytes.
 pub fn entry_name(sealed_config: &[u8]) -> String {
@@ -30,28 +33,16 @@ pub fn entry_name(sealed_config: &[u8]) -> String {
     format!("wayback:{}", &h.to_hex()[..32])
 }
 
-fn cstr(s: &str) -> Result<CString> {
-    CString::new(s).map_err(|_| Error::Invalid(format!("keyring name {s:?}")))
+/// The user keyring (created by the kernel on first use, like `KEY_SPEC_USER_KEYRING`).
+fn user_keyring() -> std::result::Result<KeyRing, KeyError> {
+    KeyRing::from_special_id(KeyRingIdentifier::User, true)
 }
 
-fn search(name: &str) -> Option<libc::c_long> {
-    let ty = cstr("user").ok()?;
-    let desc = cstr(name).ok()?;
-    // SAFETY: keyctl(KEYCTL_SEARCH) reads two NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_SEARCH,
-            KEY_SPEC_USER_KEYRING,
-            ty.as_ptr(),
-            desc.as_ptr(),
-            0 as libc::c_long,
-        )
-    };
-    (r > 0).then_some(r)
+fn search(name: &str) -> Option<Key> {
+    user_keyring().ok()?.search(name).ok()
 }
 
-/// Stores an unlocked key for `timeout`.
+/// Stores an unlocked key for `timeout` (whole seconds, at least one).
 pub fn store(name: &str, key_id: &str, key: &MasterKey, timeout: Duration) -> Result<()> {
     let mut payload = Vec::with_capacity(key_id.len() + 65);
     payload.extend_from_slice(key_id.as_bytes());
@@ -59,79 +50,50 @@ pub fn store(name: &str, key_id: &str, key: &MasterKey, timeout: Duration) -> Re
     let mut raw = key.to_bytes();
     payload.extend_from_slice(&raw);
     zero(&mut raw);
-    let ty = cstr("user")?;
-    let desc = cstr(name)?;
-    // SAFETY: add_key reads the strings and `payload.len()` bytes of `payload`, all alive.
-    let serial = unsafe {
-        libc::syscall(
-            libc::SYS_add_key,
-            ty.as_ptr(),
-            desc.as_ptr(),
-            payload.as_ptr(),
-            payload.len(),
-            KEY_SPEC_USER_KEYRING,
-        )
-    };
+    let added = user_keyring().and_then(|ring| ring.add_key(name, &payload));
     zero(&mut payload);
-    if serial < 0 {
-        return Err(keyring_error("adding the key to", name));
-    }
-    let secs = timeout.as_secs().clamp(1, u32::MAX as u64) as libc::c_long;
-    // SAFETY: plain integer arguments.
-    let ok = unsafe {
-        libc::syscall(libc::SYS_keyctl, KEYCTL_SETPERM, serial, PERM) == 0
-            && libc::syscall(libc::SYS_keyctl, KEYCTL_SET_TIMEOUT, serial, secs) == 0
-    };
-    if !ok {
-        let e = keyring_error("setting permissions and timeout in", name);
-        forget(name);
-        return Err(e);
+    let entry = added.map_err(|e| keyring_error("adding the key to", name, e))?;
+    let secs = timeout.as_secs().clamp(1, u32::MAX as u64) as usize;
+    if let Err(e) = entry
+        .set_perms(permissions())
+        .and_then(|()| entry.set_timeout(secs))
+    {
+        let err = keyring_error("setting permissions and timeout in", name, e);
+        let _ = entry.invalidate();
+        return Err(err);
     }
     Ok(())
 }
 
 /// The cached key id and master key, if present and readable.
 pub fn load(name: &str) -> Option<(String, MasterKey)> {
-    let serial = search(name)?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_READ,
-            serial,
-            buf.as_mut_ptr(),
-            buf.len(),
-        )
+    let entry = search(name)?;
+    let mut buf = [0u8; 256];
+    let parsed = match entry.read(&mut buf) {
+        Ok(n) if n > 0 && n <= buf.len() => {
+            let p = &buf[..n];
+            p.iter().position(|&b| b == b'\n').and_then(|nl| {
+                let id = std::str::from_utf8(&p[..nl]).ok()?.to_string();
+                let raw: &[u8; 64] = p[nl + 1..].try_into().ok()?;
+                Some((id, MasterKey::from_bytes(raw)))
+            })
+        }
+        _ => None,
     };
-    let parsed = (n > 0 && (n as usize) <= buf.len())
-        .then(|| {
-            let p = &buf[..n as usize];
-            let nl = p.iter().position(|&b| b == b'\n')?;
-            let id = std::str::from_utf8(&p[..nl]).ok()?.to_string();
-            let raw: &[u8; 64] = p[nl + 1..].try_into().ok()?;
-            let key = MasterKey::from_bytes(raw);
-            Some((id, key))
-        })
-        .flatten();
     zero(&mut buf);
     parsed
 }
 
 /// Removes the entry; whether there was one.
 pub fn forget(name: &str) -> bool {
-    match search(name) {
-        // SAFETY: plain integer arguments.
-        Some(s) => unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_INVALIDATE, s) == 0 },
-        None => false,
-    }
+    search(name).is_some_and(|k| k.invalidate().is_ok())
 }
 
-fn keyring_error(context: &'static str, name: &str) -> Error {
+fn keyring_error(context: &'static str, name: &str, e: KeyError) -> Error {
     Error::Io {
         context,
         path: format!("the kernel user keyring (entry {name})").into(),
-        source: std::io::Error::last_os_error(),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 
@@ -139,5 +101,14 @@ fn zero(b: &mut [u8]) {
     for x in b.iter_mut() {
         // SAFETY: a volatile write to a valid &mut u8, so the wipe is not optimized away.
         unsafe { std::ptr::write_volatile(x, 0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn same_uid_may_view_read_and_search_only() {
+        // The bits the hand-written syscalls used: possessor 0x3f, user 0x0b.
+        assert_eq!(super::permissions().bits(), 0x3f0b_0000);
     }
 }

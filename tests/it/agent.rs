@@ -2,11 +2,14 @@
 //! under /at while mounted, failing jobs retried without partial snapshots, the writer lock.
 
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{s, KillOnDrop, Repo};
 use crate::mount::Mounted;
+use crate::pitr::repo_for_postgres;
 
 #[test]
 fn check_config_names_the_line() {
@@ -102,4 +105,331 @@ fn scheduled_dumps_appear_in_the_mount_and_failures_leave_nothing() {
     assert!(!m.p("latest/broken").exists());
     assert!(r.snapshots().iter().all(|s| s["source"] != "broken"));
     drop(agent);
+}
+
+/// A config whose only source is passive (no job runs), for the socket tests.
+fn passive_config(r: &Repo) -> std::path::PathBuf {
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"main\"\ntype = \"postgres-wal\"\ncluster = \"main\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Starts the agent with umask 0 (so a socket that took the umask's mode would be 0777).
+fn spawn_agent(r: &Repo, cfg: &Path) -> KillOnDrop {
+    use std::os::unix::process::CommandExt;
+    let mut c = r.cmd(&["agent", "--config", s(cfg)]);
+    c.stdout(Stdio::null())
+        .stderr(fs::File::create(r.scratch("agent.log")).unwrap());
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    KillOnDrop(c.spawn().unwrap())
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let u = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    (u.uid.as_raw(), u.gid.as_raw())
+}
+
+#[test]
+fn sockets_have_their_final_mode_and_owner_the_moment_they_appear() {
+    let r = Repo::new();
+    repo_for_postgres(&r);
+    let (pg_uid, pg_gid) = postgres_ids();
+    let cfg = passive_config(&r);
+    let wal = r.path.join("wal-push.sock");
+    let ctl = r.path.join("agent.sock");
+    let agent = spawn_agent(&r, &cfg);
+    // Watch both paths as closely as we can: every sighting must already be final.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = [false, false];
+    while !(seen[0] && seen[1]) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent's sockets did not appear"
+        );
+        for (i, (p, uid, gid)) in [(&wal, pg_uid, pg_gid), (&ctl, 0, 0)].iter().enumerate() {
+            if let Ok(m) = fs::symlink_metadata(p) {
+                assert!(m.file_type().is_socket(), "{}", p.display());
+                assert_eq!(
+                    (m.mode() & 0o7777, m.uid(), m.gid()),
+                    (0o600, *uid, *gid),
+                    "{} right after it appeared",
+                    p.display()
+                );
+                seen[i] = true;
+            }
+        }
+    }
+    // The control socket works for root.
+    let st = r.ok(&["agent", "--config", s(&cfg), "--status"]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("\"main\""));
+    drop(agent);
+    assert!(!wal.exists() && !ctl.exists(), "sockets left after SIGTERM");
+}
+
+#[test]
+fn a_symlink_planted_at_a_socket_path_is_never_followed() {
+    let r = Repo::new();
+    repo_for_postgres(&r);
+    let cfg = passive_config(&r);
+    let wal = r.path.join("wal-push.sock");
+    // A root-owned file outside the repository, the owner's target.
+    let target = r.scratch("shadow");
+    fs::write(&target, "secret\n").unwrap();
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+    let untouched = |what: &str| {
+        let m = fs::metadata(&target).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (0, 0, 0o644),
+            "target touched: {what}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "secret\n");
+    };
+    // 1. Planted before the start (as the owner would): the agent refuses to replace it.
+    for name in ["wal-push.sock", "agent.sock"] {
+        let p = r.path.join(name);
+        std::os::unix::fs::symlink(&target, &p).unwrap();
+        let mut agent = spawn_agent(&r, &cfg);
+        let exited = crate::common::wait_until(Duration::from_secs(20), || {
+            matches!(agent.0.try_wait(), Ok(Some(_)))
+        });
+        let err = fs::read_to_string(r.scratch("agent.log")).unwrap();
+        assert!(
+            exited,
+            "{name}: the agent replaced the symlink and started: {err}"
+        );
+        assert!(err.contains("refusing to replace"), "{name}: {err}");
+        assert!(fs::symlink_metadata(&p).unwrap().file_type().is_symlink());
+        untouched(name);
+        fs::remove_file(&p).unwrap();
+        // A failed start leaves no socket behind.
+        assert!(!wal.exists() && !r.path.join("agent.sock").exists());
+    }
+    // 2. Swapped in right after bind, racing the agent: whatever the agent did after bind
+    // (today's main chowned and chmodded by path) must not reach the target.
+    for round in 0..20 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let racer = {
+            let (wal, target, stop) = (wal.clone(), target.clone(), stop.clone());
+            let away = r.scratch("away.sock");
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if fs::rename(&wal, &away).is_ok() {
+                        std::os::unix::fs::symlink(&target, &wal).unwrap();
+                        return true;
+                    }
+                }
+                false
+            })
+        };
+        let mut agent = spawn_agent(&r, &cfg);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !racer.is_finished() {
+            assert!(Instant::now() < deadline, "agent did not start");
+            if let Ok(Some(st)) = agent.0.try_wait() {
+                panic!(
+                    "agent exited: {st}: {}",
+                    fs::read_to_string(r.scratch("agent.log")).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Let the agent finish starting (its control socket comes up), then stop it.
+        crate::common::wait_until(Duration::from_secs(30), || {
+            r.path.join("agent.sock").exists()
+        });
+        assert!(
+            racer.join().unwrap(),
+            "round {round}: the socket never appeared"
+        );
+        drop(agent);
+        untouched(&format!("round {round}"));
+        // The symlink is left alone at shutdown, too.
+        assert!(fs::symlink_metadata(&wal).unwrap().file_type().is_symlink());
+        fs::remove_file(&wal).unwrap();
+        let _ = fs::remove_file(r.scratch("away.sock"));
+    }
+}
+
+/// What a command saw of the passphrase: the `WAYBACK_*PASSWORD` lines of its `env` output.
+fn secrets_in(env: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(env);
+    assert!(text.contains("PATH="), "not an environment listing: {text}");
+    text.lines()
+        .filter(|l| l.contains("PASSWORD=") || l.contains(crate::common::PASSWORD))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn commands_run_for_backups_never_see_the_passphrase() {
+    let r = Repo::new();
+    // The CLI: --command (the backup itself opened the repository with WAYBACK_PASSWORD).
+    let mut c = r.cmd(&[
+        "backup",
+        "--command",
+        "env",
+        "--stdin-name",
+        "env.txt",
+        "--source",
+        "cmd",
+    ]);
+    c.env("WAYBACK_NEW_PASSWORD", "another secret phrase");
+    let o = crate::common::run(c);
+    crate::common::assert_code(&o, 0, "backup --command env");
+    let env = r.cat("latest:/env.txt", &["--source", "cmd"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+    // --basebackup: the command's tar stream carries its environment.
+    let dir = r.mkdir("bb");
+    let cmd = format!("env > {0}/env.txt && tar -cf - -C {0} env.txt", s(&dir));
+    r.ok(&["backup", "--basebackup", &cmd, "--source", "bb"]);
+    let env = r.cat("latest:/env.txt", &["--source", "bb"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+    // The agent's command sources (the agent got the passphrase from WAYBACK_PASSWORD).
+    let cfg = r.scratch("env.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"agent-env\"\ntype = \"command\"\ncommand = \"env\"\nfile = \"env.txt\"\nevery = \"1h\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    let agent = spawn_agent(&r, &cfg);
+    assert!(
+        crate::common::wait_until(Duration::from_secs(30), || r
+            .snapshots()
+            .iter()
+            .any(|x| x["source"] == "agent-env")),
+        "the agent's job did not run: {}",
+        fs::read_to_string(r.scratch("agent.log")).unwrap_or_default()
+    );
+    drop(agent);
+    let env = r.cat("latest:/env.txt", &["--source", "agent-env"]);
+    assert_eq!(secrets_in(&env), Vec::<String>::new());
+}
+
+/// Peak resident memory of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn the_control_socket_bounds_lines_and_escapes_what_it_echoes() {
+    use std::io::{BufRead, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let r = Repo::new();
+    let cfg = passive_config(&r);
+    let agent = spawn_agent(&r, &cfg);
+    let ctl = r.path.join("agent.sock");
+    assert!(crate::common::wait_until(Duration::from_secs(30), || ctl.exists()));
+    let connect = || {
+        let c = UnixStream::connect(&ctl).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    };
+    // Echoed names come back JSON-escaped: no raw control characters, still the same text.
+    let evil = "x\u{1b}[2J\u{7}\"}{\r\t\u{0}y";
+    let mut c = connect();
+    c.write_all(format!("run {evil}\n").as_bytes()).unwrap();
+    let mut line = Vec::new();
+    std::io::BufReader::new(&c)
+        .read_until(b'\n', &mut line)
+        .unwrap();
+    assert_eq!(line.pop(), Some(b'\n'));
+    assert!(
+        line.iter().all(|&b| b >= 0x20 && b != 0x7f),
+        "raw control bytes echoed: {:?}",
+        String::from_utf8_lossy(&line)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains(evil), "{v}");
+    // 100 MB without a newline: answered with an error after 64 KiB, memory stays flat.
+    let pid = agent.0.id();
+    let before = vm_hwm_kib(pid);
+    let c = connect();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'a'; 1 << 20];
+        let mut sent = 0usize;
+        while sent < 100 << 20 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = w.shutdown(std::net::Shutdown::Write);
+        sent
+    });
+    let mut reply = String::new();
+    let _ = (&c).read_to_string(&mut reply);
+    let sent = writer.join().unwrap();
+    let after = vm_hwm_kib(pid);
+    assert!(
+        reply.contains("longer than 65536 bytes") && reply.contains("\"ok\":false"),
+        "reply {reply:?} after {sent} bytes"
+    );
+    assert!(
+        after < before + 16 * 1024,
+        "agent peak memory grew from {before} KiB to {after} KiB"
+    );
+    // The agent still answers.
+    let st = r.ok(&["agent", "--config", s(&cfg), "--status"]);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("\"main\""));
+    drop(agent);
+}
+
+#[test]
+fn huge_durations_are_refused_with_a_clear_error() {
+    let r = Repo::new();
+    let cfg = r.scratch("every.toml");
+    let with_every = |every: &str| {
+        fs::write(
+            &cfg,
+            format!("repo = \"{}\"\n\n[[source]]\nname = \"db\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"x\"\nevery = \"{every}\"\n", s(&r.path)),
+        )
+        .unwrap();
+        r.wb(&["agent", "--config", s(&cfg), "--check-config"])
+    };
+    // 213503982334602 days overflow u64 seconds; 10^6 years overflow the calendar.
+    for huge in ["213503982334602d", "99999999999999999999s", "1000000y"] {
+        let o = with_every(huge);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "every = {huge}: {err}");
+        assert!(
+            err.contains(&format!("{}:4: source 'db': every", s(&cfg))),
+            "every = {huge}: {err}"
+        );
+    }
+    for fine in ["90m", "1h 30m", "2d"] {
+        let o = with_every(fine);
+        assert_eq!(o.status.code(), Some(0), "every = {fine}: {o:?}");
+    }
+    for huge in ["213503982334602d", "99999999999999999999", "200y", "0"] {
+        let o = r.wb(&["key", "unlock", "--timeout", huge]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--timeout {huge}: {err}");
+        assert!(err.contains("--timeout"), "--timeout {huge}: {err}");
+    }
+    r.ok(&["key", "unlock", "--timeout", "90s"]);
+    r.ok(&["key", "lock"]);
 }

@@ -206,3 +206,72 @@ fn check_verifies_archived_wal_and_names_damaged_segments() {
         "{out}"
     );
 }
+
+/// A listener of another user at `<repo>/wal-push.sock`: it records how many descriptors
+/// each connection carried and answers `stored` (what a thief that drops the WAL would say).
+const FAKE_AGENT: &str = r#"
+import array, os, socket, sys
+sock, log = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sock)
+s.listen(1)
+open(log + ".ready", "w").close()
+c, _ = s.accept()
+msg, anc, flags, addr = c.recvmsg(1024, socket.CMSG_SPACE(4 * array.array("i").itemsize))
+fds = 0
+for level, kind, data in anc:
+    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+        fds += len(data) // array.array("i").itemsize
+with open(log, "w") as f:
+    f.write("fds=%d\n" % fds)
+c.sendall(b"stored\n")
+c.close()
+"#;
+
+#[test]
+fn wal_push_hands_no_descriptor_to_a_listener_of_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let r = Repo::new();
+    // A repository that `nobody` may write (but does not own: root does).
+    for p in [r.tmp(), &r.path] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let drop_box = r.mkdir("box");
+    fs::set_permissions(&drop_box, fs::Permissions::from_mode(0o777)).unwrap();
+    let log = drop_box.join("fake.log");
+    let mut fake = crate::common::KillOnDrop(
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "/usr/bin/python3", "-c", FAKE_AGENT])
+            .arg(r.path.join("wal-push.sock"))
+            .arg(&log)
+            .spawn()
+            .unwrap(),
+    );
+    let ready = drop_box.join("fake.log.ready");
+    assert!(
+        crate::common::wait_until(std::time::Duration::from_secs(20), || ready.exists()),
+        "the fake agent did not start"
+    );
+    let d = r.mkdir("pg_wal");
+    let p = segment(&d, "000000010000000000000001", 7, 3);
+    let o = r.ok(&["wal-push", "--cluster", "main", s(&p)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("neither the repository's owner"), "{err}");
+    // The fake agent got a connection (it may see the client hang up) but no descriptor.
+    let _ = fake.0.wait();
+    let got = fs::read_to_string(&log).unwrap_or_else(|_| "fds=0\n".into());
+    assert_eq!(
+        got, "fds=0\n",
+        "the listener of `nobody` received the WAL file"
+    );
+    // The push was written directly and is really archived.
+    let back = r.scratch("back");
+    r.ok(&[
+        "wal-fetch",
+        "--cluster",
+        "main",
+        "000000010000000000000001",
+        s(&back),
+    ]);
+    assert!(fs::read(&back).unwrap() == fs::read(&p).unwrap());
+}
