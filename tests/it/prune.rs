@@ -347,7 +347,15 @@ fn forget_with_prune_frees_the_space_in_one_command() {
     write_random(&d.join("a.bin"), 3 * MIB, 2);
     let kept = snap(&r, &d, "s");
     let before = r.stored_bytes();
-    let v = r.json(&["forget", "--keep-last", "1", "--prune", "--grace", "0", "--json"]);
+    let v = r.json(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+        "--grace",
+        "0",
+        "--json",
+    ]);
     assert!(u64_of(&v, "/prune/packs_deleted") >= 1, "{v:#}");
     assert!(before - r.stored_bytes() > 3 * MIB as u64 * 95 / 100);
     assert_restores(&r, &kept, &d);
