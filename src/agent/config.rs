@@ -18,6 +18,11 @@
 //! command = "pg_dump -Fc -Z0 app"
 //! file = "app.dump"
 //! every = "15m"
+//! keep = { last = 4, daily = 7, weekly = 4, monthly = 12 }   # forget after each run
+//!
+//! prune = "0 4 * * *"                      # top level: when the agent prunes (UTC cron)
+//! prune_grace = "24h"                      # optional; how long unused packs stay marked
+//! # or: prune_every = "6h"
 //! ```
 
 use std::path::PathBuf;
@@ -37,9 +42,96 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// Control socket path.
     pub socket: Option<PathBuf>,
+    /// When to prune (five-field cron, UTC); none: the agent never prunes.
+    pub prune: Option<String>,
+    /// Or: prune at this interval (humantime), first one interval after start.
+    pub prune_every: Option<String>,
+    /// Grace period of the agent's prunes (humantime; default 24h).
+    pub prune_grace: Option<String>,
     /// Sources.
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
+}
+
+/// Retention of one source (`keep = { daily = 7, ... }`): what `wayback forget --keep-*` takes,
+/// applied by the agent after each successful run of the source.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    /// `--keep-last`.
+    #[serde(default)]
+    pub last: u32,
+    /// `--keep-hourly`.
+    #[serde(default)]
+    pub hourly: u32,
+    /// `--keep-daily`.
+    #[serde(default)]
+    pub daily: u32,
+    /// `--keep-weekly`.
+    #[serde(default)]
+    pub weekly: u32,
+    /// `--keep-monthly`.
+    #[serde(default)]
+    pub monthly: u32,
+    /// `--keep-yearly`.
+    #[serde(default)]
+    pub yearly: u32,
+    /// `--keep-within` (humantime duration).
+    pub within: Option<String>,
+    /// `--keep-tag` (repeatable).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Keep {
+    /// The forget policy; refuses one that keeps nothing or a bad duration.
+    pub fn policy(&self) -> Result<crate::maint::forget::Policy, String> {
+        let within_ms = match &self.within {
+            Some(w) => Some(
+                humantime::parse_duration(w)
+                    .map_err(|e| format!("keep.within = \"{w}\": {e}"))?
+                    .as_millis()
+                    .min(i64::MAX as u128) as i64,
+            ),
+            None => None,
+        };
+        let p = crate::maint::forget::Policy {
+            last: self.last,
+            hourly: self.hourly,
+            daily: self.daily,
+            weekly: self.weekly,
+            monthly: self.monthly,
+            yearly: self.yearly,
+            within_ms,
+            tags: self.tags.clone(),
+        };
+        if p.keeps_nothing() {
+            return Err("keep = { ... } keeps nothing: give last, hourly, daily, weekly, monthly, yearly, within or tags".into());
+        }
+        Ok(p)
+    }
+}
+
+impl Config {
+    /// The agent's next prune after `now`, if it prunes.
+    pub fn next_prune(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        if let Some(c) = self.prune.as_deref().and_then(|c| Cron::parse(c).ok()) {
+            return c.next_after(now);
+        }
+        let d = parse_interval(self.prune_every.as_deref()?).ok()?;
+        now.checked_add_signed(chrono::Duration::from_std(d).ok()?)
+    }
+
+    /// The grace period of the agent's prunes.
+    pub fn prune_grace(&self) -> Duration {
+        self.prune_grace
+            .as_deref()
+            .and_then(|g| humantime::parse_duration(g).ok())
+            .unwrap_or(Duration::from_secs(24 * 3600))
+    }
 }
 
 /// One source.
@@ -70,6 +162,8 @@ pub struct Source {
     /// Tags for every snapshot.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Retention applied after each successful run.
+    pub keep: Option<Keep>,
 }
 
 /// When a source runs.
@@ -140,6 +234,24 @@ pub fn parse(text: &str) -> Result<Config, String> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
         format!("{line}: {}", e.message())
     })?;
+    if let Some(c) = &cfg.prune {
+        if let Err(m) = Cron::parse(c) {
+            return Err(format!("0: prune = \"{c}\": {m}"));
+        }
+    }
+    if let Some(e) = &cfg.prune_every {
+        if let Err(m) = parse_interval(e) {
+            return Err(format!("0: prune_every: {m}"));
+        }
+        if cfg.prune.is_some() {
+            return Err("0: give either prune (cron) or prune_every, not both".into());
+        }
+    }
+    if let Some(g) = &cfg.prune_grace {
+        if let Err(e) = humantime::parse_duration(g) {
+            return Err(format!("0: prune_grace = \"{g}\": {e}"));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for s in &cfg.sources {
         let at = source_line(text, &s.name);
@@ -174,6 +286,16 @@ pub fn parse(text: &str) -> Result<Config, String> {
         if s.every.is_some() && s.cron.is_some() {
             return err("give either every or cron, not both".into());
         }
+        if let Some(k) = &s.keep {
+            if s.kind == "postgres-wal" {
+                return err(
+                    "keep: WAL follows its base backups; put keep on the basebackup source".into(),
+                );
+            }
+            if let Err(m) = k.policy() {
+                return err(m);
+            }
+        }
         if s.kind != "postgres-wal" && s.every.is_none() && s.cron.is_none() {
             return err("needs a schedule: every = \"1h\" or cron = \"0 2 * * *\"".into());
         }
@@ -184,6 +306,31 @@ pub fn parse(text: &str) -> Result<Config, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_and_prune_settings_are_validated() {
+        let base = "repo = \"/r\"\n";
+        let src = "[[source]]\nname = \"x\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"f\"\nevery = \"1h\"\n";
+        let ok = format!("{base}prune = \"0 4 * * *\"\nprune_grace = \"12h\"\n{src}keep = {{ daily = 7, within = \"2d\" }}\n");
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.prune_grace(), Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.sources[0].keep.as_ref().unwrap().policy().unwrap().daily,
+            7
+        );
+        let nothing = format!("{base}{src}keep = {{ daily = 0 }}\n");
+        assert!(parse(&nothing).unwrap_err().contains("keeps nothing"));
+        let bad_within = format!("{base}{src}keep = {{ within = \"soon\" }}\n");
+        assert!(parse(&bad_within).unwrap_err().contains("keep.within"));
+        let unknown = format!("{base}{src}keep = {{ daly = 7 }}\n");
+        assert!(parse(&unknown).is_err());
+        let both = format!("{base}prune = \"0 4 * * *\"\nprune_every = \"1h\"\n{src}");
+        assert!(parse(&both).unwrap_err().contains("not both"));
+        let bad_cron = format!("{base}prune = \"every night\"\n{src}");
+        assert!(parse(&bad_cron).unwrap_err().contains("prune"));
+        let wal = format!("{base}[[source]]\nname = \"w\"\ntype = \"postgres-wal\"\ncluster = \"c\"\nkeep = {{ last = 1 }}\n");
+        assert!(parse(&wal).unwrap_err().contains("basebackup"));
+    }
 
     #[test]
     fn good_and_bad_configs() {

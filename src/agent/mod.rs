@@ -64,6 +64,53 @@ fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     }
 }
 
+/// Forgets the source's snapshots its `keep` policy no longer keeps (and, for a base-backup
+/// source, the WAL older than the oldest base backup left). A failure is logged, not fatal:
+/// the new snapshot is safe, and the next run tries again.
+pub fn apply_retention(repo: &Repository, s: &Source) {
+    let Some(keep) = &s.keep else { return };
+    let policy = match keep.policy() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(source = %s.name, error = %e, "retention policy invalid");
+            return;
+        }
+    };
+    let req = crate::maint::forget::Request::Policy {
+        sources: vec![s.name.clone()],
+        policy,
+    };
+    match crate::maint::forget::forget(repo, &req, &[], false) {
+        Ok(out) => {
+            let removed = out
+                .snapshots
+                .iter()
+                .filter(|d| d.action == crate::maint::forget::Action::Remove)
+                .count();
+            let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
+            if removed + wal > 0 {
+                tracing::info!(source = %s.name, snapshots = removed, wal_files = wal, "retention applied");
+            }
+        }
+        Err(e) => {
+            tracing::error!(source = %s.name, error = %e, "retention failed; nothing was forgotten")
+        }
+    }
+}
+
+/// Logs a warning when the repository's filesystem is [`FULL_WARNING`] full or more.
+pub fn warn_if_full(repo: &Repository) {
+    if let Some(used) = crate::maint::stats::fs_used_fraction(&repo.root) {
+        if used >= FULL_WARNING {
+            tracing::warn!(
+                used_percent = (used * 100.0).round() as u64,
+                repo = %repo.root.display(),
+                "repository filesystem is over 80% full: forget and prune, or add space"
+            );
+        }
+    }
+}
+
 /// Runs one source's job; returns a one-line description of the snapshot.
 pub fn run_job(repo: &Repository, s: &Source) -> Result<String> {
     let counters = Arc::new(Counters::default());
@@ -186,7 +233,13 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
     })
 }
 
+/// Fraction of the repository's filesystem in use above which the agent warns after each job.
+pub const FULL_WARNING: f64 = 0.8;
+
+/// Jobs, retention and prunes run one at a time in this loop: a prune beside a backup of the
+/// same process could delete a pack the backup just deduplicated against.
 async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
+    let mut prune_next = cfg.next_prune(Utc::now());
     loop {
         let due = {
             let st = shared.states.lock().expect("poisoned");
@@ -195,6 +248,40 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 .filter_map(|(i, s)| s.next.map(|t| (t, i)))
                 .min()
         };
+        if let Some(pt) = prune_next.filter(|pt| due.is_none_or(|(t, _)| *pt <= t)) {
+            let wait = (pt - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shared.wake.notified() => continue,
+                }
+            }
+            let (r2, grace) = (repo.clone(), cfg.prune_grace());
+            let res = tokio::task::spawn_blocking(move || {
+                let opts = crate::maint::prune::PruneOptions {
+                    grace,
+                    ..Default::default()
+                };
+                crate::maint::prune::prune(&r2, &opts, &mut |_| {})
+            })
+            .await;
+            match res {
+                Ok(Ok(rep)) => tracing::info!(
+                    deleted = rep.packs_deleted,
+                    repacked = rep.packs_repacked,
+                    marked = rep.packs_marked,
+                    bytes_before = rep.bytes_before,
+                    bytes_after = rep.bytes_after,
+                    "prune done"
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "prune failed; nothing it had not finished was deleted")
+                }
+                Err(e) => tracing::error!(error = %e, "prune panicked"),
+            }
+            prune_next = cfg.next_prune(Utc::now());
+            continue;
+        }
         let Some((when, i)) = due else {
             shared.wake.notified().await;
             continue;
@@ -209,9 +296,16 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
         let src = cfg.sources[i].clone();
         let r2 = repo.clone();
         tracing::info!(source = %src.name, "job starting");
-        let res = tokio::task::spawn_blocking(move || run_job(&r2, &src))
-            .await
-            .unwrap_or_else(|e| Err(Error::Invalid(format!("job panicked: {e}"))));
+        let res = tokio::task::spawn_blocking(move || {
+            let r = run_job(&r2, &src);
+            if r.is_ok() {
+                apply_retention(&r2, &src);
+            }
+            warn_if_full(&r2);
+            r
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Invalid(format!("job panicked: {e}"))));
         let now = Utc::now();
         let mut st = shared.states.lock().expect("poisoned");
         let s = &mut st[i];

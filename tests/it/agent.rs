@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{s, KillOnDrop, Repo};
@@ -432,4 +432,107 @@ fn huge_durations_are_refused_with_a_clear_error() {
     }
     r.ok(&["key", "unlock", "--timeout", "90s"]);
     r.ok(&["key", "lock"]);
+}
+
+/// Lines of the agent's log containing `needle`.
+fn log_count(log: &Path, needle: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn the_agent_forgets_by_its_policy_and_prunes_on_its_schedule() {
+    let r = Repo::new();
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\nprune_every = \"3s\"\nprune_grace = \"0s\"\n\n[[source]]\nname = \"rnd\"\ntype = \"command\"\ncommand = \"head -c 2097152 /dev/urandom\"\nfile = \"r.bin\"\nevery = \"1s\"\nkeep = {{ last = 2 }}\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    let log = r.scratch("agent.log");
+    let agent = KillOnDrop(
+        r.cmd(&["-v", "agent", "--config", s(&cfg)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_count(&log, "job done") < 6 || log_count(&log, "prune done") < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no runs and prunes: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
+    let all = fs::read_to_string(&log).unwrap();
+    assert!(all.contains("retention applied"), "{all}");
+    let snaps = r.snapshots();
+    assert_eq!(snaps.len(), 2, "keep last = 2 left {}", snaps.len());
+    // Six 2 MiB snapshots were written; at most the two kept and the two forgotten since the
+    // last prune may still be stored.
+    let stored = r.stored_bytes();
+    assert!(
+        stored < 9 * (1 << 20),
+        "stored {stored} bytes after pruning"
+    );
+    r.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn the_agent_warns_when_the_repository_filesystem_is_80_percent_full() {
+    let r = Repo::new();
+    let small = r.mkdir("small");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(small.clone());
+    let repo = small.join("repo");
+    let o = crate::common::run(r.cmd(&["--repo", s(&repo), "init"]));
+    assert!(o.status.success(), "{o:?}");
+    fs::write(small.join("filler"), vec![7u8; 27 << 20]).unwrap();
+    let cfg = r.scratch("full.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"tiny\"\ntype = \"command\"\ncommand = \"echo hi\"\nfile = \"t\"\nevery = \"1h\"\n",
+            s(&repo)
+        ),
+    )
+    .unwrap();
+    let log = r.scratch("full.log");
+    let agent = KillOnDrop(
+        r.cmd(&["--repo", s(&repo), "agent", "--config", s(&cfg)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log_count(&log, "over 80% full") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no warning: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(agent);
 }
