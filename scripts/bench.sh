@@ -2,12 +2,17 @@
 # Side-by-side benchmark: wayback vs restic vs borg on the same data, in one run.
 # Data: a pg_dump -Fc -Z0 of a pgbench database (scale $SCALE, ~15 MB per scale unit... see the
 # printed size) plus a tree of $NFILES small files. Prints a markdown table with ratios.
-# Usage: scripts/bench.sh            (SCALE=30 NFILES=30000 BENCH_DIR=/tmp/wayback-bench)
+# Usage: scripts/bench.sh            (SCALE=30 NFILES=30000 BENCH_DIR=/tmp/wayback-bench;
+#                                     WB=path/to/wayback measures that binary instead of building;
+#                                     TOOLS="wayback" runs only those tools; REUSE_DATA=1 keeps the
+#                                     data of the previous run, e.g. to compare two wayback builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
-cargo build --release --quiet --bin wayback
-WB="${CARGO_TARGET_DIR:-$PWD/target}/release/wayback"
+if [[ -z "${WB:-}" ]]; then
+  cargo build --release --quiet --bin wayback
+  WB="${CARGO_TARGET_DIR:-$PWD/target}/release/wayback"
+fi
 SCALE=${SCALE:-30}
 NFILES=${NFILES:-30000}
 B=${BENCH_DIR:-/tmp/wayback-bench}
@@ -18,6 +23,9 @@ export BORG_BASE_DIR="$B/borg-home" RESTIC_CACHE_DIR="$B/restic-cache" XDG_CACHE
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 if [[ "${ONLY_MOUNT:-0}" == 1 ]]; then
+  DATA_MB=$(du -sm "$B/data" | cut -f1)
+elif [[ "${REUSE_DATA:-0}" == 1 && -f "$B/dump2" ]]; then
+  rm -rf "$B"/repo-* "$B/out" "$B"/mnt-*; mkdir -p "$B/out"
   DATA_MB=$(du -sm "$B/data" | cut -f1)
 else
 rm -rf "$B"; mkdir -p "$B"/{data/db,data/files,pg,out}
@@ -50,6 +58,8 @@ for i in range(n):
 PY
 DATA_MB=$(du -sm "$B/data" | cut -f1)
 echo "data: $(du -sh "$B/data/db/app.dump" | cut -f1) dump + $NFILES small files ($(du -sh "$B/data/files" | cut -f1)); total ${DATA_MB} MB" >&2
+fi
+if [[ "${ONLY_MOUNT:-0}" != 1 ]]; then
 
 # ---------- helpers ----------
 # t CMD...: runs CMD, prints "seconds peakRSS_MB"
@@ -87,16 +97,18 @@ run_tool() {
   diff -rq "$B/data" "$out/data" >/dev/null 2>&1 || diff -rq "$B/data" "$out" >/dev/null || echo "WARNING: $tool restore differs" >&2
   rm -rf "$out"
 }
-for tool in wayback restic borg; do echo "running $tool..." >&2; run_tool $tool; done
+TOOLS=${TOOLS:-wayback restic borg}
+has() { [[ " $TOOLS " == *" $1 "* ]]; }
+for tool in $TOOLS; do echo "running $tool..." >&2; run_tool $tool; done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2fx", b / a; else print "-" }'; }
 mbps() { awk -v s="$1" -v m="$DATA_MB" 'BEGIN { if (s > 0) printf "%.0f", m / s; else print "-" }'; }
 echo
 echo "| metric | wayback | restic | borg | restic/wayback | borg/wayback |"
 echo "| --- | --- | --- | --- | --- | --- |"
-row() { echo "| $1 | ${R[wayback.$2]} | ${R[restic.$2]} | ${R[borg.$2]} | $(ratio "${R[wayback.$2]}" "${R[restic.$2]}") | $(ratio "${R[wayback.$2]}" "${R[borg.$2]}") |"; }
+row() { echo "| $1 | ${R[wayback.$2]} | ${R[restic.$2]:-} | ${R[borg.$2]:-} | $(ratio "${R[wayback.$2]}" "${R[restic.$2]:-}") | $(ratio "${R[wayback.$2]}" "${R[borg.$2]:-}") |"; }
 row "first backup (s)" first
-echo "| first backup MB/s | $(mbps "${R[wayback.first]}") | $(mbps "${R[restic.first]}") | $(mbps "${R[borg.first]}") | | |"
+echo "| first backup MB/s | $(mbps "${R[wayback.first]}") | $(mbps "${R[restic.first]:-}") | $(mbps "${R[borg.first]:-}") | | |"
 row "unchanged 2nd backup (s)" unchanged
 row "backup after 1% dump change (s)" changed
 row "bytes added by 1% change (KiB)" added
@@ -110,10 +122,12 @@ echo "(ratios > 1 mean wayback is faster/smaller; data ${DATA_MB} MB, scale $SCA
 # First vs last snapshot: the dump changed (1%), the small-file tree did not.
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}'; }
 wids=$("$WB" --repo "$B/repo-wayback" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
+if has restic; then
 rids=$(restic -r "$B/repo-restic" snapshots --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[0]["id"], s[-1]["id"])')
+fi
 D_WB=$(secs "$WB" --repo "$B/repo-wayback" diff ${wids} --name-status)
 TREES=$("$WB" --repo "$B/repo-wayback" diff ${wids} --stat | grep -o '[0-9]* tree blocks read' || true)
-D_RESTIC=$(secs restic -r "$B/repo-restic" diff ${rids})
+D_RESTIC=-; has restic && D_RESTIC=$(secs restic -r "$B/repo-restic" diff ${rids})
 mkdir -p "$B/mnt-diff"; "$WB" --repo "$B/repo-wayback" mount "$B/mnt-diff" --daemon >/dev/null
 read -r n1 n3 < <(ls "$B/mnt-diff/snapshots/bench" | sed -n '1p;$p' | tr '\n' ' '; echo)
 D_RQ=$(secs diff -rq "$B/mnt-diff/snapshots/bench/$n1" "$B/mnt-diff/snapshots/bench/$n3")
@@ -152,7 +166,8 @@ mount_tool() {
   fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" || true
   sleep 0.5
 }
-for tool in wayback restic borg; do mount_tool $tool; done
+TOOLS=${TOOLS:-wayback restic borg}
+for tool in $TOOLS; do mount_tool $tool; done
 catsecs=$( { /usr/bin/time -f "%e" "$WB" --repo "$B/repo-wayback" cat latest:/db/app.dump --source bench > /dev/null; } 2>&1 | tail -1)
 catmb=$(awk -v s="$catsecs" -v f="$(stat -c %s "$B/dump2")" 'BEGIN{printf "%.0f", f/1e6/s}')
 echo
@@ -160,6 +175,6 @@ echo "| mount metric | wayback | restic | borg |"
 echo "| --- | --- | --- | --- |"
 for k in "first ls after mount (s):first_ls" "sequential read of the dump (MB/s):seq" "ls -lR small-file tree, cold (s):walk_cold" "ls -lR small-file tree, warm (s):walk_warm" "mount peak RSS (MB):rss"; do
   n=${k%%:*}; m=${k##*:}
-  echo "| $n | ${M[wayback.$m]} | ${M[restic.$m]} | ${M[borg.$m]} |"
+  echo "| $n | ${M[wayback.$m]} | ${M[restic.$m]:-} | ${M[borg.$m]:-} |"
 done
 echo "(wayback cat of the same dump to /dev/null: ${catmb} MB/s)"

@@ -10,6 +10,37 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::error::Error;
 use crate::repo::{Access, Repository};
 
+/// Passphrases given in the environment, taken out of it when the process starts.
+static ENV_SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+
+/// Moves `WAYBACK_PASSWORD` and `WAYBACK_NEW_PASSWORD` out of this process's environment
+/// into memory, before any thread or child exists. Why: every program wayback starts (dump
+/// commands, pg_basebackup, PostgreSQL, diff(1), fusermount3, the agent's jobs) would
+/// otherwise inherit the passphrase; removing it at each spawn point is easy to forget at the
+/// next one. Call once, first thing in `main`.
+pub fn take_secrets_from_env() {
+    let mut taken = Vec::new();
+    for name in crate::ingest::stream::SECRET_ENV {
+        if let Some(v) = std::env::var_os(name) {
+            if let Ok(v) = v.into_string() {
+                taken.push((name, v));
+            }
+            // Still single-threaded here, so this cannot race a reader of the environment.
+            std::env::remove_var(name);
+        }
+    }
+    let _ = ENV_SECRETS.set(taken);
+}
+
+/// A passphrase from the environment as it was when the process started (see
+/// [`take_secrets_from_env`]; falls back to the live environment when that was not called).
+pub fn env_secret(name: &str) -> Option<String> {
+    match ENV_SECRETS.get() {
+        Some(t) => t.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()),
+        None => std::env::var(name).ok(),
+    }
+}
+
 /// Where the repository is and how to unlock it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RepoArgs {
@@ -36,7 +67,7 @@ impl RepoArgs {
                 .with_context(|| format!("reading password file {}", f.display()))?;
             return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
         }
-        if let Ok(p) = std::env::var("WAYBACK_PASSWORD") {
+        if let Some(p) = env_secret("WAYBACK_PASSWORD") {
             return Ok(p.into_bytes());
         }
         if std::io::stdin().is_terminal() {

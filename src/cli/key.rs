@@ -74,7 +74,7 @@ fn new_password(np: &NewPass) -> anyhow::Result<Vec<u8>> {
         let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
     }
-    if let Ok(p) = std::env::var("WAYBACK_NEW_PASSWORD") {
+    if let Some(p) = crate::cli::common::env_secret("WAYBACK_NEW_PASSWORD") {
         return Ok(p.into_bytes());
     }
     let p = rpassword::prompt_password("new passphrase: ")?;

@@ -117,6 +117,7 @@ pub enum Cmd {
 
 /// Parses the command line, runs it and returns the process exit code.
 pub fn main_entry() -> i32 {
+    common::take_secrets_from_env();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
