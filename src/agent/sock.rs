@@ -148,26 +148,7 @@ fn as_fs_owner<T>(owner: Owner, path: &Path, f: impl FnOnce() -> T) -> Result<T>
             owner.uid
         )));
     }
-    // setfsuid/setfsgid report the previous value; calling with -1 (invalid) reads the current
-    // one, which is how success is checked. Group first: changing fsuid away from 0 drops the
-    // filesystem capabilities, not CAP_SETGID, but the order keeps the intent obvious.
-    // SAFETY: these only change this thread's filesystem credentials.
-    let ok = unsafe {
-        libc::setfsgid(owner.gid);
-        libc::setfsuid(owner.uid);
-        libc::setfsuid(u32::MAX) as u32 == owner.uid && libc::setfsgid(u32::MAX) as u32 == owner.gid
-    };
-    let out = ok.then(f);
-    // SAFETY: as above; restores root's filesystem credentials (and its capabilities).
-    let restored = unsafe {
-        libc::setfsuid(me.uid);
-        libc::setfsgid(me.gid);
-        libc::setfsuid(u32::MAX) as u32 == me.uid && libc::setfsgid(u32::MAX) as u32 == me.gid
-    };
-    if !restored {
-        // A thread left with another user's filesystem identity must not go on.
-        std::process::abort();
-    }
+    let out = crate::repo::beneath::as_fs_user(owner.uid, owner.gid, f);
     out.ok_or_else(|| {
         Error::Invalid(format!(
             "cannot take uid {} to create {}",

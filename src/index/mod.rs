@@ -326,19 +326,32 @@ impl Index {
     /// Every blob entry (for `check`), as (kind, id, location).
     pub fn blobs(&self) -> Result<Vec<(BlobKind, BlobId, BlobLocation)>> {
         let mut out = Vec::new();
-        for item in self
-            .db()?
-            .iterator_cf(self.cf(CF_BLOBS)?, rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item?;
-            if k.len() != 33 {
-                return Err(Error::Index("malformed blob key".into()));
+        self.for_each_blob(|kind, id, loc| {
+            out.push((kind, *id, loc));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// The entries the index holds for each of `packs` (one pass over the index), for
+    /// [`Index::remove_pack`] when a pack's own header is gone or unreadable.
+    pub fn entries_in(
+        &self,
+        packs: &std::collections::HashSet<PackId>,
+    ) -> Result<std::collections::HashMap<PackId, Vec<BlobEntry>>> {
+        let mut out: std::collections::HashMap<PackId, Vec<BlobEntry>> = Default::default();
+        self.for_each_blob(|kind, id, loc| {
+            if packs.contains(&loc.pack) {
+                out.entry(loc.pack).or_default().push(BlobEntry {
+                    kind,
+                    id: *id,
+                    offset: loc.offset,
+                    length: loc.length,
+                    raw_length: loc.raw_length,
+                });
             }
-            let kind = BlobKind::from_byte(k[0]).ok_or_else(|| Error::Index("bad kind".into()))?;
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[1..]);
-            out.push((kind, BlobId(id), decode_location(&v)?));
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

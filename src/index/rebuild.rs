@@ -70,23 +70,7 @@ pub fn index_missing_packs(
         .filter(|p| !on_disk.contains(p))
         .collect();
     if !vanished.is_empty() {
-        let mut entries: std::collections::HashMap<PackId, Vec<crate::pack::BlobEntry>> =
-            std::collections::HashMap::new();
-        idx.for_each_blob(|kind, id, loc| {
-            if vanished.contains(&loc.pack) {
-                entries
-                    .entry(loc.pack)
-                    .or_default()
-                    .push(crate::pack::BlobEntry {
-                        kind,
-                        id: *id,
-                        offset: loc.offset,
-                        length: loc.length,
-                        raw_length: loc.raw_length,
-                    });
-            }
-            Ok(())
-        })?;
+        let entries = idx.entries_in(&vanished)?;
         for p in &vanished {
             idx.remove_pack(p, entries.get(p).map(Vec::as_slice).unwrap_or(&[]))?;
         }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::blob_ad;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, BlobKind, PackId};
+use crate::id::{BlobKind, PackId};
 use crate::pack::{
     open_blob, pack_path, read_pack_header, BlobEntry, PackWriter, TARGET_PACK_SIZE,
 };
@@ -384,26 +384,13 @@ fn delete_pack(repo: &Repository, p: &PackId) -> Result<()> {
     let entries = match read_pack_header(repo.be.as_ref(), &repo.key, p) {
         Ok(e) => e,
         Err(Error::NotFound(_)) => Vec::new(),
-        Err(_) => index_entries_of(repo, p)?,
+        // Unreadable header: the entries as the index has them.
+        Err(_) => repo
+            .index
+            .entries_in(&HashSet::from([*p]))?
+            .remove(p)
+            .unwrap_or_default(),
     };
     repo.index.remove_pack(p, &entries)?;
     repo.be.delete(&pack_path(p))
-}
-
-/// A pack's entries as the index has them (when its header is unreadable).
-fn index_entries_of(repo: &Repository, p: &PackId) -> Result<Vec<BlobEntry>> {
-    let mut out = Vec::new();
-    repo.index.for_each_blob(|kind, id, loc| {
-        if loc.pack == *p {
-            out.push(BlobEntry {
-                kind,
-                id: BlobId(id.0),
-                offset: loc.offset,
-                length: loc.length,
-                raw_length: loc.raw_length,
-            });
-        }
-        Ok(())
-    })?;
-    Ok(out)
 }

@@ -50,17 +50,29 @@ pub fn foreign_owner(root: &Path) -> Option<(u32, u32)> {
 
 /// Runs `f` with this thread's filesystem uid and gid set to `uid`/`gid` (Linux `setfsuid`, per
 /// thread), so the kernel checks that user's permissions and files created belong to them.
-pub fn as_fs_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
-    // SAFETY: setfsgid/setfsuid only change this thread's filesystem credentials; the previous
-    // values they return are restored below, uid first while gid is still changed.
-    unsafe {
-        let old_gid = libc::setfsgid(gid);
-        let old_uid = libc::setfsuid(uid);
-        let r = f();
-        libc::setfsuid(old_uid as libc::uid_t);
-        libc::setfsgid(old_gid as libc::gid_t);
-        r
+/// `None` (and `f` not run) when the switch did not take; a thread whose identity cannot be
+/// restored afterwards aborts the process rather than go on as another user.
+pub fn as_fs_user<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> Option<T> {
+    // setfsuid/setfsgid return the previous value; calling with -1 (invalid) reads the current
+    // one, which is how success is checked.
+    // SAFETY: these only change this thread's filesystem credentials.
+    let (old_uid, old_gid, ok) = unsafe {
+        let old_gid = libc::setfsgid(gid) as u32;
+        let old_uid = libc::setfsuid(uid) as u32;
+        let ok = libc::setfsuid(u32::MAX) as u32 == uid && libc::setfsgid(u32::MAX) as u32 == gid;
+        (old_uid, old_gid, ok)
+    };
+    let out = ok.then(f);
+    // SAFETY: as above; restores the previous filesystem credentials, uid first.
+    let restored = unsafe {
+        libc::setfsuid(old_uid);
+        libc::setfsgid(old_gid);
+        libc::setfsuid(u32::MAX) as u32 == old_uid && libc::setfsgid(u32::MAX) as u32 == old_gid
+    };
+    if !restored {
+        std::process::abort();
     }
+    out
 }
 
 fn errno(e: Errno) -> io::Error {
@@ -128,10 +140,11 @@ impl Beneath {
         Ok(self.fd.get().expect("just set").as_raw_fd())
     }
 
-    /// Runs `f` with the owner's filesystem rights when there is a foreign owner.
-    pub fn as_owner<T>(&self, f: impl FnOnce() -> T) -> T {
+    /// Runs `f` with the owner's filesystem rights when there is a foreign owner (`EPERM` if
+    /// they cannot be taken).
+    pub fn as_owner<T>(&self, f: impl FnOnce() -> nix::Result<T>) -> nix::Result<T> {
         match self.owner() {
-            Some((u, g)) => as_fs_user(u, g, f),
+            Some((u, g)) => as_fs_user(u, g, f).unwrap_or(Err(Errno::EPERM)),
             None => f(),
         }
     }
@@ -270,20 +283,6 @@ impl Beneath {
                 Some(dir.as_raw_fd()),
                 name,
                 nix::unistd::UnlinkatFlags::NoRemoveDir,
-            )
-        })
-        .map_err(errno)
-    }
-
-    /// Removes an empty directory.
-    pub fn rmdir(&self, rel: &str) -> io::Result<()> {
-        let (p, name) = split(rel)?;
-        let dir = self.open_dir(p)?;
-        self.as_owner(|| {
-            nix::unistd::unlinkat(
-                Some(dir.as_raw_fd()),
-                name,
-                nix::unistd::UnlinkatFlags::RemoveDir,
             )
         })
         .map_err(errno)
