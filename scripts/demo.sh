@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if [[ ! -x target/debug/wayback ]]; then
+  echo "demo: building wayback; the first build compiles RocksDB (librocksdb-sys, C++), about 15 minutes" >&2
+  echo "demo: on 2 cores; later builds take seconds to minutes" >&2
+fi
 cargo build --quiet --bin wayback
 WB="$PWD/target/debug/wayback"
 work=$(mktemp -d /tmp/wayback-demo.XXXXXX)
@@ -12,15 +16,19 @@ mnt="$work/mnt"
 cleanup() { "$WB" umount "$mnt" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 export WAYBACK_REPO="$work/repo" WAYBACK_PASSWORD="demo passphrase"
-set -x
+echo "demo: generating $work/etc (200 small files, a 20 MB blob, a symlink)"
 mkdir -p "$work/etc/nginx/sites" "$work/etc/app"
 for i in $(seq 1 200); do echo "server $i { listen $((8000 + i)); }" > "$work/etc/nginx/sites/site$i.conf"; done
 head -c 20000000 /dev/urandom > "$work/etc/app/blob.bin"
 ln -s ../app/blob.bin "$work/etc/nginx/blob-link"
+# Each command is shown once, as `+ command`, before its output.
+PS4='+ '
+set -x
 "$WB" init
 "$WB" backup "$work/etc" --source etc --tag demo
 echo "worker_processes 4;" > "$work/etc/nginx/nginx.conf"
 "$WB" backup "$work/etc" --source etc
+"$WB" backup "$work/etc" --source etc          # nothing changed: nothing added
 "$WB" backup --command "seq 1 200000" --stdin-name numbers.txt --source app-db
 seq 1 1000 | "$WB" backup --stdin --stdin-name numbers.txt --source piped
 "$WB" snapshots
@@ -50,5 +58,6 @@ fi
 "$WB" check --read-data --subset 1/2
 rm -rf "$WAYBACK_REPO/index" && "$WB" index rebuild
 "$WB" check --read-data
+"$WB" status                                   # exit 16 if a source were LATE or FAILING
 set +x
 echo "demo finished: repository, backup, restore, mount and check all worked"

@@ -3,7 +3,8 @@
 # Usage: scripts/setup.sh [--bench]   (--bench adds restic and borg for scripts/bench.sh)
 set -euo pipefail
 
-need=(fuse3 libfuse3-dev clang libclang-dev pkg-config attr)
+# prometheus: promtool validates the agent's /metrics and the example alert rules in the tests.
+need=(fuse3 libfuse3-dev clang libclang-dev pkg-config attr prometheus)
 [[ -x /usr/lib/postgresql/15/bin/postgres ]] || need+=(postgresql-15)
 command -v pg_dump >/dev/null || need+=(postgresql-client-15)
 if [[ "${1:-}" == "--bench" ]]; then

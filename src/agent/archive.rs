@@ -80,6 +80,27 @@ pub fn serve(repo: Arc<Repository>) -> Result<Owner> {
     Ok(owner)
 }
 
+/// WAL files this process failed to archive, and the last failure (`cluster: error`), cleared
+/// by the next success: the agent copies both into its durable state for `status`.
+static FAILURES: std::sync::Mutex<(u64, Option<String>)> = std::sync::Mutex::new((0, None));
+
+/// Failures so far and the last one still standing (see [`FAILURES`]).
+pub fn failures() -> (u64, Option<String>) {
+    FAILURES.lock().map(|f| f.clone()).unwrap_or_default()
+}
+
+fn record(cluster: &str, err: Option<&str>) {
+    if let Ok(mut f) = FAILURES.lock() {
+        match err {
+            Some(e) => {
+                f.0 += 1;
+                f.1 = Some(format!("{cluster}: {e}"));
+            }
+            None => f.1 = None,
+        }
+    }
+}
+
 fn handle(repo: &Repository, mut conn: UnixStream) {
     let reply = match receive(&conn) {
         Ok((cluster, name, file)) => {
@@ -92,14 +113,22 @@ fn handle(repo: &Repository, mut conn: UnixStream) {
                         ms = started.elapsed().as_millis() as u64,
                         "archived"
                     );
+                    record(&cluster, None);
                     "stored".to_string()
                 }
                 Ok(Pushed::AlreadyThere) => "already".into(),
-                Err(e @ WalError::Conflict { .. }) => format!("conflict {e}"),
-                Err(e @ WalError::OtherCluster { .. }) => format!("other-cluster {e}"),
+                Err(e @ WalError::Conflict { .. }) => {
+                    record(&cluster, Some(&e.to_string()));
+                    format!("conflict {e}")
+                }
+                Err(e @ WalError::OtherCluster { .. }) => {
+                    record(&cluster, Some(&e.to_string()));
+                    format!("other-cluster {e}")
+                }
                 Err(e @ WalError::BadName(_)) => format!("bad-name {e}"),
                 Err(e) => {
                     tracing::error!(cluster, name, error = %e, "wal-push through the agent failed");
+                    record(&cluster, Some(&e.to_string()));
                     format!("error {e}")
                 }
             }

@@ -23,6 +23,8 @@
 //! prune = "0 4 * * *"                      # top level: when the agent prunes (UTC cron)
 //! prune_grace = "24h"                      # optional; how long unused packs stay marked
 //! # or: prune_every = "6h"
+//! on_failure = "mail -s \"wayback: $WAYBACK_SOURCE failed\" root"   # optional, also per source
+//! metrics = "127.0.0.1:9469"               # optional Prometheus endpoint (GET /metrics)
 //! ```
 
 use std::path::PathBuf;
@@ -48,6 +50,10 @@ pub struct Config {
     pub prune_every: Option<String>,
     /// Grace period of the agent's prunes (humantime; default 24h).
     pub prune_grace: Option<String>,
+    /// Shell command run when a job of a source without its own `on_failure` fails.
+    pub on_failure: Option<String>,
+    /// Address of the Prometheus endpoint (`127.0.0.1:9469`); none: no metrics.
+    pub metrics: Option<String>,
     /// Sources.
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
@@ -164,6 +170,8 @@ pub struct Source {
     pub tags: Vec<String>,
     /// Retention applied after each successful run.
     pub keep: Option<Keep>,
+    /// Shell command run when a job of this source fails (see `agent::hooks`).
+    pub on_failure: Option<String>,
 }
 
 /// When a source runs.
@@ -250,6 +258,13 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if let Some(g) = &cfg.prune_grace {
         if let Err(e) = humantime::parse_duration(g) {
             return Err(format!("0: prune_grace = \"{g}\": {e}"));
+        }
+    }
+    if let Some(m) = &cfg.metrics {
+        if m.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "0: metrics = \"{m}\": not an address like 127.0.0.1:9469"
+            ));
         }
     }
     let mut seen = std::collections::HashSet::new();

@@ -10,7 +10,11 @@
 pub mod archive;
 pub mod config;
 pub mod cron;
+pub mod health;
+pub mod hooks;
+pub mod metrics;
 pub mod sock;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -47,6 +51,12 @@ pub struct SourceState {
     pub runs: u64,
     /// Consecutive failures.
     pub failures: u64,
+    /// When the last run started (RFC 3339).
+    pub last_run: Option<String>,
+    /// Duration of the last run, seconds.
+    pub last_duration_s: Option<f64>,
+    /// Bytes added by this agent's runs of the source.
+    pub bytes_added: u64,
     #[serde(skip)]
     next: Option<DateTime<Utc>>,
 }
@@ -54,6 +64,7 @@ pub struct SourceState {
 struct Shared {
     states: Mutex<Vec<SourceState>>,
     wake: Notify,
+    counters: Arc<metrics::Counters>,
 }
 
 fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -111,8 +122,19 @@ pub fn warn_if_full(repo: &Repository) {
     }
 }
 
-/// Runs one source's job; returns a one-line description of the snapshot.
-pub fn run_job(repo: &Repository, s: &Source) -> Result<String> {
+/// What a successful job wrote.
+#[derive(Clone, Debug)]
+pub struct JobDone {
+    /// Short id and time of the snapshot (`1a2b3c4d 2026-01-02T03:04:05Z`).
+    pub desc: String,
+    /// Short id alone (for hooks).
+    pub id: String,
+    /// Plain bytes of new blobs.
+    pub bytes_added: u64,
+}
+
+/// Runs one source's job; returns what it wrote.
+pub fn run_job(repo: &Repository, s: &Source) -> Result<JobDone> {
     let counters = Arc::new(Counters::default());
     let snap = match s.kind.as_str() {
         "paths" => {
@@ -154,7 +176,49 @@ pub fn run_job(repo: &Repository, s: &Source) -> Result<String> {
         )?,
         other => return Err(Error::Invalid(format!("source type {other} has no job"))),
     };
-    Ok(format!("{} {}", snap.id.short(), snap.time_name()))
+    Ok(JobDone {
+        desc: format!("{} {}", snap.id.short(), snap.time_name()),
+        id: snap.id.short(),
+        bytes_added: snap.stats.bytes_added,
+    })
+}
+
+/// The durable record of the agent's view (see [`state`]).
+fn snapshot_state(cfg: &Config, states: &[SourceState]) -> state::AgentState {
+    let (wal_push_failures, wal_last_error) = archive::failures();
+    state::AgentState {
+        version: state::VERSION,
+        updated: Utc::now().to_rfc3339(),
+        pid: std::process::id(),
+        sources: cfg
+            .sources
+            .iter()
+            .zip(states)
+            .map(|(c, s)| state::SourceRecord {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                every: c.every.clone(),
+                cron: c.cron.clone(),
+                next_run: s.next_run.clone(),
+                last_run: s.last_run.clone(),
+                last_duration_s: s.last_duration_s,
+                last_error: s.last_error.clone(),
+                failures: s.failures,
+                last_snapshot: s.last_snapshot.clone(),
+                bytes_added: s.bytes_added,
+            })
+            .collect(),
+        wal_push_failures,
+        wal_last_error,
+    }
+}
+
+/// Saves the state; a failure is logged (status then shows the previous state, and the next
+/// job tries again), never fatal to the backups themselves.
+fn save_state(repo: &Repository, st: &state::AgentState) {
+    if let Err(e) = state::save(repo, st) {
+        tracing::error!(error = %e, "could not save the agent state; `wayback status` shows an older one");
+    }
 }
 
 /// Socket path for a configuration.
@@ -168,6 +232,22 @@ pub fn socket_path(cfg: &Config) -> PathBuf {
 pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
     let repo = Arc::new(Repository::open(&cfg.repo, &pass, Access::Write)?);
     let now = Utc::now();
+    // A restarted agent keeps reporting what failed before it stopped until the source's
+    // next run says otherwise.
+    let before = match state::load(&repo) {
+        Ok(b) => b.map(|b| b.sources).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the previous agent state");
+            Vec::new()
+        }
+    };
+    let prev = |name: &str| {
+        before
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .unwrap_or_default()
+    };
     let shared = Arc::new(Shared {
         states: Mutex::new(
             cfg.sources
@@ -183,16 +263,24 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
                         kind: s.kind.clone(),
                         next_run: next.map(|t| t.to_rfc3339()),
                         last_snapshot: None,
-                        last_error: None,
+                        last_error: prev(&s.name).last_error,
                         runs: 0,
-                        failures: 0,
+                        failures: prev(&s.name).failures,
+                        last_run: prev(&s.name).last_run,
+                        last_duration_s: prev(&s.name).last_duration_s,
+                        bytes_added: 0,
                         next,
                     }
                 })
                 .collect(),
         ),
         wake: Notify::new(),
+        counters: Arc::new(metrics::Counters::default()),
     });
+    {
+        let st = shared.states.lock().expect("poisoned");
+        save_state(&repo, &snapshot_state(&cfg, &st));
+    }
     let sock = socket_path(&cfg);
     let me = sock::Owner::current();
     // Only this user (and root) may ask the agent to run jobs or show its status.
@@ -204,6 +292,21 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
             return Err(e);
         }
     };
+    let mut metrics_listener =
+        match cfg.metrics.as_deref().map(|a| {
+            std::net::TcpListener::bind(a).and_then(|l| l.set_nonblocking(true).map(|()| l))
+        }) {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                sock::remove_if_ours(&sock, me.uid);
+                sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
+                return Err(Error::Invalid(format!(
+                    "metrics = \"{}\": cannot listen: {e}",
+                    cfg.metrics.as_deref().unwrap_or_default()
+                )));
+            }
+            None => None,
+        };
     control
         .set_nonblocking(true)
         .map_err(|e| Error::io("set nonblocking", &sock, e))?;
@@ -217,6 +320,30 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
             .map_err(|e| Error::io("listen on control socket", &sock, e))?;
         tracing::info!(socket = %sock.display(), sources = cfg.sources.len(), "agent started");
         let server = tokio::spawn(serve(listener, shared.clone()));
+        let metrics_task = match &cfg.metrics {
+            Some(addr) => {
+                let l = metrics_listener
+                    .take()
+                    .map(tokio::net::TcpListener::from_std)
+                    .transpose()
+                    .map_err(|e| Error::Invalid(format!("metrics = \"{addr}\": {e}")))?
+                    .ok_or_else(|| Error::Invalid("metrics listener missing".into()))?;
+                tracing::info!(address = %addr, "metrics at http://{addr}/metrics");
+                let names = cfg
+                    .sources
+                    .iter()
+                    .filter(|s| s.kind != "postgres-wal")
+                    .map(|s| s.name.clone())
+                    .collect();
+                Some(tokio::spawn(metrics::serve(
+                    l,
+                    repo.clone(),
+                    shared.counters.clone(),
+                    names,
+                )))
+            }
+            None => None,
+        };
         let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("signal", &sock, e))?;
@@ -227,6 +354,9 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         tracing::info!("agent stopping");
         server.abort();
         sched.abort();
+        if let Some(m) = metrics_task {
+            m.abort();
+        }
         sock::remove_if_ours(&sock, me.uid);
         sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
         Ok(())
@@ -296,6 +426,8 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
         let src = cfg.sources[i].clone();
         let r2 = repo.clone();
         tracing::info!(source = %src.name, "job starting");
+        let started = Utc::now();
+        let clock = std::time::Instant::now();
         let res = tokio::task::spawn_blocking(move || {
             let r = run_job(&r2, &src);
             if r.is_ok() {
@@ -307,32 +439,62 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
         .await
         .unwrap_or_else(|e| Err(Error::Invalid(format!("job panicked: {e}"))));
         let now = Utc::now();
-        let mut st = shared.states.lock().expect("poisoned");
-        let s = &mut st[i];
-        s.runs += 1;
-        let regular = next_regular(&cfg.sources[i], now);
-        match res {
-            Ok(desc) => {
-                tracing::info!(source = %s.name, snapshot = %desc, "job done");
-                s.last_snapshot = Some(desc);
-                s.last_error = None;
-                s.failures = 0;
-                s.next = regular;
+        // The guard must be gone before the next await (the future moves between threads).
+        let (snap, hook) = {
+            let mut st = shared.states.lock().expect("poisoned");
+            let s = &mut st[i];
+            s.runs += 1;
+            s.last_run = Some(started.to_rfc3339());
+            s.last_duration_s = Some(clock.elapsed().as_secs_f64());
+            shared.counters.observe(
+                &s.name,
+                clock.elapsed().as_secs_f64(),
+                res.as_ref().ok().map(|d| d.bytes_added),
+            );
+            let regular = next_regular(&cfg.sources[i], now);
+            let hook = match &res {
+                Ok(_) => None,
+                Err(e) => Some((
+                    e.to_string(),
+                    s.last_snapshot
+                        .as_deref()
+                        .and_then(|d| d.split(' ').next())
+                        .map(str::to_string),
+                )),
+            };
+            match res {
+                Ok(done) => {
+                    tracing::info!(source = %s.name, snapshot = %done.desc, "job done");
+                    s.last_snapshot = Some(done.desc);
+                    s.last_error = None;
+                    s.failures = 0;
+                    s.bytes_added += done.bytes_added;
+                    s.next = regular;
+                }
+                Err(e) => {
+                    s.failures += 1;
+                    let backoff =
+                        chrono::Duration::seconds((30i64 << (s.failures - 1).min(7)).min(3600));
+                    let retry = now + backoff;
+                    tracing::error!(source = %s.name, error = %e, retry_in_s = backoff.num_seconds(), "job failed; no snapshot written");
+                    s.last_error = Some(e.to_string());
+                    s.next = Some(match regular {
+                        Some(r) if r < retry => r,
+                        _ => retry,
+                    });
+                }
             }
-            Err(e) => {
-                s.failures += 1;
-                let backoff =
-                    chrono::Duration::seconds((30i64 << (s.failures - 1).min(7)).min(3600));
-                let retry = now + backoff;
-                tracing::error!(source = %s.name, error = %e, retry_in_s = backoff.num_seconds(), "job failed; no snapshot written");
-                s.last_error = Some(e.to_string());
-                s.next = Some(match regular {
-                    Some(r) if r < retry => r,
-                    _ => retry,
-                });
+            s.next_run = s.next.map(|t| t.to_rfc3339());
+            (snapshot_state(&cfg, &st), hook)
+        };
+        let (r2, c2, src) = (repo.clone(), cfg.clone(), cfg.sources[i].clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            save_state(&r2, &snap);
+            if let Some((err, snap)) = hook {
+                hooks::on_failure(&c2, &src, &err, snap.as_deref());
             }
-        }
-        s.next_run = s.next.map(|t| t.to_rfc3339());
+        })
+        .await;
     }
 }
 

@@ -191,15 +191,30 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
 }
 
 fn print_summary(s: &Snapshot) {
+    println!("{}", summary_line(s));
+}
+
+/// The one-line summary of a backup. Why not one ratio and one rate always: an unchanged
+/// backup adds nothing (a ratio total/added would read "infx") and reads nothing (unchanged
+/// files are taken from the parent snapshot; "0.0 MB/s" would look like a stall).
+fn summary_line(s: &Snapshot) -> String {
     let st = &s.stats;
     let secs = (st.duration_ms as f64 / 1000.0).max(0.001);
-    let ratio = if st.bytes_added == 0 {
-        "inf".to_string()
+    let dedup = if st.bytes_added == 0 {
+        "nothing new".to_string()
     } else {
-        format!("{:.1}", st.total_bytes as f64 / st.bytes_added as f64)
+        format!(
+            "dedup {:.1}x",
+            st.total_bytes as f64 / st.bytes_added as f64
+        )
     };
-    println!(
-        "snapshot {} of {} at {}: {} files, {} dirs, {} total, {} read, {} added ({} stored), dedup {}x, {:.2} s, {:.1} MB/s",
+    let rate = if st.bytes_read == 0 {
+        "unchanged files not reread".to_string()
+    } else {
+        format!("{:.1} MB/s", st.bytes_read as f64 / 1e6 / secs)
+    };
+    format!(
+        "snapshot {} of {} at {}: {} files, {} dirs, {} total, {} read, {} added ({} stored), {dedup}, {secs:.2} s, {rate}",
         s.id.short(),
         s.source,
         s.time_name(),
@@ -209,8 +224,5 @@ fn print_summary(s: &Snapshot) {
         human_bytes(st.bytes_read),
         human_bytes(st.bytes_added),
         human_bytes(st.bytes_stored),
-        ratio,
-        secs,
-        st.bytes_read as f64 / 1e6 / secs
-    );
+    )
 }

@@ -5,12 +5,14 @@
 //! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
 //! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
-//! archived with different content; 15 WAL segment of another cluster.
+//! archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
+//! or WAL cluster is LATE or FAILING.
 
 mod agent;
 mod backup;
 mod check;
 mod common;
+mod completions;
 mod diff;
 mod forget;
 mod index;
@@ -25,6 +27,7 @@ mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod status;
 mod wal;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -95,6 +98,8 @@ pub enum Cmd {
     Prune(prune::Args),
     /// Sizes, deduplication and compression, and what forgetting each snapshot would free.
     Stats(stats::Args),
+    /// Health of every source and WAL cluster, and space (exit 16 when anything is LATE or FAILING).
+    Status(status::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -113,6 +118,10 @@ pub enum Cmd {
     Wal(wal::WalCmd),
     /// Unmount a wayback mount (also cleans a stale one left by a killed process).
     Umount(mount::UmountArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions(completions::Args),
+    /// Print the man page (roff), or write one per subcommand with --dir.
+    Man(completions::ManArgs),
 }
 
 /// Parses the command line, runs it and returns the process exit code.
@@ -139,6 +148,7 @@ pub fn main_entry() -> i32 {
         Cmd::Forget(a) => forget::run(&cli.repo, a),
         Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Stats(a) => stats::run(&cli.repo, a),
+        Cmd::Status(a) => status::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),
@@ -148,6 +158,8 @@ pub fn main_entry() -> i32 {
         Cmd::Wal(c) => wal::run(&cli.repo, c),
         Cmd::Pitr(a) => pitr::run(&cli.repo, a),
         Cmd::PgAt(a) => pgat::run(&cli.repo, a),
+        Cmd::Completions(a) => completions::run(a),
+        Cmd::Man(a) => completions::run_man(a),
     };
     match r {
         Ok(code) => code,

@@ -34,6 +34,43 @@ pub struct Args {
     /// Detach and serve in the background (for fstab/systemd); returns once the mount is live.
     #[arg(long)]
     pub daemon: bool,
+    /// With --daemon: append the daemon's log here (default: the journal under systemd, else
+    /// $XDG_STATE_HOME/wayback/mount.log, or /var/log/wayback/mount.log for root).
+    #[arg(long, requires = "daemon")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// Where `mount --daemon` logs when not told: the journal (inherited stderr) under systemd.
+fn default_log_file() -> Option<PathBuf> {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        return None;
+    }
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from("/var/log/wayback/mount.log"));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("wayback/mount.log"))
+}
+
+/// Opens the log for appending: its directory 0700, the file 0600, never through a symlink.
+fn open_log(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening the log {}", path.display()))
 }
 
 /// Arguments of `umount`.
@@ -81,15 +118,38 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
 
 fn daemonize(a: &Args) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|x| x != "--daemon")
-        .collect();
+    // The child serves in the foreground: drop --daemon and --log-file (with its value).
+    let mut args = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        if x == "--daemon" || x.starts_with("--log-file=") {
+            continue;
+        }
+        if x == "--log-file" {
+            it.next();
+            continue;
+        }
+        args.push(x);
+    }
+    let log = a.log_file.clone().or_else(default_log_file);
+    let stderr = match &log {
+        Some(p) => Stdio::from(open_log(p)?),
+        None => Stdio::inherit(),
+    };
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(stderr);
+    // The passphrase left this process's environment at start; the daemon is this same
+    // program, which takes it out of its own environment first thing.
+    if let Some(p) = crate::cli::common::env_secret("WAYBACK_PASSWORD") {
+        cmd.env("WAYBACK_PASSWORD", p);
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        // Mounts, unmounts and read errors (EIO with the reason) belong in the log.
+        cmd.env("RUST_LOG", "info");
+    }
     // SAFETY: setsid in the child before exec only detaches it from our session.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -101,13 +161,26 @@ fn daemonize(a: &Args) -> anyhow::Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if wayback_mount::is_mounted(&a.mountpoint) {
-            println!("mounted at {} (pid {})", a.mountpoint.display(), child.id());
+            println!(
+                "mounted at {} (pid {}, log: {})",
+                a.mountpoint.display(),
+                child.id(),
+                log.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "stderr".into())
+            );
             return Ok(0);
         }
         if let Some(st) = child.try_wait()? {
-            bail!(
-                "mount daemon exited with {st} before mounting (run without --daemon to see why)"
-            );
+            let tail = log
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| {
+                    let lines: Vec<&str> = t.lines().collect();
+                    lines[lines.len().saturating_sub(5)..].join("\n")
+                })
+                .unwrap_or_default();
+            bail!("mount daemon exited with {st} before mounting:\n{tail}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -1325,3 +1325,25 @@ fn tree_comparison_notices_every_difference() {
         assert!(r.is_err(), "comparison missed: {what}");
     }
 }
+
+/// An unchanged backup's summary says it added nothing, not "dedup infx" and "0.0 MB/s".
+#[test]
+fn unchanged_backup_summary_says_nothing_new() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("a"), vec![7u8; 100_000]).unwrap();
+    let first = r.ok(&["backup", s(&src), "--source", "x"]);
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.contains("dedup ") && first.contains("MB/s"),
+        "{first}"
+    );
+    let again = r.ok(&["backup", s(&src), "--source", "x"]);
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.contains("nothing new"), "{again}");
+    assert!(
+        !again.contains("inf") && !again.contains("0.0 MB/s"),
+        "{again}"
+    );
+    assert!(again.contains("unchanged files not reread"), "{again}");
+}

@@ -10,6 +10,7 @@ mod diff;
 mod forget;
 mod hostile;
 mod integrity;
+mod monitor;
 mod mount;
 mod pg;
 mod pgat;

@@ -1,0 +1,247 @@
+//! `wayback status`: is every source backed up on time, is WAL arriving, is there space.
+//!
+//! Computed from the repository alone (snapshots, WAL records and the agent's sealed
+//! [`state`](crate::agent::state)), so it answers the same whether or not the agent runs.
+//! A source is LATE when its next regular run after the newest complete snapshot (or the run
+//! the agent last planned) is overdue by more than one period (at most an hour) plus the last
+//! run's duration; FAILING when its last run failed. Both make `ok` false.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::agent::config::parse_interval;
+use crate::agent::cron::Cron;
+use crate::agent::state::{self, AgentState, SourceRecord};
+use crate::error::Result;
+use crate::repo::Repository;
+
+/// Verdict for one source or cluster.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// On schedule, last run succeeded.
+    Ok,
+    /// A scheduled run is overdue.
+    Late,
+    /// The last run failed.
+    Failing,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Ok => "OK",
+            Verdict::Late => "LATE",
+            Verdict::Failing => "FAILING",
+        })
+    }
+}
+
+/// One source's line.
+#[derive(Serialize, Clone, Debug)]
+pub struct SourceHealth {
+    /// Source name.
+    pub name: String,
+    /// Verdict.
+    pub state: Verdict,
+    /// `every 15m`, `cron 0 2 * * *`, or none (unscheduled: backed up by hand).
+    pub schedule: Option<String>,
+    /// Newest complete snapshot (short id).
+    pub newest_snapshot: Option<String>,
+    /// Its time (RFC 3339).
+    pub newest_time: Option<String>,
+    /// Its age, seconds.
+    pub age_s: Option<f64>,
+    /// When the next run is due (RFC 3339).
+    pub due: Option<String>,
+    /// Last error (cleared by a success).
+    pub last_error: Option<String>,
+    /// Consecutive failures.
+    pub failures: u64,
+    /// Duration of the last run, seconds.
+    pub last_duration_s: Option<f64>,
+}
+
+/// One WAL cluster's line.
+#[derive(Serialize, Clone, Debug)]
+pub struct ClusterHealth {
+    /// Cluster name.
+    pub cluster: String,
+    /// Verdict: FAILING when the agent's last push failed.
+    pub state: Verdict,
+    /// Newest archived segment.
+    pub newest_segment: Option<String>,
+    /// Seconds since it was archived (the live RPO).
+    pub newest_age_s: Option<f64>,
+    /// PITR window start (RFC 3339) and end.
+    pub pitr_from: Option<String>,
+    /// PITR window end.
+    pub pitr_to: Option<String>,
+    /// Missing segment ranges.
+    pub gaps: usize,
+}
+
+/// The repository line.
+#[derive(Serialize, Clone, Debug)]
+pub struct RepoHealth {
+    /// Bytes of all packs.
+    pub bytes: u64,
+    /// Free bytes on its filesystem (for unprivileged users).
+    pub free_bytes: u64,
+    /// Size of its filesystem.
+    pub fs_bytes: u64,
+}
+
+/// The whole report (`wayback status --json`).
+#[derive(Serialize, Clone, Debug)]
+pub struct Report {
+    /// True when every source and cluster is OK.
+    pub ok: bool,
+    /// When this was computed (RFC 3339).
+    pub now: String,
+    /// When the agent last wrote its state; none if no agent ever ran.
+    pub agent_updated: Option<String>,
+    /// Sources (scheduled ones and any with snapshots), by name.
+    pub sources: Vec<SourceHealth>,
+    /// WAL clusters.
+    pub clusters: Vec<ClusterHealth>,
+    /// WAL files the agent failed to archive since it started.
+    pub wal_push_failures: u64,
+    /// The last such failure.
+    pub wal_last_error: Option<String>,
+    /// Space.
+    pub repository: RepoHealth,
+}
+
+fn ms_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn rfc(s: &Option<String>) -> Option<DateTime<Utc>> {
+    s.as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Next regular run after `t` and the allowed delay (one period, at most an hour).
+fn due_after(rec: &SourceRecord, t: DateTime<Utc>) -> Option<(DateTime<Utc>, chrono::Duration)> {
+    let cap = chrono::Duration::hours(1);
+    if let Some(c) = rec.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
+        let a = c.next_after(t)?;
+        let b = c.next_after(a)?;
+        return Some((a, (b - a).min(cap)));
+    }
+    let d = chrono::Duration::from_std(parse_interval(rec.every.as_deref()?).ok()?).ok()?;
+    Some((t.checked_add_signed(d)?, d.min(cap)))
+}
+
+/// Computes the report at `now`.
+pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
+    let agent: Option<AgentState> = state::load(repo)?;
+    let snaps = repo.snapshots()?;
+    let mut names: Vec<String> = snaps.iter().map(|s| s.source.clone()).collect();
+    let recs: Vec<SourceRecord> = agent
+        .as_ref()
+        .map(|a| a.sources.clone())
+        .unwrap_or_default();
+    names.extend(
+        recs.iter()
+            .filter(|r| r.kind != "postgres-wal")
+            .map(|r| r.name.clone()),
+    );
+    names.sort();
+    names.dedup();
+    let mut sources = Vec::new();
+    for name in names {
+        let newest = snaps
+            .iter()
+            .filter(|s| s.source == name && s.complete)
+            .max_by_key(|s| s.time);
+        let rec = recs
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .unwrap_or_default();
+        let newest_t = newest.map(|s| ms_time(s.time));
+        // Overdue: the next run after the newest snapshot, or the run the agent planned.
+        let mut due = newest_t.and_then(|t| due_after(&rec, t));
+        if let (Some(planned), Some((_, grace))) = (rfc(&rec.next_run), due_after(&rec, now)) {
+            if due.is_none_or(|(d, _)| planned < d) {
+                due = Some((planned, grace));
+            }
+        }
+        // A run takes time before the next one is scheduled: allow the last one's duration.
+        let took =
+            chrono::Duration::milliseconds((rec.last_duration_s.unwrap_or(0.0) * 1000.0) as i64);
+        let due = due.map(|(d, g)| (d, g + took));
+        let state = if rec.failures > 0 || rec.last_error.is_some() {
+            Verdict::Failing
+        } else if due.is_some_and(|(d, g)| now > d + g) {
+            Verdict::Late
+        } else {
+            Verdict::Ok
+        };
+        let schedule = match (&rec.every, &rec.cron) {
+            (Some(e), _) => Some(format!("every {e}")),
+            (_, Some(c)) => Some(format!("cron {c}")),
+            _ => None,
+        };
+        sources.push(SourceHealth {
+            name,
+            state,
+            schedule,
+            newest_snapshot: newest.map(|s| s.id.short()),
+            newest_time: newest_t.map(|t| t.to_rfc3339()),
+            age_s: newest_t.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
+            due: due.map(|(d, _)| d.to_rfc3339()),
+            last_error: rec.last_error.clone(),
+            failures: rec.failures,
+            last_duration_s: rec.last_duration_s,
+        });
+    }
+    let wal_failing = agent.as_ref().is_some_and(|a| a.wal_last_error.is_some());
+    let clusters = crate::wal::status(repo)?
+        .into_iter()
+        .map(|c| ClusterHealth {
+            state: if wal_failing
+                && agent
+                    .as_ref()
+                    .and_then(|a| a.wal_last_error.as_deref())
+                    .is_some_and(|e| e.starts_with(&format!("{}:", c.cluster)))
+            {
+                Verdict::Failing
+            } else {
+                Verdict::Ok
+            },
+            gaps: c.gaps.len(),
+            newest_segment: c.newest_segment,
+            newest_age_s: c.newest_age_s,
+            pitr_from: c.earliest_recoverable,
+            pitr_to: c.latest_recoverable,
+            cluster: c.cluster,
+        })
+        .collect::<Vec<_>>();
+    let bytes: u64 = repo.index.packs()?.iter().map(|(_, s)| s).sum();
+    let (free_bytes, fs_bytes) = nix::sys::statvfs::statvfs(&repo.root)
+        .map(|v| {
+            let f = v.fragment_size();
+            (v.blocks_available() * f, v.blocks() * f)
+        })
+        .unwrap_or((0, 0));
+    let ok = sources.iter().all(|s| s.state == Verdict::Ok)
+        && clusters.iter().all(|c| c.state == Verdict::Ok);
+    Ok(Report {
+        ok,
+        now: now.to_rfc3339(),
+        agent_updated: agent.as_ref().map(|a| a.updated.clone()),
+        sources,
+        clusters,
+        wal_push_failures: agent.as_ref().map_or(0, |a| a.wal_push_failures),
+        wal_last_error: agent.and_then(|a| a.wal_last_error),
+        repository: RepoHealth {
+            bytes,
+            free_bytes,
+            fs_bytes,
+        },
+    })
+}

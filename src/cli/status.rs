@@ -1,0 +1,98 @@
+//! `wayback status [--json]`: the one screen an admin reads first; exit
+//! [`EXIT_UNHEALTHY`] when anything is LATE or FAILING (for cron and nagios).
+
+use crate::agent::health::{self, Verdict};
+use crate::cli::common::RepoArgs;
+use crate::repo::Access;
+
+/// Exit status: a source or WAL cluster is LATE or FAILING.
+pub const EXIT_UNHEALTHY: i32 = 16;
+
+/// Arguments of `status`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// JSON report (schema in README, "Monitoring").
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn age(s: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(s.max(0.0) as u64)).to_string()
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// Prints the report; exit 0 when everything is OK.
+pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
+    let repo = ra.open(Access::Read)?;
+    let r = health::report(&repo, chrono::Utc::now())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        match &r.agent_updated {
+            Some(t) => println!("agent state written {t}"),
+            None => println!("no agent has run on this repository"),
+        }
+        for s in &r.sources {
+            let newest = match (&s.newest_snapshot, s.age_s) {
+                (Some(id), Some(a)) => format!("newest {id}, {} ago", age(a)),
+                _ => "no complete snapshot".into(),
+            };
+            let mut line = format!(
+                "{:<8} {}: {newest}, {}",
+                s.state.to_string(),
+                s.name,
+                s.schedule.as_deref().unwrap_or("unscheduled")
+            );
+            if let Some(d) = s.last_duration_s {
+                line.push_str(&format!(", last run {d:.1} s"));
+            }
+            if s.state == Verdict::Late {
+                if let Some(d) = &s.due {
+                    line.push_str(&format!(", due {d}"));
+                }
+            }
+            println!("{line}");
+            if let Some(e) = &s.last_error {
+                println!("         last error ({} in a row): {e}", s.failures);
+            }
+        }
+        for c in &r.clusters {
+            println!(
+                "{:<8} wal {}: newest {} ({}), PITR {} .. {}{}",
+                c.state.to_string(),
+                c.cluster,
+                c.newest_segment.as_deref().unwrap_or("-"),
+                c.newest_age_s
+                    .map(|a| format!("{} ago", age(a)))
+                    .unwrap_or_else(|| "-".into()),
+                c.pitr_from.as_deref().unwrap_or("-"),
+                c.pitr_to.as_deref().unwrap_or("-"),
+                if c.gaps > 0 {
+                    format!(", {} gaps", c.gaps)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if r.wal_push_failures > 0 {
+            println!(
+                "wal push failures through the agent: {}{}",
+                r.wal_push_failures,
+                r.wal_last_error
+                    .as_deref()
+                    .map(|e| format!(", last: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        println!(
+            "repository {} in packs, {} free of {}",
+            gib(r.repository.bytes),
+            gib(r.repository.free_bytes),
+            gib(r.repository.fs_bytes)
+        );
+    }
+    Ok(if r.ok { 0 } else { EXIT_UNHEALTHY })
+}
