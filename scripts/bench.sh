@@ -5,7 +5,8 @@
 # Usage: scripts/bench.sh            (SCALE=30 NFILES=30000 BENCH_DIR=/tmp/wayback-bench;
 #                                     WB=path/to/wayback measures that binary instead of building;
 #                                     TOOLS="wayback" runs only those tools; REUSE_DATA=1 keeps the
-#                                     data of the previous run, e.g. to compare two wayback builds)
+#                                     data of the previous run, e.g. to compare two wayback builds;
+#                                     ONLY_SYS=1 runs only the system-tree mount rows at the end)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
@@ -22,7 +23,9 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 export BORG_BASE_DIR="$B/borg-home" RESTIC_CACHE_DIR="$B/restic-cache" XDG_CACHE_HOME="$B/cache"
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-if [[ "${ONLY_MOUNT:-0}" == 1 ]]; then
+if [[ "${ONLY_SYS:-0}" == 1 ]]; then
+  mkdir -p "$B"
+elif [[ "${ONLY_MOUNT:-0}" == 1 ]]; then
   DATA_MB=$(du -sm "$B/data" | cut -f1)
 elif [[ "${REUSE_DATA:-0}" == 1 && -f "$B/dump2" ]]; then
   rm -rf "$B"/repo-* "$B/out" "$B"/mnt-*; mkdir -p "$B/out"
@@ -59,7 +62,7 @@ PY
 DATA_MB=$(du -sm "$B/data" | cut -f1)
 echo "data: $(du -sh "$B/data/db/app.dump" | cut -f1) dump + $NFILES small files ($(du -sh "$B/data/files" | cut -f1)); total ${DATA_MB} MB" >&2
 fi
-if [[ "${ONLY_MOUNT:-0}" != 1 ]]; then
+if [[ "${ONLY_MOUNT:-0}" != 1 && "${ONLY_SYS:-0}" != 1 ]]; then
 
 # ---------- helpers ----------
 # t CMD...: runs CMD, prints "seconds peakRSS_MB"
@@ -141,6 +144,7 @@ echo "| diff -rq through the wayback mount | $D_RQ |"
 
 fi  # ONLY_MOUNT
 
+if [[ "${ONLY_SYS:-0}" != 1 ]]; then
 # ---------- mount ----------
 echo >&2; echo "mount benchmarks..." >&2
 declare -A M
@@ -178,3 +182,73 @@ for k in "first ls after mount (s):first_ls" "sequential read of the dump (MB/s)
   echo "| $n | ${M[wayback.$m]} | ${M[restic.$m]:-} | ${M[borg.$m]:-} |"
 done
 echo "(wayback cat of the same dump to /dev/null: ${catmb} MB/s)"
+fi  # ONLY_SYS
+
+# ---------- mount: a tree of real system directories ----------
+# Small files, many small directories and symlinks, as admins browse them; what `ls -l` asks
+# for (ACLs, security labels) costs round trips a synthetic tree does not show. Two snapshots
+# (the second after 1% of the files changed) in a repository of their own per tool.
+echo >&2; echo "system-tree mount benchmarks..." >&2
+SYS="$B/sys"
+if [[ ! -d "$SYS" || "${REUSE_DATA:-0}" != 1 ]]; then
+  rm -rf "$SYS" "$B/sys.v1"; mkdir -p "$SYS"
+  for d in /usr/share/doc /usr/include /usr/share/locale /usr/lib/python3 /usr/lib/python3.11 /usr/share/man /usr/share/perl; do
+    if [[ -d "$d" ]]; then cp -a "$d" "$SYS/$(echo "${d#/}" | tr / _)"; fi
+    if [[ $(find "$SYS" | wc -l) -gt 50000 ]]; then break; fi
+  done
+fi
+echo "system tree: $(find "$SYS" -type f | wc -l) files, $(find "$SYS" -type l | wc -l) symlinks, $(du -sh "$SYS" | cut -f1)" >&2
+declare -A S
+sys_tool() {
+  local tool=$1 repo="$B/repo-sys-$1" mp="$B/mnt-sys-$1" a b root
+  rm -rf "$repo"; mkdir -p "$mp"
+  # Restore the tree to v1 (undo a previous run's change), back it up, change 1%, back up again.
+  find "$SYS" -type f -name '*.wbchg' -delete
+  sysbk() {
+    case $tool in
+      wayback) (cd "$B" && "$WB" --repo "$repo" backup sys --source sys >/dev/null) ;;
+      restic)  (cd "$B" && restic -r "$repo" backup sys >/dev/null 2>&1) ;;
+      borg)    (cd "$B" && borg create --compression zstd,3 "$repo::s$(date +%s%N)" sys) ;;
+    esac
+  }
+  case $tool in
+    wayback) "$WB" --repo "$repo" init >/dev/null ;;
+    restic)  restic -r "$repo" init >/dev/null 2>&1 ;;
+    borg)    borg init -e repokey "$repo" >/dev/null 2>&1 ;;
+  esac
+  sysbk
+  find "$SYS" -type f | awk 'NR % 100 == 0' | while read -r f; do echo x > "$f.wbchg"; done
+  sysbk
+  case $tool in
+    wayback) "$WB" --repo "$repo" mount "$mp" --daemon >/dev/null
+             read -r a b < <(ls "$mp/snapshots/sys" | sed -n '1p;$p' | tr '\n' ' '; echo)
+             a="$mp/snapshots/sys/$a"; b="$mp/snapshots/sys/$b"; root="$mp/latest/sys" ;;
+    restic)  restic -r "$repo" mount "$mp" >/dev/null 2>&1 & sleep 0.2
+             until [ -d "$mp/snapshots/latest" ]; do sleep 0.1; done
+             read -r a b < <(ls "$mp/snapshots" | grep -v latest | sed -n '1p;$p' | tr '\n' ' '; echo)
+             a="$mp/snapshots/$a/sys"; b="$mp/snapshots/$b/sys"; root="$mp/snapshots/latest/sys" ;;
+    borg)    borg mount "$repo" "$mp"
+             read -r a b < <(ls "$mp" | sed -n '1p;$p' | tr '\n' ' '; echo)
+             a="$mp/$a/sys"; b="$mp/$b/sys"; root="$b" ;;
+  esac
+  drop_caches
+  S[$tool.lslr]=$(secs ls -lR "$root")
+  S[$tool.lslr_warm]=$(secs ls -lR "$root")
+  S[$tool.find]=$(secs sh -c "find '$root' -type f | wc -l")
+  S[$tool.diffrq]=$(secs diff -rq "$a" "$b")
+  local pid; pid=$(pgrep -f "$mp" | head -1 || true)
+  S[$tool.rss]=$([ -n "$pid" ] && awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" || echo -)
+  fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" || true
+  sleep 0.5
+  find "$SYS" -type f -name '*.wbchg' -delete
+}
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || true; t1=$(date +%s.%N); awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b != "") printf "%.2fx", b / a; else print "-" }'; }
+for tool in ${TOOLS:-wayback restic borg}; do echo "sys: $tool..." >&2; sys_tool $tool; done
+echo
+echo "| system-tree mount metric | wayback | restic | borg | restic/wayback | borg/wayback |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for k in "ls -lR, cold (s):lslr" "ls -lR, warm (s):lslr_warm" "find -type f | wc -l (s):find" "diff -rq of two snapshots (s):diffrq" "mount peak RSS after these (MB):rss"; do
+  n=${k%%:*}; m=${k##*:}
+  echo "| $n | ${S[wayback.$m]} | ${S[restic.$m]:-} | ${S[borg.$m]:-} | $(ratio "${S[wayback.$m]}" "${S[restic.$m]:-}") | $(ratio "${S[wayback.$m]}" "${S[borg.$m]:-}") |"
+done

@@ -23,7 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use fuser::consts::{
-    FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_PARALLEL_DIROPS,
+    FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_CACHE_SYMLINKS,
+    FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -495,10 +496,18 @@ impl<V: View> Filesystem for Driver<V> {
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(CONGESTION_THRESHOLD);
         // Parallel lookups/readdir in one directory; drop stale pages when a live file's
-        // mtime or size changes. Both are optional: an older kernel simply lacks them.
+        // mtime or size changes. POSIX_ACL: the kernel asks us once per inode for
+        // `system.posix_acl_*` and caches the answer (even "none"), instead of one round trip
+        // per `ls -l` entry and name; it also makes the kernel enforce stored ACLs, which
+        // `default_permissions` already implies for mode bits. CACHE_SYMLINKS: readlink
+        // answers stay in the page cache (symlinks in snapshots never change; live ones are
+        // invalidated with their attributes' TTL like any other page). All optional: an older
+        // kernel simply lacks them.
         for (cap, name) in [
             (FUSE_PARALLEL_DIROPS, "parallel_dirops"),
             (FUSE_AUTO_INVAL_DATA, "auto_inval_data"),
+            (FUSE_POSIX_ACL, "posix_acl"),
+            (FUSE_CACHE_SYMLINKS, "cache_symlinks"),
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!("kernel lacks FUSE capability {name}");
@@ -680,6 +689,17 @@ impl<V: View> Filesystem for Driver<V> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        if let Some(found) = self.shared.view.getxattr_cached(ino, name) {
+            match found.and_then(|v| xattr_reply(v, size)) {
+                Ok(XattrReply::Size(n)) => reply.size(n),
+                Ok(XattrReply::Data(d)) => reply.data(&d),
+                Err(e) => {
+                    log_err("getxattr", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            return;
+        }
         let name = name.to_os_string();
         self.spawn(move |s| match s.getxattr(ino, &name, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
@@ -939,6 +959,9 @@ impl<T: View + ?Sized> View for Arc<T> {
     fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, Errno> {
         (**self).getxattr(ino, name)
     }
+    fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).getxattr_cached(ino, name)
+    }
     fn forget(&self, ino: Ino, nlookup: u64) {
         (**self).forget(ino, nlookup)
     }
@@ -972,6 +995,9 @@ impl<T: View + ?Sized> View for Box<T> {
     }
     fn getxattr(&self, ino: Ino, name: &OsStr) -> Result<Vec<u8>, Errno> {
         (**self).getxattr(ino, name)
+    }
+    fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).getxattr_cached(ino, name)
     }
     fn forget(&self, ino: Ino, nlookup: u64) {
         (**self).forget(ino, nlookup)

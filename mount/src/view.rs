@@ -143,6 +143,14 @@ pub trait View: Send + Sync + 'static {
         let _ = (ino, name);
         Err(Errno::ENODATA)
     }
+    /// [`View::getxattr`] when it can be answered from memory without waiting on I/O, else
+    /// `None`. Why: `ls -l` asks for `security.selinux` on every entry and the kernel caches
+    /// no such answer, so each is a round trip; answered on the session thread it costs no
+    /// hand-off to a worker (two context switches). Must never block on disk or network.
+    fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
+        let _ = (ino, name);
+        None
+    }
     /// Whether regular files of this view may be opened for writing. Read-only views (every
     /// backup view) keep the default, and the driver answers `EROFS` to every mutation; a
     /// writable view (the copy-on-write files under `pg-at`) serves `write`, `set_size` and

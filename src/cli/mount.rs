@@ -28,8 +28,11 @@ pub struct Args {
     /// Show every entry as owned by this gid.
     #[arg(long)]
     pub gid: Option<u32>,
-    /// MiB of decrypted chunks cached in memory.
-    #[arg(long, default_value_t = 128)]
+    /// MiB of decrypted chunks cached in memory. The kernel's page cache keeps what was read
+    /// from immutable files (keep_cache), so this only needs to span chunks being read in
+    /// pieces; 16 keeps the mount's peak RSS under 100 MiB after a 250 MB sequential read
+    /// (88 MiB measured, 221 MiB with the former 128) at the same read speed.
+    #[arg(long, default_value_t = 16)]
     pub cache_mib: usize,
     /// Detach and serve in the background (for fstab/systemd); returns once the mount is live.
     #[arg(long)]
@@ -83,7 +86,7 @@ pub struct UmountArgs {
 /// Mounts and serves until unmounted or interrupted.
 pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if a.daemon {
-        return daemonize(&a);
+        return daemonize(ra, &a);
     }
     if wayback_mount::is_stale_mount(&a.mountpoint) {
         bail!(
@@ -116,7 +119,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn daemonize(a: &Args) -> anyhow::Result<i32> {
+fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     // The child serves in the foreground: drop --daemon and --log-file (with its value).
     let mut args = Vec::new();
@@ -136,15 +139,22 @@ fn daemonize(a: &Args) -> anyhow::Result<i32> {
         Some(p) => Stdio::from(open_log(p)?),
         None => Stdio::inherit(),
     };
+    // The passphrase left this process's environment at start (no child inherits it), so a
+    // passphrase given as WAYBACK_PASSWORD reaches the daemon through a pipe on its stdin,
+    // never through its environment or command line.
+    let pass = match ra.password_file {
+        None => crate::cli::common::env_secret("WAYBACK_PASSWORD"),
+        Some(_) => None,
+    };
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    // The passphrase left this process's environment at start; the daemon is this same
-    // program, which takes it out of its own environment first thing.
-    if let Some(p) = crate::cli::common::env_secret("WAYBACK_PASSWORD") {
-        cmd.env("WAYBACK_PASSWORD", p);
+    if pass.is_some() {
+        cmd.arg("--password-file")
+            .arg("/dev/stdin")
+            .stdin(Stdio::piped());
     }
     if std::env::var_os("RUST_LOG").is_none() {
         // Mounts, unmounts and read errors (EIO with the reason) belong in the log.
@@ -158,6 +168,15 @@ fn daemonize(a: &Args) -> anyhow::Result<i32> {
         });
     }
     let mut child = cmd.spawn().context("starting the mount daemon")?;
+    if let (Some(p), Some(mut stdin)) = (pass, child.stdin.take()) {
+        use std::io::Write;
+        let mut line = zeroize::Zeroizing::new(p.into_bytes());
+        line.push(b'\n');
+        stdin
+            .write_all(&line)
+            .context("handing the passphrase to the mount daemon")?;
+        // Dropping `stdin` closes the pipe: the daemon reads to end of file.
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if wayback_mount::is_mounted(&a.mountpoint) {

@@ -134,7 +134,7 @@ impl RepoView {
     /// A view over an open repository.
     pub fn new(repo: Arc<Repository>, mut opts: ViewOptions) -> RepoView {
         if opts.cache_bytes == 0 {
-            opts.cache_bytes = 128 << 20;
+            opts.cache_bytes = 16 << 20;
         }
         let chunks = Arc::new(ChunkCache::new(opts.cache_bytes));
         // Two threads decrypt the next two chunks of a sequential reader while the kernel
@@ -788,6 +788,33 @@ impl View for RepoView {
             .find(|(k, _)| k.as_slice() == name.as_bytes())
             .map(|(_, v)| v.clone())
             .ok_or(Errno::ENODATA)
+    }
+
+    fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
+        let data = self.inodes.lock().expect("poisoned").get(ino)?;
+        let (tree, index) = match data {
+            InodeData::Node { tree, index, .. } => (tree, index as usize),
+            // WAL records may need a read; the worker path handles them.
+            InodeData::Wal { .. } => return None,
+            // Directories and virtual entries carry no xattrs (as in `getxattr`).
+            _ => return Some(Err(Errno::ENODATA)),
+        };
+        let t = self
+            .trees
+            .lock()
+            .expect("poisoned")
+            .lru
+            .get(&tree)?
+            .0
+            .clone();
+        let node = t.nodes.get(index)?;
+        Some(
+            node.xattrs
+                .iter()
+                .find(|(k, _)| k.as_slice() == name.as_bytes())
+                .map(|(_, v)| v.clone())
+                .ok_or(Errno::ENODATA),
+        )
     }
 
     fn negative_ttl(&self, _parent: Ino) -> Duration {

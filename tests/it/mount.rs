@@ -408,3 +408,97 @@ fn pg_restore_straight_from_the_mount() {
         assert_eq!(pg.sql("app", q), pg.sql("restored", q), "{q}");
     }
 }
+
+/// A POSIX ACL granting uid 1234 read (`setfacl -m u:1234:r`), as the kernel's xattr encoding.
+const ACL_U1234_R: &str =
+    "0x0200000001000600ffffffff02000400d204000004000400ffffffff10000400ffffffff20000400ffffffff";
+
+/// `--daemon` with the passphrase in WAYBACK_PASSWORD (which leaves the environment at start,
+/// so it must reach the daemon another way), a small `--cache-mib`, and the metadata the kernel
+/// now caches (ACLs, symlinks) or the driver answers on its fast path (other xattrs): all
+/// served as stored, twice, through `ls -l`, `getfattr`, `readlink` and a full read.
+#[test]
+fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    sample_tree(&src);
+    sh_ok(&format!(
+        "setfattr -n system.posix_acl_access -v {ACL_U1234_R} {}/etc/secret",
+        s(&src)
+    ));
+    r.backup_dir(&src, "files");
+    let mp = r.mkdir("mnt");
+    let o = r.ok(&["mount", s(&mp), "--daemon", "--cache-mib", "2"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("mounted at"),
+        "{}",
+        crate::common::describe(&o)
+    );
+    let snap = mp.join("latest/files");
+    let result = std::panic::catch_unwind(|| {
+        for round in 0..2 {
+            // ls -l marks the file with an ACL (and its hard link, one inode) with '+'.
+            let ls = sh_ok(&format!("ls -l {}/etc", s(&snap)));
+            let plus: Vec<&str> = ls
+                .lines()
+                .filter(|l| l.get(10..11) == Some("+"))
+                .filter_map(|l| l.rsplit(' ').next())
+                .collect();
+            assert_eq!(plus, ["secret", "secret.hl"], "round {round}: {ls}");
+            assert_eq!(
+                sh_ok(&format!(
+                    "getfattr -e hex --only-values -n system.posix_acl_access {}/etc/secret | od -An -tx1 | tr -d ' \\n'",
+                    s(&snap)
+                )),
+                sh_ok(&format!(
+                    "getfattr -e hex --only-values -n system.posix_acl_access {}/etc/secret | od -An -tx1 | tr -d ' \\n'",
+                    s(&src)
+                )),
+                "round {round}: ACL differs"
+            );
+            let none = sh(&format!(
+                "getfattr -n system.posix_acl_access {}/etc/nginx/sites/s2.conf",
+                s(&snap)
+            ));
+            assert!(
+                !none.status.success(),
+                "round {round}: ACL on a file without one"
+            );
+            assert_eq!(
+                sh_ok(&format!(
+                    "getfattr --only-values -n user.note {}/etc/nginx/sites/s0.conf",
+                    s(&snap)
+                )),
+                "hello",
+                "round {round}"
+            );
+            assert!(
+                !sh(&format!(
+                    "getfattr -n user.note {}/etc/nginx/sites/s1.conf",
+                    s(&snap)
+                ))
+                .status
+                .success(),
+                "round {round}: xattr on a file without it"
+            );
+            assert_eq!(
+                fs::read_link(snap.join("etc/link")).unwrap(),
+                Path::new("nginx/sites/s1.conf"),
+                "round {round}"
+            );
+            assert_eq!(
+                fs::read_to_string(snap.join("etc/link")).unwrap(),
+                "server 1;\n"
+            );
+            // 9 MiB through a 2 MiB chunk cache.
+            assert!(
+                fs::read(snap.join("big.bin")).unwrap() == pseudo_random(9 << 20, 7),
+                "round {round}: big.bin differs"
+            );
+        }
+    });
+    r.ok(&["umount", s(&mp)]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
