@@ -75,14 +75,14 @@ echo "data: $(du -sh "$B/data" | cut -f1) per snapshot, $SNAPS snapshots" >&2
 
 "$WB" --repo "$B/wb" init >/dev/null
 restic -q -r "$B/restic" init >/dev/null
-borg init -q -e repokey "$B/borg"
+borg init -e repokey "$B/borg" >/dev/null 2>&1
 t0=$(date -u -d "2026-01-01" +%s)
 for i in $(seq 0 $((SNAPS - 1))); do
   ((i == 0)) || python3 "$B/step.py" "$B/data" "$i" "$NFILES" "$DUMP_MB"
   ts=$(date -u -d "@$((t0 + i * 86400 + 7200))" +%Y-%m-%dT%H:%M:%S)
   "$WB" --repo "$B/wb" backup "$B/data" --source data --time "${ts}Z" >/dev/null
   restic -q -r "$B/restic" backup "$B/data" --time "${ts//T/ }" --host bench >/dev/null
-  borg create -q --timestamp "$ts" "$B/borg::s$i" "$B/data"
+  borg create --timestamp "$ts" "$B/borg::s$i" "$B/data"
   ((i % 20 == 0)) && echo "  snapshot $i/$SNAPS" >&2
 done
 
