@@ -92,8 +92,8 @@ size() { du -sb --exclude=index --exclude=locks --exclude=tmp "$1" | cut -f1; }
 policy=(--keep-daily 7 --keep-weekly 4 --keep-monthly 6)
 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
 wb_before=$(size "$B/wb") rs_before=$(size "$B/restic") bg_before=$(size "$B/borg")
-read -r wf_s wf_m < <(t "$WB" --repo "$B/wb" forget --source data "${policy[@]}")
-read -r wp_s wp_m < <(t "$WB" --repo "$B/wb" prune --grace 0)
+# One command each where the tool has one (restic forget --prune, wayback forget --prune).
+read -r wb_s wb_m < <(t "$WB" --repo "$B/wb" forget --source data "${policy[@]}" --prune --grace 0)
 read -r rs_s rs_m < <(t restic -r "$B/restic" forget "${policy[@]}" --prune)
 read -r bp_s bp_m < <(t borg prune "${policy[@]}" "$B/borg")
 read -r bc_s bc_m < <(t borg compact "$B/borg")
@@ -104,8 +104,6 @@ kept_bg=$(borg list --short "$B/borg" | wc -l)
 "$WB" --repo "$B/wb" check --read-data >/dev/null
 
 mb() { awk -v b="$1" 'BEGIN{printf "%.0f", b/1048576}'; }
-wb_s=$(awk -v a="$wf_s" -v b="$wp_s" 'BEGIN{print a+b}')
-wb_m=$((wf_m > wp_m ? wf_m : wp_m))
 bg_s=$(awk -v a="$bp_s" -v b="$bc_s" 'BEGIN{print a+b}')
 bg_m=$((bp_m > bc_m ? bp_m : bc_m))
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}'; }
@@ -113,8 +111,9 @@ echo
 echo "| $SNAPS daily snapshots, keep daily 7 / weekly 4 / monthly 6 | wayback | restic | borg |"
 echo "| --- | --- | --- | --- |"
 echo "| snapshots kept | $kept_wb | $kept_rs | $kept_bg |"
-echo "| forget + prune time (s) | $wb_s (forget $wf_s + prune $wp_s) | $rs_s ($(ratio "$rs_s" "$wb_s")) | $bg_s ($(ratio "$bg_s" "$wb_s"); prune $bp_s + compact $bc_s) |"
+echo "| forget + prune time (s) | $wb_s | $rs_s ($(ratio "$rs_s" "$wb_s")) | $bg_s ($(ratio "$bg_s" "$wb_s"); prune $bp_s + compact $bc_s) |"
 echo "| peak RSS (MB) | $wb_m | $rs_m | $bg_m |"
 echo "| repository before (MB) | $(mb "$wb_before") | $(mb "$rs_before") | $(mb "$bg_before") |"
 echo "| repository after (MB) | $(mb "$wb_after") | $(mb "$rs_after") | $(mb "$bg_after") |"
-echo "| reclaimed (MB) | $(mb $((wb_before - wb_after))) | $(mb $((rs_before - rs_after))) | $(mb $((bg_before - bg_after))) |"
+pct() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.1f%%", 100*a/b}'; }
+echo "| reclaimed (MB, share of before) | $(mb $((wb_before - wb_after))) ($(pct $((wb_before - wb_after)) "$wb_before")) | $(mb $((rs_before - rs_after))) ($(pct $((rs_before - rs_after)) "$rs_before")) | $(mb $((bg_before - bg_after))) ($(pct $((bg_before - bg_after)) "$bg_before")) |"

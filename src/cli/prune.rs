@@ -12,7 +12,8 @@ pub struct Args {
     /// Show what would be deleted and repacked; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Repack a pack when at least this share of it is unused (e.g. 5%, 0.05).
+    /// Unused bytes that may stay, as a share of the live bytes (e.g. 5%, 0.05): partly used
+    /// packs are repacked, most unused first, until no more is left. 0% repacks every one.
     #[arg(long, default_value = "5%")]
     pub max_unused: String,
     /// Repack at most this many bytes of packs per run (e.g. 2G, 500M).
