@@ -201,7 +201,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<V: View> Shared<V> {
     fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Lookup, Errno> {
-        match self.view.lookup(parent, name) {
+        self.found(parent, self.view.lookup(parent, name))
+    }
+
+    /// A lookup answered from memory on the session thread, if the view can.
+    fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Lookup, Errno>> {
+        let r = self.view.lookup_cached(parent, name)?;
+        Some(self.found(parent, r))
+    }
+
+    /// What the kernel is told about a lookup's result.
+    fn found(&self, parent: Ino, r: Result<Entry, Errno>) -> Result<Lookup, Errno> {
+        match r {
             Ok(entry) => {
                 check_ino(entry.attr.ino)?;
                 if entry.attr.kind == Kind::Dir {
@@ -238,6 +249,13 @@ impl<V: View> Shared<V> {
         let entry = self.view.getattr(ino)?;
         check_ino(entry.attr.ino)?;
         Ok(entry)
+    }
+
+    fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
+        Some(self.view.getattr_cached(ino)?.and_then(|e| {
+            check_ino(e.attr.ino)?;
+            Ok(e)
+        }))
     }
 
     fn opendir(&self, ino: Ino) -> Result<u64, Errno> {
@@ -334,6 +352,27 @@ impl<V: View> Shared<V> {
             buf.push(0);
         }
         xattr_reply(buf, size)
+    }
+}
+
+fn reply_lookup(parent: Ino, r: Result<Lookup, Errno>, reply: ReplyEntry) {
+    match r {
+        Ok(Lookup::Found(e)) => reply.entry(&e.ttl, &file_attr(&e.attr), 0),
+        Ok(Lookup::Negative(ttl)) => reply.entry(&ttl, &negative_attr(), 0),
+        Err(e) => {
+            log_err("lookup", parent, e);
+            reply.error(code(e))
+        }
+    }
+}
+
+fn reply_attr(ino: Ino, r: Result<Entry, Errno>, reply: ReplyAttr) {
+    match r {
+        Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
+        Err(e) => {
+            log_err("getattr", ino, e);
+            reply.error(code(e))
+        }
     }
 }
 
@@ -522,15 +561,12 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if let Some(r) = self.shared.lookup_cached(parent, name) {
+            reply_lookup(parent, r, reply);
+            return;
+        }
         let name = name.to_os_string();
-        self.spawn(move |s| match s.lookup(parent, &name) {
-            Ok(Lookup::Found(e)) => reply.entry(&e.ttl, &file_attr(&e.attr), 0),
-            Ok(Lookup::Negative(ttl)) => reply.entry(&ttl, &negative_attr(), 0),
-            Err(e) => {
-                log_err("lookup", parent, e);
-                reply.error(code(e))
-            }
-        });
+        self.spawn(move |s| reply_lookup(parent, s.lookup(parent, &name), reply));
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
@@ -543,13 +579,11 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        self.spawn(move |s| match s.getattr(ino) {
-            Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
-            Err(e) => {
-                log_err("getattr", ino, e);
-                reply.error(code(e))
-            }
-        });
+        if let Some(r) = self.shared.getattr_cached(ino) {
+            reply_attr(ino, r, reply);
+            return;
+        }
+        self.spawn(move |s| reply_attr(ino, s.getattr(ino), reply));
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {

@@ -151,6 +151,21 @@ pub trait View: Send + Sync + 'static {
         let _ = (ino, name);
         None
     }
+    /// [`View::lookup`] when the answer is in memory (the parent's directory already decoded),
+    /// else `None`, in which case the driver asks `lookup` on a worker. Why: a cold `ls -lR`
+    /// sends one lookup per entry right after listing the directory, so the data is always
+    /// there; on a worker each costs a hand-off and two context switches, which profiles of
+    /// the mount showed as most of its time. Must never block on disk or network, and must
+    /// count the reference exactly as `lookup` does when it answers.
+    fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Errno>> {
+        let _ = (parent, name);
+        None
+    }
+    /// [`View::getattr`] from memory, else `None` (same rules as [`View::lookup_cached`]).
+    fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
+        let _ = ino;
+        None
+    }
     /// Whether regular files of this view may be opened for writing. Read-only views (every
     /// backup view) keep the default, and the driver answers `EROFS` to every mutation; a
     /// writable view (the copy-on-write files under `pg-at`) serves `write`, `set_size` and

@@ -817,6 +817,67 @@ impl View for RepoView {
         )
     }
 
+    fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Errno>> {
+        // Only directories inside snapshot trees: virtual directories may list snapshots and
+        // snapshot roots may need the manifest, both I/O.
+        let InodeData::Node {
+            tree, index, live, ..
+        } = self.inodes.lock().expect("poisoned").get(parent)?
+        else {
+            return None;
+        };
+        let (sub, dir) = {
+            let mut trees = self.trees.lock().expect("poisoned");
+            let t = trees.lru.get(&tree)?.0.clone();
+            let n = t.nodes.get(index as usize)?;
+            match (n.kind, n.subtree) {
+                (NodeKind::Dir, Some(sub)) => (sub, trees.lru.get(&sub)?.0.clone()),
+                _ => return Some(Err(Errno::ENOTDIR)),
+            }
+        };
+        let Ok(i) = dir
+            .nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+        else {
+            return Some(Err(Errno::ENOENT));
+        };
+        let node = &dir.nodes[i];
+        let child = node_child(&sub, i, dir.nodes.len(), node, live);
+        let ino = self
+            .inodes
+            .lock()
+            .expect("poisoned")
+            .child(parent, name.as_bytes(), child);
+        // A hardlink may resolve to the inode of an earlier path of its group: the same file,
+        // so the same attributes as this node's.
+        Some(Ok(Entry {
+            attr: self.node_attr(ino, node),
+            ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
+        }))
+    }
+
+    fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
+        let InodeData::Node {
+            tree, index, live, ..
+        } = self.inodes.lock().expect("poisoned").get(ino)?
+        else {
+            return None;
+        };
+        let t = self
+            .trees
+            .lock()
+            .expect("poisoned")
+            .lru
+            .get(&tree)?
+            .0
+            .clone();
+        let n = t.nodes.get(index as usize)?;
+        Some(Ok(Entry {
+            attr: self.node_attr(ino, n),
+            ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
+        }))
+    }
+
     fn negative_ttl(&self, _parent: Ino) -> Duration {
         Duration::ZERO
     }
