@@ -23,13 +23,13 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use fuser::consts::{
-    FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_CACHE_SYMLINKS,
-    FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL,
+    FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_CACHE_SYMLINKS,
+    FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 use libc::c_int;
 use tracing::{debug, error, info, warn};
@@ -307,6 +307,60 @@ impl<V: View> Shared<V> {
         Ok(())
     }
 
+    /// `readdir` with each entry's attributes, which the kernel turns into cached lookups:
+    /// a walk then sends no `lookup` per entry. An entry whose attributes cannot be read gets
+    /// placeholder attributes valid for no time, so the kernel asks `lookup` for it at once
+    /// and that reports the error.
+    fn readdirplus(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: i64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> Result<(), Errno> {
+        let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
+        let cached = lock(&self.dirs).get(&fh).cloned();
+        let listing = match cached {
+            Some(l) if l.ino == ino => l,
+            _ => Arc::new(self.listing(ino)?),
+        };
+        for i in start..listing.len() {
+            let Some((child, kind, name)) = listing.get(i) else {
+                break;
+            };
+            let next = i64::try_from(i + 1).map_err(|_| Errno::EINVAL)?;
+            // The kernel links no dentry for `.` and `..`; their attributes are never used.
+            let entry = if i < 2 {
+                None
+            } else {
+                match self.getattr(child) {
+                    Ok(e) if e.attr.ino == child => Some(e),
+                    Ok(_) | Err(_) => None,
+                }
+            };
+            let full = match entry {
+                Some(e) => {
+                    if e.attr.kind == Kind::Dir {
+                        lock(&self.parents).insert(child, ino);
+                    }
+                    reply.add(child, next, name, &e.ttl, &file_attr(&e.attr), 0)
+                }
+                None => {
+                    let attr = FileAttr {
+                        ino: child,
+                        kind,
+                        ..negative_attr()
+                    };
+                    reply.add(child, next, name, &Duration::ZERO, &attr, 0)
+                }
+            };
+            if full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn open(&self, ino: Ino, write: bool) -> Result<u32, Errno> {
         let OpenFlags {
             keep_cache,
@@ -547,6 +601,10 @@ impl<V: View> Filesystem for Driver<V> {
             (FUSE_AUTO_INVAL_DATA, "auto_inval_data"),
             (FUSE_POSIX_ACL, "posix_acl"),
             (FUSE_CACHE_SYMLINKS, "cache_symlinks"),
+            // READDIRPLUS: a listing carries each entry's attributes, so a walk (`ls -lR`,
+            // `find`, `diff -r`) needs no lookup per entry; AUTO lets the kernel use plain
+            // readdir when nobody looks at the entries.
+            (FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO, "readdirplus"),
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!("kernel lacks FUSE capability {name}");
@@ -665,9 +723,28 @@ impl<V: View> Filesystem for Driver<V> {
             return;
         }
         self.spawn(move |s| match s.opendir(ino) {
+            // KEEP_CACHE too: without it every open would drop the cached listing.
+            Ok(fh) if s.view.cache_dir(ino) => reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE),
             Ok(fh) => reply.opened(fh, 0),
             Err(e) => {
                 log_err("opendir", ino, e);
+                reply.error(code(e))
+            }
+        });
+    }
+
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        self.spawn(move |s| match s.readdirplus(ino, fh, offset, &mut reply) {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                log_err("readdirplus", ino, e);
                 reply.error(code(e))
             }
         });
@@ -996,6 +1073,15 @@ impl<T: View + ?Sized> View for Arc<T> {
     fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
         (**self).getxattr_cached(ino, name)
     }
+    fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Errno>> {
+        (**self).lookup_cached(parent, name)
+    }
+    fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
+        (**self).getattr_cached(ino)
+    }
+    fn cache_dir(&self, ino: Ino) -> bool {
+        (**self).cache_dir(ino)
+    }
     fn forget(&self, ino: Ino, nlookup: u64) {
         (**self).forget(ino, nlookup)
     }
@@ -1032,6 +1118,15 @@ impl<T: View + ?Sized> View for Box<T> {
     }
     fn getxattr_cached(&self, ino: Ino, name: &OsStr) -> Option<Result<Vec<u8>, Errno>> {
         (**self).getxattr_cached(ino, name)
+    }
+    fn lookup_cached(&self, parent: Ino, name: &OsStr) -> Option<Result<Entry, Errno>> {
+        (**self).lookup_cached(parent, name)
+    }
+    fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
+        (**self).getattr_cached(ino)
+    }
+    fn cache_dir(&self, ino: Ino) -> bool {
+        (**self).cache_dir(ino)
     }
     fn forget(&self, ino: Ino, nlookup: u64) {
         (**self).forget(ino, nlookup)

@@ -166,6 +166,13 @@ pub trait View: Send + Sync + 'static {
         let _ = ino;
         None
     }
+    /// Whether the kernel may keep this directory's listing for the life of the mount
+    /// (FOPEN_CACHE_DIR): true only for directories that can never change (snapshot trees).
+    /// Why: a second walk then sends no `readdir` at all.
+    fn cache_dir(&self, ino: Ino) -> bool {
+        let _ = ino;
+        false
+    }
     /// Whether regular files of this view may be opened for writing. Read-only views (every
     /// backup view) keep the default, and the driver answers `EROFS` to every mutation; a
     /// writable view (the copy-on-write files under `pg-at`) serves `write`, `set_size` and

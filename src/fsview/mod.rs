@@ -92,7 +92,9 @@ pub struct RepoView {
     repo: Arc<Repository>,
     opts: ViewOptions,
     inodes: Mutex<Inodes>,
-    trees: Mutex<TreeCache>,
+    trees: Arc<Mutex<TreeCache>>,
+    /// Subdirectory trees of a directory just listed, to be decoded ahead of the walker.
+    tree_ahead: Sender<TreeId>,
     chunks: Arc<ChunkCache>,
     layouts: Mutex<LruCache<Ino, Arc<FileLayout>>>,
     wal: Mutex<LruCache<(String, String), Arc<Tree>>>,
@@ -152,14 +154,17 @@ impl RepoView {
                 })
                 .expect("spawn read-ahead thread");
         }
+        let trees = Arc::new(Mutex::new(TreeCache {
+            lru: LruCache::unbounded(),
+            bytes: 0,
+        }));
+        let tree_ahead = spawn_tree_ahead(&repo, &trees);
         RepoView {
             repo,
             opts,
             inodes: Mutex::new(Inodes::new()),
-            trees: Mutex::new(TreeCache {
-                lru: LruCache::unbounded(),
-                bytes: 0,
-            }),
+            trees,
+            tree_ahead,
             chunks,
             layouts: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
@@ -283,13 +288,14 @@ impl RepoView {
                     ttl: TTL_LIVE,
                 }
             }
-            InodeData::Node {
-                tree, index, live, ..
-            } => {
+            // A node inode stands for one entry of one immutable tree, even under a live
+            // root: when `latest/src` names a newer snapshot, the root's lookup (short TTL)
+            // yields a new inode and the kernel walks the new tree from there.
+            InodeData::Node { tree, index, .. } => {
                 let (t, i) = self.node(&tree, index)?;
                 Entry {
                     attr: self.node_attr(ino, &t.nodes[i]),
-                    ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
+                    ttl: TTL_IMMUTABLE,
                 }
             }
         })
@@ -532,7 +538,29 @@ impl RepoView {
                 kind_of(n.kind),
             ));
         }
+        self.decode_subtrees_ahead(&t);
         Ok(())
+    }
+
+    /// A listed directory is usually walked next (`ls -R`, `find`, `diff -r`, `cp -a`): hand
+    /// its subdirectories' trees not yet decoded to the tree-ahead threads, so their reads
+    /// and decryption overlap the kernel's lookups instead of each waiting in turn. Never
+    /// blocks: when the queue is full the walker simply loads the tree itself.
+    fn decode_subtrees_ahead(&self, t: &Tree) {
+        let subs: Vec<TreeId> = {
+            let trees = self.trees.lock().expect("poisoned");
+            t.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Dir)
+                .filter_map(|n| n.subtree)
+                .filter(|s| !trees.lru.contains(s))
+                .collect()
+        };
+        for s in subs {
+            if self.tree_ahead.try_send(s).is_err() {
+                break;
+            }
+        }
     }
 
     /// The tree holding the entry at `path` under `root`, and its index there; `None` when the
@@ -623,6 +651,33 @@ impl RepoView {
         parts.reverse();
         format!("/{}", parts.join("/"))
     }
+}
+
+/// Trees decoded ahead of a walker (see [`RepoView::decode_subtrees_ahead`]).
+const TREE_AHEAD_THREADS: usize = 2;
+/// Trees queued ahead at most: bounds the memory and work a huge directory can start.
+const TREE_AHEAD_QUEUE: usize = 256;
+
+fn spawn_tree_ahead(repo: &Arc<Repository>, trees: &Arc<Mutex<TreeCache>>) -> Sender<TreeId> {
+    let (tx, rx) = bounded::<TreeId>(TREE_AHEAD_QUEUE);
+    for _ in 0..TREE_AHEAD_THREADS {
+        let (repo, trees, rx) = (repo.clone(), trees.clone(), rx.clone());
+        std::thread::Builder::new()
+            .name("wayback-treeahead".into())
+            .spawn(move || {
+                for id in rx {
+                    if trees.lock().expect("poisoned").lru.contains(&id) {
+                        continue;
+                    }
+                    // A tree that fails here is reported by the access that needs it.
+                    if let Ok(t) = repo.read_tree(&id) {
+                        trees.lock().expect("poisoned").put(id, Arc::new(t));
+                    }
+                }
+            })
+            .expect("spawn tree-ahead thread");
+    }
+    tx
 }
 
 fn node_child(tree: &TreeId, i: usize, len: usize, n: &Node, live: bool) -> NewChild {
@@ -852,14 +907,12 @@ impl View for RepoView {
         // so the same attributes as this node's.
         Some(Ok(Entry {
             attr: self.node_attr(ino, node),
-            ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
+            ttl: TTL_IMMUTABLE,
         }))
     }
 
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
-        let InodeData::Node {
-            tree, index, live, ..
-        } = self.inodes.lock().expect("poisoned").get(ino)?
+        let InodeData::Node { tree, index, .. } = self.inodes.lock().expect("poisoned").get(ino)?
         else {
             return None;
         };
@@ -874,8 +927,17 @@ impl View for RepoView {
         let n = t.nodes.get(index as usize)?;
         Some(Ok(Entry {
             attr: self.node_attr(ino, n),
-            ttl: if live { TTL_LIVE } else { TTL_IMMUTABLE },
+            ttl: TTL_IMMUTABLE,
         }))
+    }
+
+    fn cache_dir(&self, ino: Ino) -> bool {
+        // Trees are immutable (see `attr_of`); only a live snapshot root (`latest/src`,
+        // `at/T/src`) may name another tree later.
+        matches!(
+            self.inodes.lock().expect("poisoned").get(ino),
+            Some(InodeData::Node { .. } | InodeData::SnapRoot { live: false, .. })
+        )
     }
 
     fn negative_ttl(&self, _parent: Ino) -> Duration {

@@ -297,10 +297,21 @@ fn snapshots_taken_while_mounted_appear() {
     let r = Repo::new();
     let src = r.mkdir("src");
     fs::write(src.join("f"), b"old").unwrap();
+    fs::create_dir(src.join("d")).unwrap();
+    fs::write(src.join("d/g"), b"old").unwrap();
     r.backup_dir(&src, "live");
     let m = Mounted::new(&r, &[]);
     assert_eq!(fs::read(m.p("latest/live/f")).unwrap(), b"old");
+    // Walked once, so the kernel holds the old tree's entries, attributes and listings
+    // (immutable, cached for long) under the live `latest/live` root.
+    sh_ok(&format!(
+        "ls -lR {} >/dev/null",
+        m.p("latest/live").display()
+    ));
+    assert_eq!(fs::read(m.p("latest/live/d/g")).unwrap(), b"old");
     fs::write(src.join("f"), b"new").unwrap();
+    fs::write(src.join("d/g"), b"newer").unwrap();
+    fs::write(src.join("d/h"), b"added").unwrap();
     r.backup_dir(&src, "live");
     r.backup_dir(&src, "other");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -308,8 +319,17 @@ fn snapshots_taken_while_mounted_appear() {
         let n = fs::read_dir(m.p("snapshots/live"))
             .map(|d| d.count())
             .unwrap_or(0);
+        let listed: Vec<String> = fs::read_dir(m.p("latest/live/d"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         if n == 2
             && fs::read(m.p("latest/live/f")).ok().as_deref() == Some(b"new")
+            && fs::read(m.p("latest/live/d/g")).ok().as_deref() == Some(b"newer")
+            && listed.iter().any(|n| n == "h")
             && m.p("latest/other/f").exists()
         {
             break;
