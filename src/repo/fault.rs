@@ -86,6 +86,17 @@ pub enum Barrier {
     IndexSync,
 }
 
+/// One barrier reached.
+#[derive(Clone, Debug)]
+pub struct Reached {
+    /// What kind.
+    pub kind: Barrier,
+    /// The object's path (or what the index wrote).
+    pub path: String,
+    /// Bytes a put stored (0 for the others).
+    pub bytes: u64,
+}
+
 #[derive(Default)]
 struct State {
     fault: Fault,
@@ -95,8 +106,8 @@ struct State {
     written: u64,
     /// Power lost: everything fails.
     dead: bool,
-    /// Barriers reached, in order: kind and path.
-    log: Vec<(Barrier, String)>,
+    /// Barriers reached, in order.
+    log: Vec<Reached>,
 }
 
 /// A [`LocalBackend`] that fails on request (see the module doc for the model).
@@ -144,8 +155,9 @@ impl FaultBackend {
         self.lock().barriers
     }
 
-    /// The barriers reached so far, in order, as `kind path` (for reports).
-    pub fn log(&self) -> Vec<(Barrier, String)> {
+    /// The barriers reached so far, in order (crash reports name the barrier; disk-full
+    /// budgets are chosen between the puts' sizes).
+    pub fn log(&self) -> Vec<Reached> {
         self.lock().log.clone()
     }
 
@@ -177,7 +189,11 @@ impl FaultBackend {
         }
         s.barriers += 1;
         let n = s.barriers;
-        s.log.push((kind, path.to_string()));
+        s.log.push(Reached {
+            kind,
+            path: path.to_string(),
+            bytes: len,
+        });
         match s.fault {
             Fault::None => Verdict::Go,
             Fault::PowerLoss { at } if n >= at => {
@@ -331,7 +347,7 @@ mod tests {
         assert!(be.put_new("y", b"3").unwrap());
         assert_eq!(be.get("y").unwrap(), b"3");
         assert!(!be.is_dead());
-        let kinds: Vec<Barrier> = be.log().into_iter().map(|(k, _)| k).collect();
+        let kinds: Vec<Barrier> = be.log().into_iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [Barrier::Put, Barrier::PutNew, Barrier::PutNew]);
     }
 

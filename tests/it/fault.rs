@@ -29,7 +29,7 @@ use wayback::ingest::Counters;
 use wayback::maint::check::{check, CheckOptions};
 use wayback::maint::prune::{prune, PruneOptions};
 use wayback::repo::backend::Backend;
-use wayback::repo::fault::{Fault, FaultBackend};
+use wayback::repo::fault::{Barrier, Fault, FaultBackend, Reached};
 use wayback::repo::{Access, Repository};
 use wayback::restore::{restore, RestoreCounters, RestoreOptions};
 use wayback::snapshot::Snapshot;
@@ -264,23 +264,108 @@ struct Tally {
     barriers: u64,
     crash_tried: usize,
     eio_tried: usize,
+    enospc_tried: usize,
     failures: Vec<String>,
+}
+
+/// How a fault run ends and is followed up.
+#[derive(Clone, Copy, PartialEq)]
+enum After {
+    /// The process died: reopen with the real backend, verify, run again, verify.
+    Reboot,
+    /// The process lives on: clear the fault, run again on the same open repository, verify.
+    Retry,
+}
+
+/// One run of `w` on a fresh copy with `fault`; failures go to `t.failures`.
+fn attempt(
+    w: &Writer,
+    dir: &Path,
+    fault: Fault,
+    needle: &str,
+    after: After,
+    ctx: &str,
+    t: &mut Tally,
+) {
+    fs::create_dir_all(dir).unwrap();
+    let root = dir.join("repo");
+    copy_dir(&w.world.template, &root);
+    let fb = Arc::new(FaultBackend::new(&root, fault));
+    let be: Arc<dyn Backend> = fb.clone();
+    let mut slot = None;
+    let mut acked = w.world.acked.clone();
+    match (w.run)(&root, &be, &mut slot, 1) {
+        Ok(a) => {
+            t.failures
+                .push(format!("{ctx}: the writer reported success"));
+            acked.extend(a);
+        }
+        Err(e) if !e.to_string().contains(needle) => {
+            t.failures.push(format!(
+                "{ctx}: the error does not say why (no '{needle}'): {e}"
+            ));
+        }
+        Err(_) => {}
+    }
+    let (be, mut slot) = match after {
+        After::Reboot => {
+            drop(slot);
+            if let Err(e) = verify(&root, dir, &acked) {
+                t.failures.push(format!("{ctx}: after the crash: {e}"));
+            }
+            let be: Arc<dyn Backend> = Arc::new(wayback::repo::backend::LocalBackend::new(&root));
+            (be, None)
+        }
+        After::Retry => {
+            fb.set_fault(Fault::None);
+            (be, slot)
+        }
+    };
+    match (w.run)(&root, &be, &mut slot, 2) {
+        Ok(a) => acked.extend(a),
+        Err(e) => t
+            .failures
+            .push(format!("{ctx}: running it again failed: {e}")),
+    }
+    drop(slot);
+    if let Err(e) = verify(&root, dir, &acked) {
+        t.failures
+            .push(format!("{ctx}: after running it again: {e}"));
+    }
+    fs::remove_dir_all(dir).unwrap();
+}
+
+/// Disk-full budgets: each put in turn is the first that does not fit (a bounded sample).
+fn budgets(log: &[Reached]) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut before = 0u64;
+    for r in log {
+        if matches!(r.kind, Barrier::Put | Barrier::PutNew) {
+            out.push((before, format!("{:?} {}", r.kind, r.path)));
+            // Half of it would fit: the put itself must fail, not a later one.
+            if r.bytes > 1 {
+                out.push((
+                    before + r.bytes / 2,
+                    format!("{:?} {} (half fits)", r.kind, r.path),
+                ));
+            }
+            before += r.bytes;
+        }
+    }
+    let keep: Vec<u64> = points(out.len() as u64);
+    keep.into_iter()
+        .map(|i| out[i as usize - 1].clone())
+        .collect()
 }
 
 fn matrix(w: &Writer) -> Tally {
     let mut t = Tally::default();
     let tmp = w.world.tmp.path();
-    let mut run_no = 0u32;
-    let mut fresh = |tag: &str| -> PathBuf {
-        run_no += 1;
-        let dir = tmp.join(format!("run-{tag}-{run_no}"));
-        fs::create_dir_all(&dir).unwrap();
-        let root = dir.join("repo");
-        copy_dir(&w.world.template, &root);
-        root
-    };
     // Count.
-    let root = fresh("count");
+    let dir = tmp.join("count");
+    fs::create_dir_all(&dir).unwrap();
+    let root = dir.join("repo");
+    copy_dir(&w.world.template, &root);
     let fb = Arc::new(FaultBackend::new(&root, Fault::None));
     let be: Arc<dyn Backend> = fb.clone();
     let mut slot = None;
@@ -292,90 +377,59 @@ fn matrix(w: &Writer) -> Tally {
     t.barriers = fb.barriers();
     assert!(t.barriers > 0, "{}: no barrier at all", w.name);
     let all: Vec<Ack> = w.world.acked.iter().cloned().chain(acked).collect();
-    if let Err(e) = verify(&root, root.parent().unwrap(), &all) {
-        panic!("{}: fault-free run does not verify: {e}", w.name);
+    if let Err(e) = verify(&root, &dir, &all) {
+        panic!("{}: the fault-free run does not verify: {e}", w.name);
     }
-    let kinds: Vec<String> = fb.log().iter().map(|(k, p)| format!("{k:?} {p}")).collect();
-    fs::remove_dir_all(root.parent().unwrap()).unwrap();
+    let log = fb.log();
+    fs::remove_dir_all(&dir).unwrap();
 
     for k in points(t.barriers) {
-        // Power loss at k.
+        let at = &log[k as usize - 1];
+        let what = format!("{:?} {}", at.kind, at.path);
         t.crash_tried += 1;
-        let root = fresh("crash");
-        let scratch = root.parent().unwrap().to_path_buf();
-        let fb = Arc::new(FaultBackend::new(&root, Fault::PowerLoss { at: k }));
-        let be: Arc<dyn Backend> = fb.clone();
-        let mut slot = None;
-        let r = (w.run)(&root, &be, &mut slot, 1);
-        drop(slot);
-        let at = kinds.get(k as usize - 1).cloned().unwrap_or_default();
         let ctx = format!(
-            "{}: power loss at barrier {k}/{} ({at})",
+            "{}: power loss at barrier {k}/{} ({what})",
             w.name, t.barriers
         );
-        let mut acked = w.world.acked.clone();
-        match r {
-            Ok(a) => {
-                t.failures
-                    .push(format!("{ctx}: the writer reported success"));
-                acked.extend(a);
-            }
-            Err(e) if !e.to_string().contains("power loss") => {
-                t.failures
-                    .push(format!("{ctx}: error does not say why: {e}"));
-            }
-            Err(_) => {}
-        }
-        if let Err(e) = verify(&root, &scratch, &acked) {
-            t.failures.push(format!("{ctx}: after the crash: {e}"));
-        }
-        let be: Arc<dyn Backend> = Arc::new(wayback::repo::backend::LocalBackend::new(&root));
-        let mut slot = None;
-        match (w.run)(&root, &be, &mut slot, 2) {
-            Ok(a) => {
-                drop(slot);
-                acked.extend(a);
-                if let Err(e) = verify(&root, &scratch, &acked) {
-                    t.failures.push(format!("{ctx}: after the rerun: {e}"));
-                }
-            }
-            Err(e) => t.failures.push(format!("{ctx}: rerun failed: {e}")),
-        }
-        fs::remove_dir_all(&scratch).unwrap();
-
-        // EIO at k, then the same writer again on the same open repository.
+        let dir = tmp.join(format!("crash-{k}"));
+        attempt(
+            w,
+            &dir,
+            Fault::PowerLoss { at: k },
+            "power loss",
+            After::Reboot,
+            &ctx,
+            &mut t,
+        );
         t.eio_tried += 1;
-        let root = fresh("eio");
-        let scratch = root.parent().unwrap().to_path_buf();
-        let fb = Arc::new(FaultBackend::new(&root, Fault::FailNth { nth: k }));
-        let be: Arc<dyn Backend> = fb.clone();
-        let mut slot = None;
-        let ctx = format!("{}: EIO at barrier {k}/{} ({at})", w.name, t.barriers);
-        let mut acked = w.world.acked.clone();
-        match (w.run)(&root, &be, &mut slot, 1) {
-            Ok(a) => {
-                t.failures
-                    .push(format!("{ctx}: the writer reported success"));
-                acked.extend(a);
-            }
-            Err(e) if !e.to_string().contains("injected") => {
-                t.failures
-                    .push(format!("{ctx}: error does not say why: {e}"));
-            }
-            Err(_) => {}
-        }
-        fb.set_fault(Fault::None);
-        match (w.run)(&root, &be, &mut slot, 2) {
-            Ok(a) => acked.extend(a),
-            Err(e) => t
-                .failures
-                .push(format!("{ctx}: retry in the same process failed: {e}")),
-        }
-        drop(slot);
-        if let Err(e) = verify(&root, &scratch, &acked) {
-            t.failures.push(format!("{ctx}: after the retry: {e}"));
-        }
-        fs::remove_dir_all(&scratch).unwrap();
+        let ctx = format!("{}: EIO at barrier {k}/{} ({what})", w.name, t.barriers);
+        let dir = tmp.join(format!("eio-{k}"));
+        attempt(
+            w,
+            &dir,
+            Fault::FailNth { nth: k },
+            "injected fault",
+            After::Retry,
+            &ctx,
+            &mut t,
+        );
+    }
+    for (i, (budget, what)) in budgets(&log).into_iter().enumerate() {
+        t.enospc_tried += 1;
+        let ctx = format!("{}: disk full after {budget} bytes (at {what})", w.name);
+        let dir = tmp.join(format!("enospc-{i}"));
+        let fault = Fault::NoSpace {
+            after_bytes: budget,
+        };
+        attempt(
+            w,
+            &dir,
+            fault,
+            "No space left on device",
+            After::Retry,
+            &ctx,
+            &mut t,
+        );
     }
     t
 }
@@ -384,11 +438,12 @@ fn report(w: &Writer) {
     let started = std::time::Instant::now();
     let t = matrix(w);
     println!(
-        "fault matrix: {:<14} barriers {:>3}  power-loss points {:>3}  EIO points {:>3}  failures {}  ({:.1} s)",
+        "fault matrix: {:<16} barriers {:>3}  power-loss points {:>3}  EIO points {:>3}  disk-full points {:>3}  failures {}  ({:.1} s)",
         w.name,
         t.barriers,
         t.crash_tried,
         t.eio_tried,
+        t.enospc_tried,
         t.failures.len(),
         started.elapsed().as_secs_f64()
     );
