@@ -794,3 +794,102 @@ fn check_after_an_interrupted_index_rebuild_reports_no_damage() {
         "unindexed packs are read too: {v:#}"
     );
 }
+
+#[test]
+fn crash_matrix_backup_of_several_packs() {
+    // A file larger than a pack, then more files: the packer flushes while the walker still
+    // reads, so a failing put meets a pipeline that is still running.
+    let (world, r) = files_world();
+    let src = r.scratch("big");
+    gen_small_tree(&src, 40);
+    write_random(&src.join("a/big.bin"), 17 * MIB, 41);
+    write_random(&src.join("z/after.bin"), 2 * MIB, 42);
+    let _keep = r;
+    let w = Writer {
+        name: "backup (3 packs)",
+        world,
+        run: Box::new(move |root, be, slot, _| {
+            let repo = open(slot, root, be, PASSWORD, Access::Write)?;
+            let s = fs_backup(repo, &src, None)?;
+            Ok(vec![Ack::Tree(s.id.to_hex(), src.clone())])
+        }),
+    };
+    report(&w);
+}
+
+#[test]
+fn crash_matrix_forget() {
+    let (mut world, r) = files_world();
+    let src2 = r.scratch("src2");
+    gen_small_tree(&src2, 2);
+    let o = run(r.cmd(&[
+        "--repo",
+        s(&world.template),
+        "backup",
+        s(&src2),
+        "--source",
+        "files",
+        "--json",
+    ]));
+    assert_code(&o, exit::OK, "second backup");
+    let id2 = str_of(&parse_json(&o), "/id").to_string();
+    // The older snapshot is what forget removes: only the newer must survive.
+    world.acked = vec![Ack::Tree(id2, src2)];
+    let _keep = r;
+    let w = Writer {
+        name: "forget",
+        world,
+        run: Box::new(move |root, be, slot, _| {
+            let repo = open(slot, root, be, PASSWORD, Access::Write)?;
+            wayback::maint::forget::forget(
+                repo,
+                &wayback::maint::forget::Request::Policy {
+                    sources: vec![],
+                    policy: wayback::maint::forget::Policy {
+                        last: 1,
+                        ..Default::default()
+                    },
+                },
+                &[],
+                false,
+            )?;
+            if repo.snapshots()?.len() != 1 {
+                return Err(Error::Invalid("forget kept more than the newest".into()));
+            }
+            Ok(vec![])
+        }),
+    };
+    report(&w);
+}
+
+#[test]
+fn crash_matrix_basebackup() {
+    // The base-backup writer without a server: the command is anything that writes a tar of a
+    // data directory to stdout (wayback runs `pg_basebackup -Ft -D -` the same way).
+    let (world, r) = files_world();
+    let data = r.scratch("pgdata");
+    gen_small_tree(&data, 50);
+    write_file(
+        &data.join("backup_label"),
+        b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n",
+    );
+    let cmd = format!("tar -cf - -C '{}' .", data.display());
+    let _keep = r;
+    let w = Writer {
+        name: "basebackup",
+        world,
+        run: Box::new(move |root, be, slot, _| {
+            let repo = open(slot, root, be, PASSWORD, Access::Write)?;
+            let s = wayback::ingest::stream::backup_basebackup(
+                repo,
+                "pg",
+                &cmd,
+                &[],
+                Some("main".into()),
+                Arc::new(Counters::default()),
+            )?;
+            Ok(vec![Ack::Tree(s.id.to_hex(), data.clone())])
+        }),
+    };
+    report(&w);
+}
