@@ -893,3 +893,188 @@ fn crash_matrix_basebackup() {
     };
     report(&w);
 }
+
+/// A tmpfs mounted for one test, unmounted (lazily) when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// A `size` tmpfs at `dir`, or `None` (with a note) where mounting is not allowed.
+    fn mount(dir: &Path, size: &str) -> Option<SmallFs> {
+        fs::create_dir_all(dir).unwrap();
+        let o = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "skipping the disk-full test: cannot mount a tmpfs ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Some(SmallFs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` with a file; returns its path.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let p = dir.join("filler");
+    let mut f = fs::File::create(&p).unwrap();
+    let block = vec![0x5au8; 64 << 10];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    p
+}
+
+/// Disk full for real: a repository on a 20 MiB tmpfs. Backup, wal-push and prune fail with
+/// exit 17 and say "No space left on device"; the repository stays consistent; wal-push never
+/// exits 0 for a segment it could not store; freed space, every command succeeds again.
+#[test]
+fn a_full_disk_fails_clearly_keeps_the_repository_and_recovers_when_freed() {
+    let r = Repo::new();
+    let Some(small) = SmallFs::mount(&r.scratch("small"), "20m") else {
+        return;
+    };
+    let repo = small.0.join("repo");
+    let wb = |args: &[&str]| {
+        let mut a = vec!["--repo", s(&repo)];
+        a.extend_from_slice(args);
+        run(r.cmd(&a))
+    };
+    assert_code(&wb(&["init"]), exit::OK, "init on the tmpfs");
+    let a = r.scratch("a");
+    gen_small_tree(&a, 60);
+    let o = wb(&["backup", s(&a), "--source", "a", "--json"]);
+    assert_code(&o, exit::OK, "first backup");
+    let ida = str_of(&parse_json(&o), "/id").to_string();
+    let d = r.mkdir("pg_wal");
+    let seg1 = segment(&d, "000000010000000000000001", 7, MIB, 61);
+    assert_code(
+        &wb(&["wal-push", "--cluster", "main", s(&seg1)]),
+        exit::OK,
+        "first wal-push",
+    );
+
+    // Full: a backup larger than what is left.
+    let big = r.scratch("big");
+    gen_small_tree(&big, 62);
+    write_random(&big.join("big.bin"), 24 * MIB, 63);
+    let o = wb(&["backup", s(&big), "--source", "big"]);
+    assert_code(&o, 17, "backup on a full disk");
+    assert_stderr_contains(&o, "No space left on device");
+    // Now really full, and a segment cannot be stored.
+    let filler = fill(&small.0);
+    let seg2 = segment(&d, "000000010000000000000002", 7, 2 * MIB, 64);
+    let o = wb(&["wal-push", "--cluster", "main", s(&seg2)]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "wal-push of an unstored segment: {}",
+        describe(&o)
+    );
+    assert_code(&o, 17, "wal-push on a full disk");
+    assert_stderr_contains(&o, "No space left on device");
+    let fetched = r.scratch("fetched");
+    assert_code(
+        &wb(&[
+            "wal-fetch",
+            "--cluster",
+            "main",
+            "000000010000000000000002",
+            s(&fetched),
+        ]),
+        1,
+        "wal-fetch of the segment that was refused",
+    );
+    // Prune after a forget needs to write its marks: refused the same way, or done.
+    fs::remove_file(repo.join("snapshots").join(&ida)).unwrap();
+    let o = wb(&["prune"]);
+    println!("disk full: prune exited {:?}", o.status.code());
+    assert!(
+        matches!(o.status.code(), Some(0) | Some(17)),
+        "prune on a full disk: {}",
+        describe(&o)
+    );
+    if o.status.code() == Some(17) {
+        assert_stderr_contains(&o, "No space left on device");
+    }
+    let o = wb(&["check", "--read-data"]);
+    assert_code(&o, exit::OK, "check on the full disk");
+    let out = r.scratch("restore-wal1");
+    fs::create_dir_all(&out).unwrap();
+    let dest = out.join("seg1");
+    assert_code(
+        &wb(&[
+            "wal-fetch",
+            "--cluster",
+            "main",
+            "000000010000000000000001",
+            s(&dest),
+        ]),
+        exit::OK,
+        "wal-fetch of the acknowledged segment",
+    );
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&seg1).unwrap());
+
+    // Freed: everything that failed succeeds, and the result checks and restores. The failed
+    // backup's first pack (16 MiB, it fitted) stays for the next backup to reuse, so only a
+    // prune gives that space back: prune first.
+    fs::remove_file(filler).unwrap();
+    assert_code(
+        &wb(&["prune", "--grace", "0"]),
+        exit::OK,
+        "prune after freeing space",
+    );
+    assert_code(
+        &wb(&["wal-push", "--cluster", "main", s(&seg2)]),
+        exit::OK,
+        "wal-push after freeing space",
+    );
+    let small_tree = r.scratch("smalltree");
+    gen_small_tree(&small_tree, 65);
+    let o = wb(&["backup", s(&small_tree), "--source", "b", "--json"]);
+    assert_code(&o, exit::OK, "backup after freeing space");
+    let idb = str_of(&parse_json(&o), "/id").to_string();
+    assert_code(
+        &wb(&["check", "--read-data"]),
+        exit::OK,
+        "check after recovery",
+    );
+    let out = r.scratch("restore-b");
+    assert_code(
+        &wb(&["restore", &idb[..8], "--target", s(&out)]),
+        exit::OK,
+        "restore after recovery",
+    );
+    tree_diff(&small_tree, &out).unwrap();
+    let dest = r.scratch("seg2");
+    assert_code(
+        &wb(&[
+            "wal-fetch",
+            "--cluster",
+            "main",
+            "000000010000000000000002",
+            s(&dest),
+        ]),
+        exit::OK,
+        "wal-fetch after recovery",
+    );
+    assert_eq!(fs::read(&dest).unwrap(), fs::read(&seg2).unwrap());
+}
