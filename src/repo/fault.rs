@@ -38,6 +38,12 @@
 //! anything that depended on it; the process lives on, so a caller that keeps the repository
 //! open (the agent) must be able to run the same writer again.
 //!
+//! [`Fault::FailAfterNth`]: barrier `n` takes effect and *then* reports EIO, as when the
+//! directory fsync after a rename fails: the object is in place (durable on this file system)
+//! but the writer was told it failed. The retry must cope with what the failed attempt left.
+//! An index write cannot take effect and then fail here (the hook runs before it), so at an
+//! index barrier this is [`Fault::FailNth`].
+//!
 //! [`Fault::NoSpace`]: puts succeed until the bytes they wrote would exceed the budget; from
 //! then on every put and every index write fails with ENOSPC (nothing stored), reads and
 //! deletes work, until [`FaultBackend::set_fault`] frees the space.
@@ -64,6 +70,11 @@ pub enum Fault {
     /// Barrier `nth` (1-based) fails with EIO; the others work.
     FailNth {
         /// The barrier that fails.
+        nth: u64,
+    },
+    /// Barrier `nth` (1-based) takes effect, then reports EIO; the others work.
+    FailAfterNth {
+        /// The barrier that fails after the fact.
         nth: u64,
     },
     /// Puts fail with ENOSPC once they would have written more than this many bytes.
@@ -122,6 +133,8 @@ enum Verdict {
     Fail(std::io::Error),
     /// The power fails at this barrier.
     Crash,
+    /// Do it, then fail.
+    FailAfter(std::io::Error),
 }
 
 /// The error a failing disk gives (a real errno, so callers that look at it see EIO).
@@ -203,6 +216,11 @@ impl FaultBackend {
             Fault::PowerLoss { .. } => Verdict::Go,
             Fault::FailNth { nth } if n == nth => Verdict::Fail(eio()),
             Fault::FailNth { .. } => Verdict::Go,
+            Fault::FailAfterNth { nth } if n == nth && kind == Barrier::IndexSync => {
+                Verdict::Fail(eio())
+            }
+            Fault::FailAfterNth { nth } if n == nth => Verdict::FailAfter(eio()),
+            Fault::FailAfterNth { .. } => Verdict::Go,
             Fault::NoSpace { after_bytes } => {
                 let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
                 match kind {
@@ -242,9 +260,16 @@ impl FaultBackend {
         }
     }
 
-    fn write_barrier(&self, kind: Barrier, path: &str, data: &[u8]) -> Result<()> {
+    /// Decides a backend write: `Ok(None)` go, `Ok(Some(e))` go and then fail with `e`.
+    fn write_barrier(
+        &self,
+        kind: Barrier,
+        path: &str,
+        data: &[u8],
+    ) -> Result<Option<std::io::Error>> {
         match self.barrier(kind, path, data.len() as u64) {
-            Verdict::Go => Ok(()),
+            Verdict::Go => Ok(None),
+            Verdict::FailAfter(e) => Ok(Some(e)),
             Verdict::Fail(e) if self.is_dead() => {
                 Err(Error::io("after simulated power loss", path, e))
             }
@@ -259,15 +284,29 @@ impl FaultBackend {
     }
 }
 
+/// The failure reported after an operation that took effect ([`Fault::FailAfterNth`]).
+fn fail_after(path: &str, after: Option<std::io::Error>) -> Result<()> {
+    match after {
+        Some(e) => Err(Error::io(
+            "fsync directory (injected fault, after the change)",
+            path,
+            e,
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Backend for FaultBackend {
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.write_barrier(Barrier::Put, path, data)?;
-        self.inner.put(path, data)
+        let after = self.write_barrier(Barrier::Put, path, data)?;
+        self.inner.put(path, data)?;
+        fail_after(path, after)
     }
 
     fn put_new(&self, path: &str, data: &[u8]) -> Result<bool> {
-        self.write_barrier(Barrier::PutNew, path, data)?;
-        self.inner.put_new(path, data)
+        let after = self.write_barrier(Barrier::PutNew, path, data)?;
+        let fresh = self.inner.put_new(path, data)?;
+        fail_after(path, after).map(|()| fresh)
     }
 
     fn get(&self, path: &str) -> Result<Vec<u8>> {
@@ -291,8 +330,9 @@ impl Backend for FaultBackend {
     }
 
     fn delete(&self, path: &str) -> Result<()> {
-        self.write_barrier(Barrier::Delete, path, &[])?;
-        self.inner.delete(path)
+        let after = self.write_barrier(Barrier::Delete, path, &[])?;
+        self.inner.delete(path)?;
+        fail_after(path, after)
     }
 
     fn local_root(&self) -> Option<&Path> {
@@ -306,6 +346,7 @@ impl Backend for FaultBackend {
                 "{what}: after simulated power loss: {e}"
             ))),
             Verdict::Fail(e) => Err(Error::Index(format!("{what}: injected fault: {e}"))),
+            Verdict::FailAfter(e) => Err(Error::Index(format!("{what}: injected fault: {e}"))),
             Verdict::Crash => Err(Error::Index(format!(
                 "{what}: simulated power loss: {}",
                 eio()
@@ -349,6 +390,19 @@ mod tests {
         assert!(!be.is_dead());
         let kinds: Vec<Barrier> = be.log().into_iter().map(|r| r.kind).collect();
         assert_eq!(kinds, [Barrier::Put, Barrier::PutNew, Barrier::PutNew]);
+    }
+
+    #[test]
+    fn fail_after_nth_applies_the_change_then_reports_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = FaultBackend::new(dir.path(), Fault::FailAfterNth { nth: 1 });
+        let e = be.put_new("w/1", b"rec").unwrap_err();
+        assert!(e.to_string().contains("after the change"), "{e}");
+        assert_eq!(be.get("w/1").unwrap(), b"rec", "the change took effect");
+        assert!(
+            !be.put_new("w/1", b"rec").unwrap(),
+            "a retry finds it there"
+        );
     }
 
     #[test]

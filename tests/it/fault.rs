@@ -264,6 +264,7 @@ struct Tally {
     barriers: u64,
     crash_tried: usize,
     eio_tried: usize,
+    eio_after_tried: usize,
     enospc_tried: usize,
     failures: Vec<String>,
 }
@@ -413,6 +414,14 @@ fn matrix(w: &Writer) -> Tally {
             &ctx,
             &mut t,
         );
+        t.eio_after_tried += 1;
+        let ctx = format!(
+            "{}: EIO after barrier {k}/{} took effect ({what})",
+            w.name, t.barriers
+        );
+        let dir = tmp.join(format!("eio-after-{k}"));
+        let fault = Fault::FailAfterNth { nth: k };
+        attempt(w, &dir, fault, "injected fault", After::Retry, &ctx, &mut t);
     }
     for (i, (budget, what)) in budgets(&log).into_iter().enumerate() {
         t.enospc_tried += 1;
@@ -438,11 +447,12 @@ fn report(w: &Writer) {
     let started = std::time::Instant::now();
     let t = matrix(w);
     println!(
-        "fault matrix: {:<16} barriers {:>3}  power-loss points {:>3}  EIO points {:>3}  disk-full points {:>3}  failures {}  ({:.1} s)",
+        "fault matrix: {:<16} barriers {:>3}  power-loss points {:>3}  EIO points {:>3} + {:>3} after  disk-full points {:>3}  failures {}  ({:.1} s)",
         w.name,
         t.barriers,
         t.crash_tried,
         t.eio_tried,
+        t.eio_after_tried,
         t.enospc_tried,
         t.failures.len(),
         started.elapsed().as_secs_f64()
@@ -1077,4 +1087,32 @@ fn a_full_disk_fails_clearly_keeps_the_repository_and_recovers_when_freed() {
         "wal-fetch after recovery",
     );
     assert_eq!(fs::read(&dest).unwrap(), fs::read(&seg2).unwrap());
+}
+
+/// Regression (found by the basebackup matrix's rerun): the tar reader stops at the
+/// end-of-archive blocks and dropped the pipe while the command could still be writing
+/// (GNU tar pads to 10 KiB; here, explicitly, after a pause), so a complete base backup
+/// failed with "exited with exit status: 141" (SIGPIPE) and wrote no snapshot.
+#[test]
+fn a_basebackup_command_still_writing_after_the_tar_end_succeeds() {
+    let r = Repo::new();
+    let data = r.scratch("pgdata");
+    gen_small_tree(&data, 70);
+    let cmd = format!(
+        "tar -cf - -C '{}' .; sleep 0.3; head -c 65536 /dev/zero",
+        data.display()
+    );
+    let repo = Repository::open(&r.path, PASSWORD.as_bytes(), Access::Write).unwrap();
+    let snap = wayback::ingest::stream::backup_basebackup(
+        &repo,
+        "pg",
+        &cmd,
+        &[],
+        None,
+        Arc::new(Counters::default()),
+    )
+    .unwrap();
+    let out = r.scratch("out");
+    restore_snapshot(&repo, &snap, &out).unwrap();
+    tree_diff(&data, &out).unwrap();
 }
