@@ -105,14 +105,26 @@ fn open<'a>(
     access: Access,
 ) -> Result<&'a Repository, Error> {
     if slot.is_none() {
-        *slot = Some(Repository::open_with_backend(
-            root,
-            be.clone(),
-            pass.as_bytes(),
-            access,
-        )?);
+        *slot = Some(unlocked(|| {
+            Repository::open_with_backend(root, be.clone(), pass.as_bytes(), access)
+        })?);
     }
     Ok(slot.as_ref().expect("just opened"))
+}
+
+/// Runs `f` again while it finds the writer lock held, for up to 2 s. Why: this test binary
+/// forks (`cp`, `tar`, `wayback`) from many threads, and a child holds a copy of every open
+/// descriptor, the lock's too, from its fork until its exec closes it (O_CLOEXEC); a writer
+/// that reopens right after dropping its lock can meet such a copy. One process with one
+/// thread (the CLI) never does.
+fn unlocked<T>(mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    for _ in 0..100 {
+        match f() {
+            Err(Error::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            r => return r,
+        }
+    }
+    f()
 }
 
 /// Differences between two trees (types, modes, bytes, link targets), as text.
@@ -241,10 +253,15 @@ fn verify(root: &Path, scratch: &Path, acked: &[Ack]) -> Result<(), String> {
     Ok(())
 }
 
+/// The long version (`WAYBACK_FAULT_LONG=1`, `scripts/fault.sh`): more data, more history,
+/// every crash point.
+fn long() -> bool {
+    std::env::var_os("WAYBACK_FAULT_LONG").is_some_and(|v| v == "1")
+}
+
 /// Which crash points to try of `n`.
 fn points(n: u64) -> Vec<u64> {
-    let long = std::env::var_os("WAYBACK_FAULT_LONG").is_some_and(|v| v == "1");
-    if long || n <= SAMPLE {
+    if long() || n <= SAMPLE {
         return (1..=n).collect();
     }
     // The first and last barriers (start and commit) and an even spread between.
@@ -572,7 +589,9 @@ fn crash_matrix_wal_push() {
     let (mut world, r) = files_world();
     let d = r.mkdir("pg_wal");
     let seg1 = segment(&d, "000000010000000000000001", 7, 3 * MIB + 5, 1);
-    let seg2 = segment(&d, "000000010000000000000002", 7, 2 * MIB + 9, 2);
+    // A full 16 MiB segment in the long version (its chunks fill more than one pack).
+    let len2 = if long() { 16 * MIB } else { 2 * MIB + 9 };
+    let seg2 = segment(&d, "000000010000000000000002", 7, len2, 2);
     // The template gets segment 1 through the binary; the matrix pushes segment 2.
     let o = run(r.cmd(&[
         "--repo",
@@ -651,6 +670,32 @@ fn prune_world() -> (World, Repo) {
     let ida = str_of(&r.backup_dir(&a, "a"), "/id").to_string();
     let idb = str_of(&r.backup_dir(&b, "b"), "/id").to_string();
     let idc = str_of(&r.backup_dir(&c, "c"), "/id").to_string();
+    let mut acked = vec![Ack::Tree(ida, a), Ack::Tree(idc, c)];
+    let mut forgotten = vec![idb];
+    // Archived WAL: its packs are in no index until a writer opens, and nothing but the
+    // record references them; prune must keep them.
+    let d = r.mkdir("pg_wal");
+    let seg = segment(&d, "000000010000000000000001", 7, MIB + 17, 22);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg)]);
+    acked.push(Ack::Wal(
+        "main".into(),
+        "000000010000000000000001".into(),
+        seg,
+    ));
+    if long() {
+        // More history: every other snapshot of a chain sharing a growing file is forgotten.
+        for i in 0..6u64 {
+            let dir = r.scratch(&format!("h{i}"));
+            gen_small_tree(&dir, 100 + i);
+            write_random(&dir.join("grow.bin"), 300_000 * (i as usize + 1), 200);
+            let id = str_of(&r.backup_dir(&dir, "h"), "/id").to_string();
+            if i % 2 == 0 {
+                forgotten.push(id);
+            } else {
+                acked.push(Ack::Tree(id, dir));
+            }
+        }
+    }
     let tmp = tempfile::Builder::new()
         .prefix("wayback-fault-")
         .tempdir()
@@ -658,12 +703,14 @@ fn prune_world() -> (World, Repo) {
     let template = tmp.path().join("template");
     copy_dir(&r.path, &template);
     // Forgotten as `forget` does it: the manifest's delete is the commit.
-    fs::remove_file(template.join("snapshots").join(&idb)).unwrap();
+    for id in forgotten {
+        fs::remove_file(template.join("snapshots").join(&id)).unwrap();
+    }
     (
         World {
             tmp,
             template,
-            acked: vec![Ack::Tree(ida, a), Ack::Tree(idc, c)],
+            acked,
         },
         r,
     )
@@ -726,7 +773,8 @@ fn crash_matrix_index_rebuild() {
         run: Box::new(move |root, be, slot, _| {
             // The rebuild takes the writer lock itself: a retry first closes the repository.
             *slot = None;
-            let (repo, rep) = Repository::rebuild_index(root, be.clone(), PASSWORD.as_bytes())?;
+            let (repo, rep) =
+                unlocked(|| Repository::rebuild_index(root, be.clone(), PASSWORD.as_bytes()))?;
             if !rep.damaged.is_empty() {
                 return Err(Error::Corrupt(format!("{:?}", rep.damaged)));
             }
@@ -807,16 +855,20 @@ fn check_after_an_interrupted_index_rebuild_reports_no_damage() {
 
 #[test]
 fn crash_matrix_backup_of_several_packs() {
-    // A file larger than a pack, then more files: the packer flushes while the walker still
+    // (5 packs in the long version.) A file larger than a pack, then more files: the packer flushes while the walker still
     // reads, so a failing put meets a pipeline that is still running.
     let (world, r) = files_world();
     let src = r.scratch("big");
     gen_small_tree(&src, 40);
-    write_random(&src.join("a/big.bin"), 17 * MIB, 41);
+    write_random(
+        &src.join("a/big.bin"),
+        if long() { 60 } else { 17 } * MIB,
+        41,
+    );
     write_random(&src.join("z/after.bin"), 2 * MIB, 42);
     let _keep = r;
     let w = Writer {
-        name: "backup (3 packs)",
+        name: "backup (packs)",
         world,
         run: Box::new(move |root, be, slot, _| {
             let repo = open(slot, root, be, PASSWORD, Access::Write)?;
