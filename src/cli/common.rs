@@ -100,6 +100,9 @@ impl RepoArgs {
 
 /// Maps an error chain to the documented exit codes.
 pub fn exit_code_for(e: &anyhow::Error) -> i32 {
+    if is_no_space(e) {
+        return super::EXIT_NO_SPACE;
+    }
     for cause in e.chain() {
         if let Some(we) = cause.downcast_ref::<Error>() {
             return match we {
@@ -112,6 +115,22 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
         }
     }
     super::EXIT_ERROR
+}
+
+/// True when the error comes from a full file system (ENOSPC or EDQUOT), whether it reached us
+/// as an `io::Error` or as RocksDB's message (the index says "No space left on device").
+fn is_no_space(e: &anyhow::Error) -> bool {
+    let full = |code: Option<i32>| code == Some(libc::ENOSPC) || code == Some(libc::EDQUOT);
+    e.chain().any(|cause| {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return full(io.raw_os_error());
+        }
+        match cause.downcast_ref::<Error>() {
+            Some(Error::Io { source, .. }) => full(source.raw_os_error()),
+            Some(Error::Index(m)) => m.contains("No space left on device"),
+            _ => false,
+        }
+    })
 }
 
 /// Sets up `tracing` on stderr.

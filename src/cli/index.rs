@@ -1,9 +1,8 @@
 //! `wayback index rebuild`.
 
 use crate::cli::common::{progress_bar, RepoArgs};
-use crate::index::rebuild::index_missing_packs;
-use crate::repo::lock::WriterLock;
-use crate::repo::{Access, Repository};
+use crate::repo::backend::LocalBackend;
+use crate::repo::Repository;
 
 /// Index subcommands.
 #[derive(clap::Subcommand, Debug)]
@@ -18,23 +17,10 @@ pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
         IndexCmd::Rebuild => {
             let path = ra.path()?;
             let pass = ra.password(false)?;
-            {
-                // Take the writer lock before touching the index, then start from nothing.
-                let _lock = WriterLock::acquire(&path, "index rebuild")?;
-                let config = Repository::read_config(&path, &pass)?;
-                let idx = crate::repo::index_dir(&path, &config.id)?;
-                if idx.exists() {
-                    std::fs::remove_dir_all(&idx)?;
-                }
-                crate::index::Index::open_writer(&idx)?;
-            }
-            let repo = Repository::open(&path, &pass, Access::Write);
-            // Opening as writer already indexes every pack; report what is there.
-            let repo = repo?;
+            let be = std::sync::Arc::new(LocalBackend::new(&path));
             let pb = progress_bar(None, "{spinner} {msg}");
-            let rep = index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |d, t| {
-                pb.set_message(format!("{d}/{t} packs"))
-            })?;
+            pb.set_message("reading pack headers");
+            let (repo, rep) = Repository::rebuild_index(&path, be, &pass)?;
             pb.finish_and_clear();
             let packs = repo.index.packs()?.len();
             println!("index rebuilt: {packs} packs indexed");

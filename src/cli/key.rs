@@ -142,8 +142,13 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
         }
         KeyCmd::Passwd(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
-            let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
-            repo.be.delete(&format!("keys/{}", repo.key_id))?;
+            let id = crate::repo::keys::change_passphrase(
+                repo.be.as_ref(),
+                &repo.key_id,
+                &repo.key,
+                &new_password(&np)?,
+                crate::crypto::KdfParams::for_new_key(),
+            )?;
             println!("passphrase changed (key {} replaced by {id})", repo.key_id);
         }
     }

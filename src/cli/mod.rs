@@ -46,6 +46,11 @@ pub const EXIT_LOCKED: i32 = 11;
 pub const EXIT_DAMAGED: i32 = 12;
 /// Exit status: not found.
 pub const EXIT_NOT_FOUND: i32 = 13;
+/// Exit status: the repository's file system is full (ENOSPC, or EDQUOT: over quota). Its own
+/// code because the fix is not wayback's: free space, then run the same command again. What
+/// was acknowledged before is intact and nothing half-written is visible (the crash matrix
+/// and `tests/it/fault.rs`'s tmpfs test check it). 14..16 belong to `wal-push` and `status`.
+pub const EXIT_NO_SPACE: i32 = 17;
 
 /// Top-level arguments.
 #[derive(Parser, Debug)]

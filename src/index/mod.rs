@@ -25,6 +25,7 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind, PackId};
 use crate::pack::BlobEntry;
+use crate::repo::backend::Backend;
 
 /// Index schema version (bump when the layout above changes; old indexes are rebuilt).
 pub const INDEX_VERSION: u32 = 1;
@@ -58,6 +59,8 @@ pub struct Index {
     path: PathBuf,
     /// A reader's private RocksDB secondary directory (0700, removed on drop).
     secondary: Option<tempfile::TempDir>,
+    /// Told before every synced write (see [`Backend::sync_point`]).
+    barrier: std::sync::OnceLock<std::sync::Arc<dyn Backend>>,
 }
 
 /// Largest sealed or plain blob length an index entry may claim (a chunk is at most 16 MiB; a
@@ -132,6 +135,7 @@ impl Index {
             db: Ok(db).into(),
             path: path.to_path_buf(),
             secondary: None,
+            barrier: std::sync::OnceLock::new(),
         };
         let meta = idx.cf(CF_META)?;
         match idx.db()?.get_cf(meta, b"version")? {
@@ -169,6 +173,7 @@ impl Index {
             db: std::sync::OnceLock::new(),
             path: path.to_path_buf(),
             secondary: Some(sec),
+            barrier: std::sync::OnceLock::new(),
         })
     }
 
@@ -229,6 +234,19 @@ impl Index {
         Ok(self.get_local(kind, id)?.is_some())
     }
 
+    /// Announces every later synced write to `be` first ([`Backend::sync_point`]): the
+    /// repository's storage decides whether it may happen (fault injection). Set once.
+    pub fn set_barrier(&self, be: std::sync::Arc<dyn Backend>) {
+        let _ = self.barrier.set(be);
+    }
+
+    fn sync_point(&self, what: &str) -> Result<()> {
+        match self.barrier.get() {
+            Some(be) => be.sync_point(what),
+            None => Ok(()),
+        }
+    }
+
     /// Records a durable pack and all its blobs in one synced batch.
     pub fn add_pack(&self, pack: &PackId, size: u64, entries: &[BlobEntry]) -> Result<()> {
         let blobs = self.cf(CF_BLOBS)?;
@@ -245,6 +263,7 @@ impl Index {
         pv.extend_from_slice(&size.to_le_bytes());
         pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         b.put_cf(self.cf(CF_PACKS)?, pack.0, pv);
+        self.sync_point("index: add pack")?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db()?.write_opt(b, &wo)?;
@@ -317,6 +336,7 @@ impl Index {
             }
         }
         b.delete_cf(self.cf(CF_PACKS)?, pack.0);
+        self.sync_point("index: remove pack")?;
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db()?.write_opt(b, &wo)?;

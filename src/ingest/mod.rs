@@ -161,7 +161,10 @@ pub fn with_saver<T>(
             .join()
             .unwrap_or_else(|_| Err(Error::Invalid("packer thread panicked".into())));
         match (out, packed) {
-            (Err(e), _) => Err(e),
+            // Both failed: the packer's error is the cause (a full disk, an I/O error), the
+            // walker's is almost always only "the pipeline stopped" that it then ran into.
+            (Err(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(e),
             (Ok(_), Err(e)) => Err(e),
             (Ok(v), Ok(())) => Ok(v),
         }

@@ -83,10 +83,13 @@ pub const SECRET_ENV: [&str; 2] = ["WAYBACK_PASSWORD", "WAYBACK_NEW_PASSWORD"];
 
 /// Runs `sh -c cmd` without the passphrase variables ([`SECRET_ENV`]), hands its stdout to
 /// `consume`, then fails if either failed. A consumer that gives up early drops the pipe (the
-/// command gets EPIPE) and the command is killed, so waiting for it can never hang.
+/// command gets EPIPE) and the command is killed, so waiting for it can never hang. A
+/// consumer that succeeds may have stopped before the end (a tar reader stops at the
+/// end-of-archive blocks; GNU tar and pg_basebackup may still be writing padding): the rest is
+/// read and discarded, so the command is not killed by SIGPIPE after a complete backup.
 fn with_command_stdout<T>(
     cmd: &str,
-    consume: impl FnOnce(std::process::ChildStdout) -> Result<T>,
+    consume: impl FnOnce(&mut std::process::ChildStdout) -> Result<T>,
 ) -> Result<T> {
     let mut command = Command::new("sh");
     for k in SECRET_ENV {
@@ -99,8 +102,13 @@ fn with_command_stdout<T>(
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| Error::Command(format!("cannot start `{cmd}`: {e}")))?;
-    let out = child.stdout.take().expect("piped stdout");
-    let r = consume(out);
+    let mut out = child.stdout.take().expect("piped stdout");
+    let r = consume(&mut out).and_then(|v| {
+        std::io::copy(&mut out, &mut std::io::sink())
+            .map_err(|e| Error::io("read the end of the output of", cmd, e))?;
+        Ok(v)
+    });
+    drop(out);
     if r.is_err() {
         let _ = child.kill();
     }

@@ -48,6 +48,13 @@ pub trait Backend: Send + Sync {
     fn delete(&self, path: &str) -> Result<()>;
     /// Local path of the repository root, when the backend is a local directory.
     fn local_root(&self) -> Option<&Path>;
+    /// Called by the local index (a RocksDB cache next to, not inside, the backend) before
+    /// each of its synced writes. Why the backend hears of it: those writes are durability
+    /// barriers too, and a fault-injecting backend ([`super::fault`]) must stop them at the
+    /// same simulated crash as the objects. An error stops the write. Real backends: no-op.
+    fn sync_point(&self, _what: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A repository in a local directory. Every access goes through [`Beneath`]: no symlink is

@@ -42,8 +42,18 @@ pub struct KeyInfo {
 
 /// Wraps `master` under `pass` and stores a new key file; returns its id.
 pub fn add_key(be: &dyn Backend, master: &MasterKey, pass: &[u8]) -> Result<String> {
+    add_key_with_kdf(be, master, pass, KdfParams::for_new_key())
+}
+
+/// [`add_key`] with explicit KDF costs (tests use cheap ones without touching the process
+/// environment, which other test threads read).
+pub fn add_key_with_kdf(
+    be: &dyn Backend,
+    master: &MasterKey,
+    pass: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
     let salt: [u8; 16] = rand::random();
-    let kdf = KdfParams::for_new_key();
     let wk = derive_wrapping_key(pass, &salt, kdf)?;
     let file = KeyFile {
         version: KEY_VERSION,
@@ -60,6 +70,21 @@ pub fn add_key(be: &dyn Backend, master: &MasterKey, pass: &[u8]) -> Result<Stri
     let id = hex::encode(rand::random::<[u8; 8]>());
     let json = serde_json::to_vec_pretty(&file).expect("key file serializes");
     be.put(&format!("keys/{id}"), &json)?;
+    Ok(id)
+}
+
+/// `wayback key passwd`: wraps `master` under `pass` in a new key file, then deletes key
+/// `old_id`; returns the new id. In this order so that a crash between the two leaves both
+/// passphrases working, never neither.
+pub fn change_passphrase(
+    be: &dyn Backend,
+    old_id: &str,
+    master: &MasterKey,
+    pass: &[u8],
+    kdf: KdfParams,
+) -> Result<String> {
+    let id = add_key_with_kdf(be, master, pass, kdf)?;
+    be.delete(&format!("keys/{old_id}"))?;
     Ok(id)
 }
 

@@ -5,6 +5,8 @@
 
 pub mod backend;
 pub mod beneath;
+#[doc(hidden)]
+pub mod fault;
 pub mod keycache;
 pub mod keys;
 pub mod lock;
@@ -164,6 +166,13 @@ mod backend_mode {
     pub const DIR: u32 = super::beneath::DIR_MODE;
 }
 
+fn read_config_over(be: &dyn Backend, root: &Path, pass: &[u8]) -> Result<Config> {
+    let sealed = read_config_header(be, root)?;
+    let (_, key) = keys::unlock(be, pass)?;
+    let plain = key.open(b"wayback-config", &sealed, &|| "config".into())?;
+    serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))
+}
+
 fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
     let raw = be.get("config").map_err(|e| match e {
         Error::NotFound(_) => Error::NotFound(format!(
@@ -267,6 +276,19 @@ impl Repository {
         Self::open_unlocking(root, ask, access, true)
     }
 
+    /// Opens the repository at `root` over `be` (a backend holding the same files, e.g. the
+    /// fault-injecting one of the crash tests) instead of a fresh [`LocalBackend`]. The writer
+    /// lock, `tmp/` cleanup and the index stay local to `root`; the index announces its synced
+    /// writes to `be` ([`Backend::sync_point`]).
+    pub fn open_with_backend(
+        root: &Path,
+        be: Arc<dyn Backend>,
+        pass: &[u8],
+        access: Access,
+    ) -> Result<Repository> {
+        Self::open_inner(root, be, &|| Ok(pass.to_vec()), access, false, None)
+    }
+
     fn open_unlocking(
         root: &Path,
         ask: &dyn Fn() -> Result<Vec<u8>>,
@@ -274,6 +296,18 @@ impl Repository {
         use_cache: bool,
     ) -> Result<Repository> {
         let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(root));
+        Self::open_inner(root, be, ask, access, use_cache, None)
+    }
+
+    /// `held`: the writer lock when the caller already took it (index rebuild).
+    fn open_inner(
+        root: &Path,
+        be: Arc<dyn Backend>,
+        ask: &dyn Fn() -> Result<Vec<u8>>,
+        access: Access,
+        use_cache: bool,
+        held: Option<WriterLock>,
+    ) -> Result<Repository> {
         let sealed = read_config_header(be.as_ref(), root)?;
         let open_config =
             |key: &MasterKey| key.open(b"wayback-config", &sealed, &|| "config".into());
@@ -295,9 +329,10 @@ impl Repository {
                 "config: chunker parameters out of range".into(),
             ));
         }
-        let lock = match access {
-            Access::Write => Some(WriterLock::acquire(root, lock::operation())?),
-            Access::Read => None,
+        let lock = match (access, held) {
+            (Access::Write, Some(l)) => Some(l),
+            (Access::Write, None) => Some(WriterLock::acquire(root, lock::operation())?),
+            (Access::Read, _) => None,
         };
         if access == Access::Write {
             // Staging files of killed writers (an hour is far beyond any live put's staging).
@@ -318,6 +353,7 @@ impl Repository {
             Access::Write => Index::open_writer(&index_path)?,
             Access::Read => Index::open_reader(&index_path)?,
         };
+        index.set_barrier(be.clone());
         let repo = Repository {
             be,
             key,
@@ -362,11 +398,37 @@ impl Repository {
     /// Decrypts only the config (no index, no lock): what `index rebuild` needs to find the
     /// index of a repository whose index it is about to throw away.
     pub fn read_config(root: &Path, pass: &[u8]) -> Result<Config> {
-        let be = LocalBackend::new(root);
-        let sealed = read_config_header(&be, root)?;
-        let (_, key) = keys::unlock(&be, pass)?;
-        let plain = key.open(b"wayback-config", &sealed, &|| "config".into())?;
-        serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))
+        read_config_over(&LocalBackend::new(root), root, pass)
+    }
+
+    /// `wayback index rebuild` over `be`: under the writer lock (held throughout, so no writer
+    /// slips in between the wipe and the rebuild), throws the index away and records every
+    /// pack's header again. Returns the repository open for writing and what the scan found
+    /// (damaged packs are reported, not indexed).
+    pub fn rebuild_index(
+        root: &Path,
+        be: Arc<dyn Backend>,
+        pass: &[u8],
+    ) -> Result<(Repository, rebuild::ScanReport)> {
+        let lock = WriterLock::acquire(root, "index rebuild")?;
+        let config = read_config_over(be.as_ref(), root, pass)?;
+        let idx = index_dir(root, &config.id)?;
+        if idx.exists() {
+            std::fs::remove_dir_all(&idx).map_err(|e| Error::io("remove", &idx, e))?;
+        }
+        // Opening as the writer indexes every pack (`index_missing_packs`); the second scan
+        // only collects the report (damaged packs) and costs a listing.
+        let repo = Self::open_inner(
+            root,
+            be,
+            &|| Ok(pass.to_vec()),
+            Access::Write,
+            false,
+            Some(lock),
+        )?;
+        let rep =
+            rebuild::index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |_, _| {})?;
+        Ok((repo, rep))
     }
 
     /// Caches the unlocked key in the kernel keyring for `timeout` (`wayback key unlock`).

@@ -7,6 +7,7 @@ mod common;
 mod core;
 mod damage;
 mod diff;
+mod fault;
 mod forget;
 mod hostile;
 mod integrity;

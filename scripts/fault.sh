@@ -1,0 +1,9 @@
+#!/bin/sh
+# The long crash matrix: every writer through every durability barrier (power loss, EIO,
+# EIO after the change, disk full) with more data and history than CI uses
+# (tests/it/fault.rs; the fault model is in src/repo/fault.rs). Prints one line per writer:
+# barriers, points tried, failures (must be 0).
+set -eu
+cd "$(dirname "$0")/.."
+WAYBACK_FAULT_LONG=1 cargo test --test it fault:: -- --nocapture --test-threads=2 2>&1 |
+    grep -E '^fault matrix|^test |test result|panicked|failing|power loss|EIO|disk full'
