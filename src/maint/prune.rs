@@ -325,9 +325,9 @@ pub fn prune(
     if marks_changed {
         save_pending(repo, &pending)?;
     }
-    for (i, p) in delete.iter().enumerate() {
-        progress(&format!("deleting {}/{}", i + 1, delete.len()));
-        delete_pack(repo, p)?;
+    progress(&format!("deleting {} packs", delete.len()));
+    delete_packs(repo, &delete)?;
+    for p in &delete {
         pending.packs.remove(&p.to_hex());
     }
     rep.packs_deleted = delete.len();
@@ -456,20 +456,23 @@ fn flush(repo: &Repository, pw: PackWriter) -> Result<()> {
     Ok(())
 }
 
-/// Removes a pack: its index entries first (synced), then the file (directory fsynced).
-fn delete_pack(repo: &Repository, p: &PackId) -> Result<()> {
-    let entries = match read_pack_header(repo.be.as_ref(), &repo.key, p) {
-        Ok(e) => e,
-        Err(Error::NotFound(_)) => Vec::new(),
-        // Unreadable header: the entries as the index has them.
-        Err(_) => repo
-            .index
-            .entries_in(&HashSet::from([*p]))?
-            .remove(p)
-            .unwrap_or_default(),
-    };
-    repo.index.remove_pack(p, &entries)?;
-    repo.be.delete(&pack_path(p))
+/// Removes packs: all their index entries first (one synced batch, so no writer dedups
+/// against them), then the files (directories fsynced). Killed between the two, the packs are
+/// still on disk and unindexed: the next writer indexes them again and the next prune finds
+/// them unused.
+fn delete_packs(repo: &Repository, packs: &[PackId]) -> Result<()> {
+    if packs.is_empty() {
+        return Ok(());
+    }
+    let set: HashSet<PackId> = packs.iter().copied().collect();
+    let mut entries = repo.index.entries_in(&set)?;
+    let batch: Vec<(PackId, Vec<BlobEntry>)> = packs
+        .iter()
+        .map(|p| (*p, entries.remove(p).unwrap_or_default()))
+        .collect();
+    repo.index.remove_packs(&batch)?;
+    let paths: Vec<String> = packs.iter().map(pack_path).collect();
+    repo.be.delete_many(&paths)
 }
 
 #[cfg(test)]

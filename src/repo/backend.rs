@@ -46,6 +46,11 @@ pub trait Backend: Send + Sync {
     /// Removes an object (prune, key remove) durably (the directory is fsynced). Missing is not
     /// an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// [`Backend::delete`] of many objects; all are gone durably when it returns. Backends
+    /// that can overlap the deletions override it (prune removes hundreds of packs).
+    fn delete_many(&self, paths: &[String]) -> Result<()> {
+        paths.iter().try_for_each(|p| self.delete(p))
+    }
     /// Local path of the repository root, when the backend is a local directory.
     fn local_root(&self) -> Option<&Path>;
     /// Called by the local index (a RocksDB cache next to, not inside, the backend) before
@@ -274,7 +279,67 @@ impl Backend for LocalBackend {
             .map_err(|e| Error::io("fsync directory", self.full(dir), e))
     }
 
+    /// Unlinks on a few threads, then fsyncs each directory once. Why: on ext4 an unlink
+    /// of a 6 MiB pack and its directory fsync cost ~3.5 ms each, one after the other 1.2 s
+    /// of a 4 s prune; concurrent ones share journal commits.
+    fn delete_many(&self, paths: &[String]) -> Result<()> {
+        const THREADS: usize = 4;
+        {
+            let mut fds = self.open_files.lock().expect("fd cache poisoned");
+            for p in paths {
+                fds.remove(p);
+            }
+        }
+        let unlink = |p: &String| match self.fs.unlink(p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete", self.full(p), e)),
+        };
+        let mut dirs: Vec<&str> = paths
+            .iter()
+            .map(|p| p.rsplit_once('/').map(|(d, _)| d).unwrap_or(""))
+            .collect();
+        dirs.sort_unstable();
+        dirs.dedup();
+        let fsync = |d: &&str| {
+            self.fs
+                .fsync_dir(d)
+                .map_err(|e| Error::io("fsync directory", self.full(d), e))
+        };
+        in_parallel(paths, THREADS, unlink)?;
+        in_parallel(&dirs, THREADS, fsync)
+    }
+
     fn local_root(&self) -> Option<&Path> {
         Some(&self.root)
     }
+}
+
+/// Runs `f` on every item on up to `threads` threads; the first error wins.
+fn in_parallel<T: Sync>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return Ok(());
+                        };
+                        f(item)?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("delete worker panicked"))
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    })
 }
