@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{SnapshotId, TreeId};
 use crate::timespec::{format_time, parse_time, TimeMs};
@@ -116,6 +117,30 @@ fn yes() -> bool {
 }
 
 impl Snapshot {
+    /// Parses the decrypted manifest stored as `snapshots/<name>`: JSON of this version whose
+    /// keyed hash is `name` (a manifest copied to another name would otherwise become a second
+    /// snapshot). Anything else is `Corrupt` or `Unsupported`, never a panic.
+    pub fn decode(key: &MasterKey, name: &str, plain: &[u8]) -> Result<Snapshot> {
+        let v: serde_json::Value = serde_json::from_slice(plain)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        let ver = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if ver != SNAPSHOT_VERSION as u64 {
+            return Err(Error::Unsupported(format!(
+                "snapshot {name} has version {ver}; this wayback reads {SNAPSHOT_VERSION}"
+            )));
+        }
+        let mut s: Snapshot = serde_json::from_value(v)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        s.id = SnapshotId::from_hex(name)
+            .ok_or_else(|| Error::Corrupt(format!("snapshot file name {name} is not an id")))?;
+        if key.keyed_hash("snapshot", plain) != s.id.0 {
+            return Err(Error::Corrupt(format!(
+                "snapshot {name}: file name does not match its content"
+            )));
+        }
+        Ok(s)
+    }
+
     /// Exact time name used in `/snapshots/<source>/<name>` and listings.
     pub fn time_name(&self) -> String {
         format_time(self.time)

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
-use crate::id::{BlobKind, TreeId};
+use crate::id::{BlobId, BlobKind, TreeId};
 use crate::ingest::Saver;
 use crate::repo::Repository;
 use crate::snapshot::SnapshotStats;
@@ -74,6 +74,33 @@ fn dir_node(name: Vec<u8>) -> Node {
 
 /// Reads a tar stream to its end and stores it as trees and chunks.
 pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<Unpacked> {
+    unpack_tar(saver, repo.config.chunker, reader)
+}
+
+/// Where [`unpack_tar`] puts what it cuts: the backup pipeline's [`Saver`], or an in-memory
+/// store in the fuzz target (a tar stream is bytes from a command's stdout).
+pub trait BlobSink {
+    /// Stores a blob; returns its id.
+    fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId>;
+    /// Encodes and stores a tree; returns its id.
+    fn save_tree(&self, tree: &mut Tree) -> Result<TreeId>;
+}
+
+impl BlobSink for Saver<'_> {
+    fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        Saver::save(self, kind, data)
+    }
+    fn save_tree(&self, tree: &mut Tree) -> Result<TreeId> {
+        Saver::save_tree(self, tree)
+    }
+}
+
+/// [`store_tar`] with the chunker parameters given and any [`BlobSink`].
+pub fn unpack_tar(
+    saver: &dyn BlobSink,
+    chunker: ChunkerParams,
+    reader: impl Read,
+) -> Result<Unpacked> {
     let mut ar = tar::Archive::new(reader);
     let mut dirs: HashMap<Vec<Vec<u8>>, Dir> = HashMap::new();
     dirs.insert(Vec::new(), Dir::default());
@@ -128,7 +155,7 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
                 let keep =
                     comps.len() == 1 && KEEP.iter().any(|k| k.as_bytes() == comps[0].as_slice());
                 let mut kept_bytes = Vec::new();
-                let mut ch = Chunker::new(&mut entry, repo.config.chunker);
+                let mut ch = Chunker::new(&mut entry, chunker);
                 while let Some(c) = ch.next_chunk().map_err(bad)? {
                     let id = saver.save(BlobKind::Data, c)?;
                     node.content.push(ChunkRef {

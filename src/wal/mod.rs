@@ -137,7 +137,7 @@ pub enum WalError {
     Repo(#[from] Error),
 }
 
-fn check_cluster_name(cluster: &str) -> Result<()> {
+pub(crate) fn check_cluster_name(cluster: &str) -> Result<()> {
     if cluster.is_empty()
         || cluster.starts_with('.')
         || !cluster
