@@ -8,6 +8,7 @@ mod core;
 mod damage;
 mod diff;
 mod forget;
+mod fuzz_corpus;
 mod hostile;
 mod integrity;
 mod monitor;
