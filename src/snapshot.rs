@@ -141,6 +141,12 @@ impl Snapshot {
         Ok(s)
     }
 
+    /// The snapshot time in nanoseconds, as the mount shows it (saturating: the time comes from
+    /// disk, and ms * 10^6 of a far-off time overflows).
+    pub fn mtime_ns(&self) -> i64 {
+        self.time.saturating_mul(1_000_000)
+    }
+
     /// Exact time name used in `/snapshots/<source>/<name>` and listings.
     pub fn time_name(&self) -> String {
         format_time(self.time)
@@ -229,6 +235,14 @@ mod tests {
             complete: true,
             db: None,
         }
+    }
+
+    #[test]
+    fn far_off_times_saturate_instead_of_overflowing() {
+        assert_eq!(snap("a", i64::MAX, 1).mtime_ns(), i64::MAX);
+        assert_eq!(snap("a", i64::MIN, 1).mtime_ns(), i64::MIN);
+        assert_eq!(snap("a", 1_500, 1).mtime_ns(), 1_500_000_000);
+        assert!(!snap("a", i64::MIN, 1).time_name().is_empty());
     }
 
     #[test]

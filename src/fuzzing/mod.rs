@@ -345,7 +345,9 @@ pub fn snapshot(data: &[u8]) {
     let Ok(s) = Snapshot::decode(key, &name, data) else {
         return;
     };
+    // What the mount derives from every manifest.
     let _ = s.time_name();
+    let _ = s.mtime_ns();
     let plain = serde_json::to_vec(&s).expect("serializes");
     let name2 = hex::encode(key.keyed_hash("snapshot", &plain));
     let mut s2 = Snapshot::decode(key, &name2, &plain).expect("re-encoded manifest");
