@@ -12,6 +12,8 @@ pub mod crypto;
 pub mod diff;
 pub mod error;
 pub mod fsview;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod index;
 pub mod ingest;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{SnapshotId, TreeId};
 use crate::timespec::{format_time, parse_time, TimeMs};
@@ -116,6 +117,36 @@ fn yes() -> bool {
 }
 
 impl Snapshot {
+    /// Parses the decrypted manifest stored as `snapshots/<name>`: JSON of this version whose
+    /// keyed hash is `name` (a manifest copied to another name would otherwise become a second
+    /// snapshot). Anything else is `Corrupt` or `Unsupported`, never a panic.
+    pub fn decode(key: &MasterKey, name: &str, plain: &[u8]) -> Result<Snapshot> {
+        let v: serde_json::Value = serde_json::from_slice(plain)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        let ver = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if ver != SNAPSHOT_VERSION as u64 {
+            return Err(Error::Unsupported(format!(
+                "snapshot {name} has version {ver}; this wayback reads {SNAPSHOT_VERSION}"
+            )));
+        }
+        let mut s: Snapshot = serde_json::from_value(v)
+            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
+        s.id = SnapshotId::from_hex(name)
+            .ok_or_else(|| Error::Corrupt(format!("snapshot file name {name} is not an id")))?;
+        if key.keyed_hash("snapshot", plain) != s.id.0 {
+            return Err(Error::Corrupt(format!(
+                "snapshot {name}: file name does not match its content"
+            )));
+        }
+        Ok(s)
+    }
+
+    /// The snapshot time in nanoseconds, as the mount shows it (saturating: the time comes from
+    /// disk, and ms * 10^6 of a far-off time overflows).
+    pub fn mtime_ns(&self) -> i64 {
+        self.time.saturating_mul(1_000_000)
+    }
+
     /// Exact time name used in `/snapshots/<source>/<name>` and listings.
     pub fn time_name(&self) -> String {
         format_time(self.time)
@@ -204,6 +235,14 @@ mod tests {
             complete: true,
             db: None,
         }
+    }
+
+    #[test]
+    fn far_off_times_saturate_instead_of_overflowing() {
+        assert_eq!(snap("a", i64::MAX, 1).mtime_ns(), i64::MAX);
+        assert_eq!(snap("a", i64::MIN, 1).mtime_ns(), i64::MIN);
+        assert_eq!(snap("a", 1_500, 1).mtime_ns(), 1_500_000_000);
+        assert!(!snap("a", i64::MIN, 1).time_name().is_empty());
     }
 
     #[test]

@@ -163,17 +163,39 @@ fn receive(conn: &UnixStream) -> Result<(String, String, File)> {
         }
     }
     let n = msg.bytes;
-    let line = std::str::from_utf8(&buf[..n])
-        .map_err(|_| Error::Invalid("push request is not UTF-8".into()))?
-        .trim()
-        .to_string();
     let file = fd.ok_or_else(|| Error::Invalid("push request without a file".into()))?;
+    let (cluster, name) = parse_push_request(&buf[..n])?;
+    Ok((cluster, name, file))
+}
+
+/// Parses the request line of a push, `push <cluster> <name>`, into cluster and name (checked
+/// later, by `wal::push_file`, before either names a path).
+///
+/// Why separate from the socket code: the bytes come from any process that can connect, and
+/// the fuzz target and its corpus test drive this without a socket.
+pub fn parse_push_request(bytes: &[u8]) -> Result<(String, String)> {
+    let line = std::str::from_utf8(bytes)
+        .map_err(|_| Error::Invalid("push request is not UTF-8".into()))?
+        .trim();
     let mut parts = line.split(' ');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some("push"), Some(cluster), Some(name), None) => {
-            Ok((cluster.to_string(), name.to_string(), file))
+            Ok((cluster.to_string(), name.to_string()))
         }
         _ => Err(Error::Invalid(format!("bad push request {line:?}"))),
+    }
+}
+
+/// Classifies the agent's answer to a push (what `wal-push` reads back from the socket).
+pub fn parse_reply(reply: &str) -> AgentReply {
+    let reply = reply.trim();
+    let (word, rest) = reply.split_once(' ').unwrap_or((reply, ""));
+    match word {
+        "stored" | "already" => AgentReply::Archived,
+        "conflict" => AgentReply::Conflict(rest.into()),
+        "other-cluster" => AgentReply::OtherCluster(rest.into()),
+        "" => AgentReply::Failed("the agent closed the connection without answering".into()),
+        _ => AgentReply::Failed(rest.into()),
     }
 }
 
@@ -249,13 +271,5 @@ pub fn push_via_agent(root: &Path, cluster: &str, path: &Path) -> Option<AgentRe
             "reading the agent's answer: {e}"
         )));
     }
-    let reply = reply.trim();
-    let (word, rest) = reply.split_once(' ').unwrap_or((reply, ""));
-    Some(match word {
-        "stored" | "already" => AgentReply::Archived,
-        "conflict" => AgentReply::Conflict(rest.into()),
-        "other-cluster" => AgentReply::OtherCluster(rest.into()),
-        "" => AgentReply::Failed("the agent closed the connection without answering".into()),
-        _ => AgentReply::Failed(rest.into()),
-    })
+    Some(parse_reply(&reply))
 }

@@ -24,6 +24,13 @@ impl Cron {
                 "cron needs 5 fields (minute hour day month weekday), got {fields}"
             ));
         }
+        // An empty list item (",5", "1,,2") means nothing; croner accepts some and then
+        // searches its whole range for a match that never comes (0.4 s per parse).
+        if s.split_whitespace()
+            .any(|f| !f.starts_with('@') && f.split(',').any(str::is_empty))
+        {
+            return Err(format!("cron \"{s}\" has an empty list item"));
+        }
         CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
@@ -48,6 +55,20 @@ impl Cron {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn empty_list_items_are_refused_at_once() {
+        // Found by the agent_config fuzz target (fuzz/regressions/agent_config/): croner took
+        // ", 4 * * *" and searched ~0.4 s (13 s under the fuzzer) for its next match on every
+        // parse, and the agent parses its schedules again at every wake-up.
+        for bad in [", 4 * * *", "0,,5 4 * * *", "0 4, * * *", "0 4 * * ,MON"] {
+            let t = std::time::Instant::now();
+            let e = Cron::parse(bad).unwrap_err();
+            assert!(e.contains("empty"), "{bad}: {e}");
+            assert!(t.elapsed() < std::time::Duration::from_millis(50), "{bad}");
+        }
+        assert!(Cron::parse("0,30 4 * * MON,FRI").is_ok());
+    }
 
     #[test]
     fn schedules() {

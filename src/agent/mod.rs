@@ -67,7 +67,7 @@ struct Shared {
     counters: Arc<metrics::Counters>,
 }
 
-fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub(crate) fn next_regular(s: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match s.schedule() {
         Schedule::Every(d) => now.checked_add_signed(chrono::Duration::from_std(d).ok()?),
         Schedule::Cron(c) => c.next_after(now),
@@ -505,7 +505,7 @@ pub const MAX_LINE: usize = 64 << 10;
 
 /// Reads one line of at most [`MAX_LINE`] bytes: `Ok(None)` at end of stream, `Err(())` when
 /// the line is longer (the caller answers and hangs up).
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> std::result::Result<Option<()>, ()> {
@@ -558,18 +558,39 @@ async fn serve(listener: UnixListener, shared: Arc<Shared>) {
 
 /// `{"ok":false,"error":...}` with the message JSON-escaped: whatever a client sent and we
 /// echo (quotes, newlines, terminal escapes) arrives as `\"`, `\n`, `\u001b`, never raw.
-fn error_reply(msg: &str) -> String {
+pub(crate) fn error_reply(msg: &str) -> String {
     serde_json::json!({"ok": false, "error": msg}).to_string()
 }
 
-fn handle(shared: &Shared, cmd: &str) -> String {
-    let mut parts = cmd.splitn(2, ' ');
+/// A command line of the control socket, parsed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `status`: the sources' states as JSON.
+    Status,
+    /// `run NAME`: run a source now.
+    Run(&'a str),
+    /// Anything else.
+    Unknown,
+}
+
+/// Parses one command line as the control socket reads it (any bytes: the socket is open to
+/// its owner's processes, which need not be wayback).
+pub fn parse_command(line: &str) -> Command<'_> {
+    let mut parts = line.trim().splitn(2, ' ');
     match (parts.next(), parts.next()) {
-        (Some("status"), None) => {
+        (Some("status"), None) => Command::Status,
+        (Some("run"), Some(name)) => Command::Run(name),
+        _ => Command::Unknown,
+    }
+}
+
+fn handle(shared: &Shared, cmd: &str) -> String {
+    match parse_command(cmd) {
+        Command::Status => {
             let st = shared.states.lock().expect("poisoned").clone();
             serde_json::to_string(&st).unwrap_or_else(|_| "[]".into())
         }
-        (Some("run"), Some(name)) => {
+        Command::Run(name) => {
             let mut st = shared.states.lock().expect("poisoned");
             match st
                 .iter_mut()
@@ -585,7 +606,7 @@ fn handle(shared: &Shared, cmd: &str) -> String {
                 None => error_reply(&format!("no runnable source named {name}")),
             }
         }
-        _ => error_reply("commands: status | run NAME"),
+        Command::Unknown => error_reply("commands: status | run NAME"),
     }
 }
 

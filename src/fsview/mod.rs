@@ -255,7 +255,7 @@ impl RepoView {
                 kind: Kind::Dir,
                 ..self.node_attr(ino, m)
             },
-            None => self.virt_attr(ino, systime_ns(s.time * 1_000_000)),
+            None => self.virt_attr(ino, systime_ns(s.mtime_ns())),
         }
     }
 

@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use crate::chunker::Chunker;
+use crate::chunker::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
-use crate::id::{BlobKind, TreeId};
+use crate::id::{BlobId, BlobKind, TreeId};
 use crate::ingest::Saver;
 use crate::repo::Repository;
 use crate::snapshot::SnapshotStats;
@@ -74,6 +74,33 @@ fn dir_node(name: Vec<u8>) -> Node {
 
 /// Reads a tar stream to its end and stores it as trees and chunks.
 pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<Unpacked> {
+    unpack_tar(saver, repo.config.chunker, reader)
+}
+
+/// Where [`unpack_tar`] puts what it cuts: the backup pipeline's [`Saver`], or an in-memory
+/// store in the fuzz target (a tar stream is bytes from a command's stdout).
+pub trait BlobSink {
+    /// Stores a blob; returns its id.
+    fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId>;
+    /// Encodes and stores a tree; returns its id.
+    fn save_tree(&self, tree: &mut Tree) -> Result<TreeId>;
+}
+
+impl BlobSink for Saver<'_> {
+    fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        Saver::save(self, kind, data)
+    }
+    fn save_tree(&self, tree: &mut Tree) -> Result<TreeId> {
+        Saver::save_tree(self, tree)
+    }
+}
+
+/// [`store_tar`] with the chunker parameters given and any [`BlobSink`].
+pub fn unpack_tar(
+    saver: &dyn BlobSink,
+    chunker: ChunkerParams,
+    reader: impl Read,
+) -> Result<Unpacked> {
     let mut ar = tar::Archive::new(reader);
     let mut dirs: HashMap<Vec<Vec<u8>>, Dir> = HashMap::new();
     dirs.insert(Vec::new(), Dir::default());
@@ -98,9 +125,21 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
         };
         let mut node = Node::new(comps.last().cloned().unwrap_or_default(), kind);
         node.mode = h.mode().map_err(bad)? & 0o7777;
-        node.uid = h.uid().map_err(bad)? as u32;
-        node.gid = h.gid().map_err(bad)? as u32;
-        node.mtime_ns = (h.mtime().map_err(bad)? as i64) * 1_000_000_000;
+        // Ids beyond 32 bits are refused, not truncated (2^32 would become root); a time
+        // beyond the nanosecond range saturates (ustar's base-256 fields hold 64 bits).
+        let id = |v: u64, what: &str| {
+            u32::try_from(v).map_err(|_| {
+                Error::Invalid(format!(
+                    "tar stream: entry {:?} has {what} {v}, beyond 32 bits",
+                    String::from_utf8_lossy(&path)
+                ))
+            })
+        };
+        node.uid = id(h.uid().map_err(bad)?, "uid")?;
+        node.gid = id(h.gid().map_err(bad)?, "gid")?;
+        node.mtime_ns = i64::try_from(h.mtime().map_err(bad)?)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000);
         node.ctime_ns = node.mtime_ns;
         // Every ancestor directory exists even if the archive never listed it.
         for depth in 0..comps.len() {
@@ -128,7 +167,7 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
                 let keep =
                     comps.len() == 1 && KEEP.iter().any(|k| k.as_bytes() == comps[0].as_slice());
                 let mut kept_bytes = Vec::new();
-                let mut ch = Chunker::new(&mut entry, repo.config.chunker);
+                let mut ch = Chunker::new(&mut entry, chunker);
                 while let Some(c) = ch.next_chunk().map_err(bad)? {
                     let id = saver.save(BlobKind::Data, c)?;
                     node.content.push(ChunkRef {
@@ -228,4 +267,60 @@ pub fn store_tar(repo: &Repository, saver: &Saver, reader: impl Read) -> Result<
         stats,
         kept,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[derive(Default)]
+    struct Mem(RefCell<Vec<Tree>>);
+
+    impl BlobSink for Mem {
+        fn save(&self, _: BlobKind, data: &[u8]) -> Result<BlobId> {
+            Ok(BlobId(*blake3::hash(data).as_bytes()))
+        }
+        fn save_tree(&self, tree: &mut Tree) -> Result<TreeId> {
+            let id = self.save(BlobKind::Tree, &tree.encode())?;
+            self.0.borrow_mut().push(tree.clone());
+            Ok(id)
+        }
+    }
+
+    fn one_file(mtime: u64, uid: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o600);
+        h.set_mtime(mtime);
+        h.set_uid(uid);
+        h.set_gid(0);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, &[][..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn mtime_of(tar: &[u8]) -> Result<i64> {
+        let sink = Mem::default();
+        unpack_tar(&sink, crate::chunker::ChunkerParams::DEFAULT, tar)?;
+        let trees = sink.0.borrow();
+        Ok(trees.last().unwrap().find(b"f").unwrap().mtime_ns)
+    }
+
+    #[test]
+    fn far_off_mtimes_saturate_and_wide_ids_are_refused() {
+        // Found while writing the tar_stream fuzz target (fuzz/regressions/tar_stream/):
+        // base-256 mtimes overflowed the seconds-to-nanoseconds multiplication.
+        assert_eq!(mtime_of(&one_file(1 << 40, 0)).unwrap(), i64::MAX);
+        assert_eq!(mtime_of(&one_file(u64::MAX, 0)).unwrap(), i64::MAX);
+        assert_eq!(
+            mtime_of(&one_file(1_758_160_800, 0)).unwrap(),
+            1_758_160_800 * 1_000_000_000
+        );
+        let e = mtime_of(&one_file(0, 1 << 32)).unwrap_err().to_string();
+        assert!(e.contains("beyond 32 bits"), "{e}");
+    }
 }

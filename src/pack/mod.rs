@@ -96,6 +96,16 @@ pub fn decode_entries(pack: &PackId, buf: &[u8], data_end: u64) -> Result<Vec<Bl
     Ok(out)
 }
 
+/// The trailer of a pack whose sealed header is `header_len` bytes (the inverse of
+/// [`decode_trailer`], so the fuzz targets can check that they round-trip).
+pub fn encode_trailer(header_len: u32) -> [u8; TRAILER_LEN] {
+    let mut t = [0u8; TRAILER_LEN];
+    t[..4].copy_from_slice(&header_len.to_le_bytes());
+    t[4..8].copy_from_slice(&PACK_VERSION.to_le_bytes());
+    t[8..].copy_from_slice(&PACK_MAGIC);
+    t
+}
+
 /// Decodes a trailer into (header length, version), checking the magic.
 pub fn decode_trailer(pack: &PackId, t: &[u8]) -> Result<(u32, u32)> {
     if t.len() != TRAILER_LEN || t[8..16] != PACK_MAGIC {

@@ -36,6 +36,13 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// Most bytes a zstd payload of `len` bytes can decode to: every block decodes to at most
+/// 128 KiB and takes at least 4 bytes (a 3-byte block header and one byte of RLE, raw or
+/// compressed content), so no payload expands more than 32768 times.
+fn max_zstd_output(len: usize) -> u64 {
+    (len as u64).saturating_mul(32 * 1024)
+}
+
 /// Decrypts, decompresses and verifies one sealed blob against its expected id.
 ///
 /// Never returns wrong bytes: the AEAD tag covers kind and id, and the plaintext is re-hashed.
@@ -56,6 +63,18 @@ pub fn open_blob(
     let data = match flag {
         0 => payload.to_vec(),
         1 => {
+            // A length no frame of this size can decode to is damage: refuse it before
+            // allocating that much room (raw_length comes from a pack header or the index,
+            // and a damaged index said 4 GiB for a 20-byte blob).
+            if raw_length as u64 > max_zstd_output(payload.len()) {
+                return Err(Error::Corrupt(format!(
+                    "blob {} ({}): recorded length {raw_length} is more than a {}-byte zstd \
+                     frame can hold",
+                    id.short(),
+                    where_(),
+                    payload.len()
+                )));
+            }
             // Exactly the recorded length of room: a frame that would decode to more is
             // refused by zstd itself (no decompression bomb), one that decodes to less fails
             // the length check below.

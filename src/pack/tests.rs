@@ -139,3 +139,33 @@ fn a_frame_longer_than_its_recorded_length_is_refused() {
     let ok = open_blob(&key, BlobKind::Data, &id, 100_000, &out, &|| "t".into()).unwrap();
     assert_eq!(ok, data);
 }
+
+#[test]
+fn a_recorded_length_no_frame_can_reach_is_refused_before_allocating() {
+    // Found by the blob_open fuzz target (fuzz/regressions/blob_open/): a 20-byte frame with
+    // raw_length 4 GiB allocated 4 GiB before zstd said no.
+    let key = MasterKey::generate();
+    let data = vec![1u8; 50_000];
+    let id = key.blob_id(&data);
+    let mut out = Vec::new();
+    Sealer::new(3).seal_into(&key, BlobKind::Data, &id, &data, &mut out);
+    let err = open_blob(&key, BlobKind::Data, &id, u32::MAX, &out, &|| "t".into()).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert!(err.to_string().contains("zstd frame can hold"), "{err}");
+}
+
+#[test]
+fn the_most_compressible_chunks_still_fit_the_expansion_bound() {
+    // All-equal bytes are zstd's best case; the bound must never refuse a real blob.
+    let key = MasterKey::generate();
+    for len in [1usize, 1000, 1 << 20, 8 << 20, 16 << 20] {
+        let data = vec![0u8; len];
+        let id = key.blob_id(&data);
+        for level in [1, 3, 19] {
+            let mut out = Vec::new();
+            Sealer::new(level).seal_into(&key, BlobKind::Data, &id, &data, &mut out);
+            let got = open_blob(&key, BlobKind::Data, &id, len as u32, &out, &|| "t".into());
+            assert_eq!(got.unwrap().len(), len, "{len} bytes at level {level}");
+        }
+    }
+}

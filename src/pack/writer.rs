@@ -2,7 +2,7 @@
 
 use crate::crypto::{blob_ad, MasterKey};
 use crate::id::{BlobId, BlobKind, PackId};
-use crate::pack::{encode_entries, BlobEntry, HEADER_AD, PACK_MAGIC, PACK_VERSION};
+use crate::pack::{encode_entries, encode_trailer, BlobEntry, HEADER_AD};
 
 /// A blob compressed and encrypted, ready to append to a pack.
 pub struct SealedBlob {
@@ -163,9 +163,7 @@ impl PackWriter {
         let PackWriter { mut buf, entries } = self;
         let header = key.seal(HEADER_AD, &encode_entries(&entries));
         buf.extend_from_slice(&header);
-        buf.extend_from_slice(&(header.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&PACK_VERSION.to_le_bytes());
-        buf.extend_from_slice(&PACK_MAGIC);
+        buf.extend_from_slice(&encode_trailer(header.len() as u32));
         let id = PackId(*blake3::hash(&buf).as_bytes());
         (id, buf, entries)
     }

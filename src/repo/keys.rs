@@ -110,7 +110,18 @@ pub fn read_key(be: &dyn Backend, id: &str) -> Result<KeyFile> {
         return Err(bad(format!("{size} bytes is too large for a key file")));
     }
     let raw = be.get(&path)?;
-    let file: KeyFile = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
+    decode_key_file(&path, &raw)
+}
+
+/// Parses and checks the bytes of one key file (`path` names it in errors): JSON of this
+/// version, KDF parameters within [`KdfParams::check`]'s bounds, a 16-byte hex salt and a
+/// hex wrapped key of the right length.
+///
+/// Why separate from [`read_key`]: this is the part that sees bytes from disk, and the fuzz
+/// target and its corpus test drive it without a repository.
+pub fn decode_key_file(path: &str, raw: &[u8]) -> Result<KeyFile> {
+    let bad = |why: String| Error::Corrupt(format!("key file {path}: {why}"));
+    let file: KeyFile = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
     if file.version != KEY_VERSION {
         return Err(Error::Unsupported(format!(
             "key file {path} has version {}; this wayback reads {KEY_VERSION}",

@@ -170,7 +170,7 @@ fn read_config_over(be: &dyn Backend, root: &Path, pass: &[u8]) -> Result<Config
     let sealed = read_config_header(be, root)?;
     let (_, key) = keys::unlock(be, pass)?;
     let plain = key.open(b"wayback-config", &sealed, &|| "config".into())?;
-    serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))
+    decode_config(&plain)
 }
 
 fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
@@ -181,11 +181,17 @@ fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
         )),
         e => e,
     })?;
+    Ok(config_sealed_part(&raw, &format!("{}/config", root.display()))?.to_vec())
+}
+
+/// The sealed part of the bytes of a `config` file (`what` names it in errors), after checking
+/// the plaintext magic and format version.
+///
+/// Why public: this and [`decode_config`] are what see the config's bytes from disk; the fuzz
+/// target and its corpus test drive them without a repository.
+pub fn config_sealed_part<'a>(raw: &'a [u8], what: &str) -> Result<&'a [u8]> {
     if raw.len() < 12 || raw[..8] != CONFIG_MAGIC {
-        return Err(Error::Corrupt(format!(
-            "{}/config: not a wayback config",
-            root.display()
-        )));
+        return Err(Error::Corrupt(format!("{what}: not a wayback config")));
     }
     let ver = u32::from_le_bytes(raw[8..12].try_into().expect("4 bytes"));
     if ver != REPO_VERSION {
@@ -193,7 +199,20 @@ fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
             "repository format version {ver}; this wayback supports version {REPO_VERSION}"
         )));
     }
-    Ok(raw[12..].to_vec())
+    Ok(&raw[12..])
+}
+
+/// Parses the decrypted JSON of `config` and checks what later code relies on: the chunker
+/// parameters are within the bounds FastCDC accepts (it asserts on others).
+pub fn decode_config(plain: &[u8]) -> Result<Config> {
+    let config: Config =
+        serde_json::from_slice(plain).map_err(|e| Error::Corrupt(format!("config: {e}")))?;
+    if !config.chunker.validate() {
+        return Err(Error::Corrupt(
+            "config: chunker parameters out of range".into(),
+        ));
+    }
+    Ok(config)
 }
 
 impl Repository {
@@ -322,13 +341,7 @@ impl Repository {
                 (id, open_config(&key)?, key)
             }
         };
-        let config: Config =
-            serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("config: {e}")))?;
-        if !config.chunker.validate() {
-            return Err(Error::Corrupt(
-                "config: chunker parameters out of range".into(),
-            ));
-        }
+        let config = decode_config(&plain)?;
         let lock = match (access, held) {
             (Access::Write, Some(l)) => Some(l),
             (Access::Write, None) => Some(WriterLock::acquire(root, lock::operation())?),
@@ -575,26 +588,7 @@ impl Repository {
         let plain = self
             .key
             .open(SNAPSHOT_AD, &sealed, &|| format!("snapshot {name}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&plain)
-            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
-        let ver = v.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if ver != SNAPSHOT_VERSION as u64 {
-            return Err(Error::Unsupported(format!(
-                "snapshot {name} has version {ver}; this wayback reads {SNAPSHOT_VERSION}"
-            )));
-        }
-        let mut s: Snapshot = serde_json::from_value(v)
-            .map_err(|e| Error::Corrupt(format!("snapshot {name}: {e}")))?;
-        s.id = SnapshotId::from_hex(name)
-            .ok_or_else(|| Error::Corrupt(format!("snapshot file name {name} is not an id")))?;
-        // The name is the keyed hash of the content: a manifest copied to another name would
-        // otherwise become a second snapshot.
-        if self.key.keyed_hash("snapshot", &plain) != s.id.0 {
-            return Err(Error::Corrupt(format!(
-                "snapshot {name}: file name does not match its content"
-            )));
-        }
-        Ok(s)
+        Snapshot::decode(&self.key, name, &plain)
     }
 
     /// All snapshots, oldest first. Re-lists `snapshots/` each call (cheap), so long-running

@@ -95,7 +95,8 @@ impl WalRecord {
         (n.uid, n.gid, n.mode) = self.owner;
         n.size = self.size;
         n.blocks = self.size.div_ceil(512);
-        n.mtime_ns = self.pushed * 1_000_000;
+        // Saturating: `pushed` comes from disk, and ms * 10^6 of a far-off time overflows.
+        n.mtime_ns = self.pushed.saturating_mul(1_000_000);
         n.ctime_ns = n.mtime_ns;
         n.content = self.content.clone();
         n
@@ -137,7 +138,7 @@ pub enum WalError {
     Repo(#[from] Error),
 }
 
-fn check_cluster_name(cluster: &str) -> Result<()> {
+pub(crate) fn check_cluster_name(cluster: &str) -> Result<()> {
     if cluster.is_empty()
         || cluster.starts_with('.')
         || !cluster
@@ -487,6 +488,22 @@ mod record_tests {
             "c",
             "000000010000000000000001",
         )
+    }
+
+    #[test]
+    fn a_push_time_beyond_the_nanosecond_range_is_a_node_not_a_panic() {
+        // Found by the wal_record fuzz target (fuzz/regressions/wal_record/).
+        for (pushed, ns) in [
+            (175_892_160_800_000_000, i64::MAX),
+            (i64::MAX, i64::MAX),
+            (i64::MIN, i64::MIN),
+            (1_758_160_800_000, 1_758_160_800_000_000_000),
+        ] {
+            let mut r = record(&[5]);
+            r.pushed = pushed;
+            let r = decode(&r).unwrap();
+            assert_eq!(r.to_node().mtime_ns, ns);
+        }
     }
 
     #[test]

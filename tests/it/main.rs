@@ -9,6 +9,7 @@ mod damage;
 mod diff;
 mod fault;
 mod forget;
+mod fuzz_corpus;
 mod hostile;
 mod integrity;
 mod monitor;
