@@ -50,9 +50,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     )?;
     pb.finish_and_clear();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} WAL files{}",
             rep.snapshots,
             rep.trees,
@@ -67,7 +67,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             }
         );
         for p in &rep.problems {
-            println!(
+            outln!(
                 "error: {}{}{}",
                 p.what,
                 p.pack
@@ -80,11 +80,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
             for f in &p.affected {
-                println!("  used by {f}");
+                outln!("  used by {f}");
             }
         }
         if rep.problems.is_empty() {
-            println!("no errors found");
+            outln!("no errors found");
         }
     }
     Ok(if rep.problems.is_empty() {

@@ -37,9 +37,9 @@ pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
             })?;
             pb.finish_and_clear();
             let packs = repo.index.packs()?.len();
-            println!("index rebuilt: {packs} packs indexed");
+            outln!("index rebuilt: {packs} packs indexed");
             for (p, e) in &rep.damaged {
-                println!("error: pack {p} not indexed: {e}");
+                outln!("error: pack {p} not indexed: {e}");
             }
             Ok(if rep.damaged.is_empty() {
                 0

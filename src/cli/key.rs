@@ -90,7 +90,7 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
         KeyCmd::Add(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
-            println!("added key {id}");
+            outln!("added key {id}");
         }
         KeyCmd::Unlock { timeout } => {
             let repo = ra.open_with_passphrase(Access::Read)?;
@@ -114,13 +114,16 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                     .iter()
                     .map(|k| serde_json::json!({"id": k.id, "current": k.id == repo.key_id, "created": k.file.created, "host": k.file.host, "user": k.file.user}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for k in keys {
                     let cur = if k.id == repo.key_id { "*" } else { " " };
-                    println!(
+                    outln!(
                         "{cur} {}  {}  {}@{}",
-                        k.id, k.file.created, k.file.user, k.file.host
+                        k.id,
+                        k.file.created,
+                        k.file.user,
+                        k.file.host
                     );
                 }
             }
@@ -138,13 +141,13 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                 bail!("refusing to remove the last key");
             }
             repo.be.delete(&format!("keys/{id}"))?;
-            println!("removed key {id}");
+            outln!("removed key {id}");
         }
         KeyCmd::Passwd(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
             repo.be.delete(&format!("keys/{}", repo.key_id))?;
-            println!("passphrase changed (key {} replaced by {id})", repo.key_id);
+            outln!("passphrase changed (key {} replaced by {id})", repo.key_id);
         }
     }
     Ok(0)

@@ -180,7 +180,7 @@ fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if wayback_mount::is_mounted(&a.mountpoint) {
-            println!(
+            outln!(
                 "mounted at {} (pid {}, log: {})",
                 a.mountpoint.display(),
                 child.id(),

@@ -55,19 +55,19 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     };
     crate::pg::pitr::prepare(&repo, base, &cluster, t, &a.target, &restore_command)?;
-    println!(
+    outln!(
         "restored base backup {} ({}) into {}; recovery to {} configured (WAL from archive '{cluster}').",
         base.id.short(),
         base.time_name(),
         a.target.display(),
         target_time(t)
     );
-    println!(
+    outln!(
         "start it with: pg_ctl -D {} start   (as the data directory's owner)",
         a.target.display()
     );
     if a.mount.is_none() && ra.password_file.is_none() {
-        println!(
+        outln!(
             "note: wal-fetch needs the passphrase: give --password-file (a file the server's user can read) so restore_command names it, or the server must see WAYBACK_PASSWORD"
         );
     }

@@ -89,7 +89,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     })?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(0.001);
-    println!(
+    outln!(
         "restored {} files, {} dirs, {} from snapshot {} ({} {}) to {} in {:.2} s ({:.1} MB/s)",
         report.files,
         report.dirs,

@@ -35,11 +35,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let r = health::report(&repo, chrono::Utc::now())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         match &r.agent_updated {
-            Some(t) => println!("agent state written {t}"),
-            None => println!("no agent has run on this repository"),
+            Some(t) => outln!("agent state written {t}"),
+            None => outln!("no agent has run on this repository"),
         }
         for s in &r.sources {
             let newest = match (&s.newest_snapshot, s.age_s) {
@@ -60,13 +60,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     line.push_str(&format!(", due {d}"));
                 }
             }
-            println!("{line}");
+            outln!("{line}");
             if let Some(e) = &s.last_error {
-                println!("         last error ({} in a row): {e}", s.failures);
+                outln!("         last error ({} in a row): {e}", s.failures);
             }
         }
         for c in &r.clusters {
-            println!(
+            outln!(
                 "{:<8} wal {}: newest {} ({}), PITR {} .. {}{}",
                 c.state.to_string(),
                 c.cluster,
@@ -84,7 +84,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             );
         }
         if r.wal_push_failures > 0 {
-            println!(
+            outln!(
                 "wal push failures through the agent: {}{}",
                 r.wal_push_failures,
                 r.wal_last_error
@@ -93,7 +93,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
         }
-        println!(
+        outln!(
             "repository {} in packs, {} free of {}",
             gib(r.repository.bytes),
             gib(r.repository.free_bytes),

@@ -124,10 +124,10 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
             let repo = ra.open(Access::Read)?;
             let st = wal::status(&repo)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                outln!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 for c in &st {
-                    println!(
+                    outln!(
                         "{}: {} files, newest segment {} ({}), timelines {:?}, {}",
                         c.cluster,
                         c.files,
@@ -146,10 +146,10 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
                                 .join(", ")
                         }
                     );
-                    println!("  {}", pitr_window(c));
+                    outln!("  {}", pitr_window(c));
                 }
                 if st.is_empty() {
-                    println!("no WAL archived yet");
+                    outln!("no WAL archived yet");
                 }
             }
             Ok(0)

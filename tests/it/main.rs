@@ -12,6 +12,7 @@ mod hostile;
 mod integrity;
 mod monitor;
 mod mount;
+mod ops;
 mod pg;
 mod pgat;
 mod pitr;
