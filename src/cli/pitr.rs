@@ -29,6 +29,9 @@ pub struct Args {
     /// Read WAL from this wayback mount (`cp MOUNT/wal/<cluster>/%f`) instead of `wal-fetch`.
     #[arg(long)]
     pub mount: Option<PathBuf>,
+    /// JSON report: `{base_backup, base_time, target, recovery_target_time, cluster}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Restores the base backup at or before the target and writes the recovery settings.
@@ -55,6 +58,17 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     };
     crate::pg::pitr::prepare(&repo, base, &cluster, t, &a.target, &restore_command)?;
+    if a.json {
+        let v = serde_json::json!({
+            "base_backup": base.id.to_hex(),
+            "base_time": base.time_name(),
+            "target": a.target,
+            "recovery_target_time": target_time(t),
+            "cluster": cluster,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
     outln!(
         "restored base backup {} ({}) into {}; recovery to {} configured (WAL from archive '{cluster}').",
         base.id.short(),

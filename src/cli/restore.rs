@@ -25,6 +25,10 @@ pub struct Args {
     /// Replace existing files.
     #[arg(long)]
     pub overwrite: bool,
+    /// JSON report: `{snapshot, source, time, target, files, dirs, bytes, seconds, failed:
+    /// [{path, error}]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Restores and reports.
@@ -89,6 +93,25 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     })?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(0.001);
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": snap.id.to_hex(),
+            "source": snap.source,
+            "time": snap.time_name(),
+            "target": a.target,
+            "files": report.files,
+            "dirs": report.dirs,
+            "bytes": report.bytes,
+            "seconds": secs,
+            "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if report.failed.is_empty() {
+            0
+        } else {
+            crate::cli::EXIT_DAMAGED
+        });
+    }
     outln!(
         "restored {} files, {} dirs, {} from snapshot {} ({} {}) to {} in {:.2} s ({:.1} MB/s)",
         report.files,

@@ -93,3 +93,90 @@ fn listings_into_a_pipe_that_closes_early_exit_141_quietly() {
     assert!(out.contains("4 snapshot(s)"), "{out}");
     let _ = s(&r.path);
 }
+
+/// Runs `args` (which end in `--json`), asserting `code`, and parses stdout as one document.
+fn json_of(r: &Repo, args: &[&str], code: i32) -> serde_json::Value {
+    let o = r.code(args, code);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "wayback {}: not one JSON document: {e}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+#[test]
+fn every_listing_and_report_has_json() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("a.txt"), b"one\n").unwrap();
+    let first = r.backup_dir(&src, "files");
+    fs::write(src.join("a.txt"), b"two\n").unwrap();
+    fs::write(src.join("b.txt"), b"new\n").unwrap();
+    let second = r.backup_dir(&src, "files");
+    let (a, b) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    let wal = r.mkdir("pg_wal");
+    let seg = crate::wal::segment(&wal, "000000010000000000000001", 7, 3);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg)]);
+
+    let v = json_of(&r, &["snapshots", "--json"], 0);
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v:#}");
+    // ls --json is one object per line (streams for big trees).
+    let o = r.ok(&["ls", b, "-R", "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|l| l["path"] == "b.txt"), "{lines:?}");
+    // diff --json too: one change per line.
+    let v = crate::common::parse_ndjson(&r.code(&["diff", a, b, "--json"], 1));
+    assert!(
+        v.iter()
+            .any(|c| c["path"] == "b.txt" && c["change"] == "added"),
+        "{v:?}"
+    );
+    let v = crate::common::parse_ndjson(&r.ok(&["log", "--source", "files", "/a.txt", "--json"]));
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0]["snapshot"], b, "newest first: {v:?}");
+    let v = json_of(&r, &["stats", "--json"], 0);
+    assert!(v.is_object(), "{v:#}");
+    let v = json_of(&r, &["check", "--json"], 0);
+    assert_eq!(v["problems"], serde_json::json!([]), "{v:#}");
+    assert_eq!(v["snapshots"], 2);
+    let v = json_of(&r, &["key", "list", "--json"], 0);
+    assert_eq!(v[0]["current"], true, "{v:#}");
+    let v = json_of(&r, &["status", "--json"], 0);
+    assert_eq!(v["ok"], true, "{v:#}");
+    let v = json_of(&r, &["wal", "status", "--json"], 0);
+    assert_eq!(v[0]["cluster"], "main", "{v:#}");
+    let v = json_of(&r, &["wal", "list", "--json"], 0);
+    assert_eq!(v[0]["name"], "000000010000000000000001", "{v:#}");
+    assert_eq!(v[0]["size"], 16 << 20);
+    assert_eq!(
+        v[0]["digest"],
+        blake3::hash(&fs::read(&seg).unwrap()).to_hex().to_string()
+    );
+    let v = json_of(&r, &["wal", "list", "--cluster", "none", "--json"], 0);
+    assert_eq!(v, serde_json::json!([]));
+    let target = r.scratch("restored");
+    let v = json_of(&r, &["restore", b, "--target", s(&target), "--json"], 0);
+    assert_eq!(v["files"], 2, "{v:#}");
+    assert_eq!(v["snapshot"], b);
+    assert_eq!(v["failed"], serde_json::json!([]));
+    assert_eq!(fs::read(target.join("b.txt")).unwrap(), b"new\n");
+    let v = json_of(
+        &r,
+        &["forget", "--keep-last", "1", "--dry-run", "--json"],
+        0,
+    );
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 2, "{v:#}");
+    let v = json_of(&r, &["prune", "--dry-run", "--json"], 0);
+    assert!(v["packs_before"].as_u64().unwrap() > 0, "{v:#}");
+    let v = json_of(&r, &["index", "rebuild", "--json"], 0);
+    assert!(v["packs"].as_u64().unwrap() > 0, "{v:#}");
+    assert_eq!(v["damaged"], serde_json::json!([]));
+}
