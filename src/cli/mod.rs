@@ -6,7 +6,8 @@
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
 //! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
 //! archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
-//! or WAL cluster is LATE or FAILING; 141: stdout was closed before everything was written
+//! or WAL cluster is LATE or FAILING, or the last drill or check failed; 17 `drill`: a drill
+//! failed for another reason than damaged data (which is 12); 141: stdout was closed before everything was written
 //! (a pipe whose reader exited early, as in `wayback snapshots | head -1`).
 
 /// `println!` on stdout that hands a write error to the caller with `?` instead of panicking:
@@ -35,6 +36,7 @@ mod check;
 mod common;
 mod completions;
 mod diff;
+mod drill;
 mod forget;
 mod index;
 mod init;
@@ -134,6 +136,10 @@ pub enum Cmd {
     Stats(stats::Args),
     /// Health of every source and WAL cluster, and space (exit 16 when anything is LATE or FAILING).
     Status(status::Args),
+    /// Restore drill: restore a snapshot into private scratch, verify every byte, recover
+    /// PostgreSQL on a base backup and query it; the result shows in `status` (exit 12 damaged
+    /// data, 17 other failure).
+    Drill(drill::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -183,6 +189,7 @@ pub fn main_entry() -> i32 {
         Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Stats(a) => stats::run(&cli.repo, a),
         Cmd::Status(a) => status::run(&cli.repo, a),
+        Cmd::Drill(a) => drill::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),

@@ -5,7 +5,7 @@ use crate::agent::health::{self, Verdict};
 use crate::cli::common::RepoArgs;
 use crate::repo::Access;
 
-/// Exit status: a source or WAL cluster is LATE or FAILING.
+/// Exit status: a source or WAL cluster is LATE or FAILING, or the last drill or check failed.
 pub const EXIT_UNHEALTHY: i32 = 16;
 
 /// Arguments of `status`.
@@ -92,6 +92,42 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .map(|e| format!(", last: {e}"))
                     .unwrap_or_default()
             );
+        }
+        for d in &r.drills {
+            outln!(
+                "{:<8} drill {}: snapshot {} {} ago, recovered in {:.1} s{}",
+                d.state.to_string(),
+                d.source,
+                d.snapshot,
+                age(d.age_s),
+                d.duration_s,
+                d.error
+                    .as_deref()
+                    .map(|e| format!(
+                        "; error: {e}; last passed: {}",
+                        d.last_success.as_deref().unwrap_or("never")
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        match &r.last_check {
+            Some(c) => outln!(
+                "{:<8} check {} ago ({}), {:.1} s, {} problem(s){}",
+                c.state.to_string(),
+                age(c.age_s),
+                match (&c.subset, c.read_data) {
+                    (Some(s), _) => format!("structure and pack data subset {s}"),
+                    (None, true) => "structure and all pack data".into(),
+                    (None, false) => "structure".into(),
+                },
+                c.duration_s,
+                c.problems,
+                c.error
+                    .as_deref()
+                    .map(|e| format!("; first: {e}"))
+                    .unwrap_or_default()
+            ),
+            None => outln!("no check recorded"),
         }
         outln!(
             "repository {} in packs, {} free of {}",

@@ -180,3 +180,227 @@ fn every_listing_and_report_has_json() {
     assert!(v["packs"].as_u64().unwrap() > 0, "{v:#}");
     assert_eq!(v["damaged"], serde_json::json!([]));
 }
+
+/// Flips bytes in the middle of the biggest pack (the one holding the big file's data).
+fn damage_biggest_pack(r: &Repo) {
+    let p = r
+        .packs()
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("a pack");
+    let mut b = fs::read(&p).unwrap();
+    let mid = b.len() / 2;
+    for x in &mut b[mid..mid + 64] {
+        *x ^= 0x5a;
+    }
+    fs::write(&p, b).unwrap();
+}
+
+/// Entries of `dir` (none when it does not exist).
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn drill_restores_and_verifies_every_file_and_a_damaged_pack_fails_loudly() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    crate::common::gen_small_tree(&src, 7);
+    crate::common::write_random(&src.join("big.bin"), 3 << 20, 11);
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    r.backup_dir(&src, "files");
+    r.backup(&["--stdin", "--source", "dump"]);
+    let nfiles = {
+        let mut v = Vec::new();
+        crate::common::collect_paths(&src, &mut v);
+        v.into_iter()
+            .filter(|p| p.is_file() && !p.is_symlink())
+            .count() as u64
+    };
+
+    // Every source, into the default scratch (the repository's cache): all pass, scratch gone.
+    let v = json_of(&r, &["drill", "--json"], 0);
+    let reps = v.as_array().unwrap();
+    assert_eq!(reps.len(), 2, "{v:#}");
+    let files = reps.iter().find(|d| d["source"] == "files").unwrap();
+    assert_eq!(files["ok"], true, "{files:#}");
+    assert_eq!(files["files"], nfiles, "{files:#}");
+    assert!(files["bytes"].as_u64().unwrap() >= 3 << 20);
+    assert!(files["duration_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(files["problems"], serde_json::json!([]));
+    assert_eq!(entries(&r.path.join("scratch")), Vec::<String>::new());
+
+    // --scratch: made 0711 when missing, the drill's own directory is removed again.
+    let parent = r.scratch("drills");
+    let o = r.ok(&["drill", "--source", "files", "--scratch", s(&parent)]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("OK      drill files: snapshot"), "{out}");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(&parent).unwrap().mode() & 0o777, 0o711);
+    assert_eq!(entries(&parent), Vec::<String>::new());
+
+    // status shows the last drill per source, and is OK.
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 0, "{st:#}");
+    let d: Vec<_> = st["drills"].as_array().unwrap().iter().collect();
+    assert_eq!(d.len(), 2, "{st:#}");
+    assert!(d
+        .iter()
+        .all(|d| d["state"] == "OK" && d["age_s"].as_f64().unwrap() < 60.0));
+    let ok_time = d.iter().find(|d| d["source"] == "files").unwrap()["time"].clone();
+
+    // Damage: the drill fails with exit 12 naming the file, and status says FAILING (exit 16)
+    // while remembering when the drill last passed.
+    damage_biggest_pack(&r);
+    let o = r.code(
+        &[
+            "drill",
+            "--source",
+            "files",
+            "--scratch",
+            s(&parent),
+            "--json",
+        ],
+        12,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["ok"], false, "{v:#}");
+    assert_eq!(v[0]["damaged"], true);
+    assert!(
+        v[0]["problems"].to_string().contains("big.bin"),
+        "the damaged file is named: {v:#}"
+    );
+    assert_eq!(
+        entries(&parent),
+        Vec::<String>::new(),
+        "scratch removed after a failure too"
+    );
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 16, "{st:#}");
+    assert_eq!(st["ok"], false);
+    let f = st["drills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["source"] == "files")
+        .unwrap();
+    assert_eq!(f["state"], "FAILING", "{st:#}");
+    assert!(f["error"].as_str().unwrap().contains("big.bin"), "{f:#}");
+    assert_eq!(f["last_success"], ok_time);
+    let text = String::from_utf8_lossy(&r.code(&["status"], 16).stdout).into_owned();
+    assert!(text.contains("FAILING  drill files"), "{text}");
+    // No snapshot of the source: 13.
+    r.code(&["drill", "--source", "nothing"], 13);
+}
+
+#[test]
+fn the_agent_drills_and_checks_on_schedule_and_a_failed_check_runs_the_hook() {
+    use crate::common::wait_until;
+    use std::time::Duration;
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    crate::common::write_random(&src.join("big.bin"), 3 << 20, 5);
+    let port = crate::monitor::free_port();
+    let hook = r.scratch("hook.env");
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{repo}\"\nmetrics = \"127.0.0.1:{port}\"\ncheck = {{ every = \"1s\", read_data_subset = \"1/3\" }}\non_failure = \"{{ env | grep ^WAYBACK_ | sort; echo --; }} >> {hook}\"\n\n[[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [\"{src}\"]\nevery = \"1h\"\ndrill = \"1s\"\n",
+            repo = s(&r.path),
+            hook = s(&hook),
+            src = s(&src)
+        ),
+    )
+    .unwrap();
+    let agent = crate::monitor::spawn_agent(&r, &cfg);
+    // A drill and three checks (one per part) pass.
+    let mut seen = std::collections::BTreeSet::new();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let (st, _) = crate::monitor::status(&r);
+            if let Some(s) = st["last_check"]["subset"].as_str() {
+                seen.insert(s.to_string());
+            }
+            seen.len() == 3 && st["drills"][0]["state"] == "OK" && st["last_check"]["state"] == "OK"
+        }),
+        "parts seen {seen:?}; status {:#}",
+        crate::monitor::status(&r).0
+    );
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["1/3", "2/3", "3/3"],
+        "the check rotates through every part of the packs"
+    );
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 0, "{st:#}");
+    assert_eq!(st["drills"][0]["source"], "files");
+    assert_eq!(st["last_check"]["read_data"], true);
+    let (_, body) = crate::monitor::http_get(port, "/metrics");
+    assert!(
+        crate::monitor::metric(
+            &body,
+            "wayback_restore_drill_last_success_timestamp{source=\"files\"}"
+        ) > 1.7e9
+    );
+    assert_eq!(
+        crate::monitor::metric(&body, "wayback_restore_drill_success{source=\"files\"}"),
+        1.0
+    );
+    assert!(
+        crate::monitor::metric(
+            &body,
+            "wayback_restore_drill_duration_seconds{source=\"files\"}"
+        ) > 0.0
+    );
+    assert_eq!(crate::monitor::metric(&body, "wayback_check_success"), 1.0);
+    assert!(crate::monitor::metric(&body, "wayback_check_last_run_timestamp") > 1.7e9);
+    crate::monitor::promtool(&["check", "metrics"], Some(&body));
+
+    // Damage: a check reading the damaged part fails, status says so, the hook runs with the
+    // job and the error; the drill fails too.
+    damage_biggest_pack(&r);
+    assert!(
+        wait_until(Duration::from_secs(60), || fs::read_to_string(&hook)
+            .is_ok_and(|e| e.contains("WAYBACK_JOB=check"))),
+        "the check's hook did not run"
+    );
+    let all = fs::read_to_string(&hook).unwrap();
+    let env = all
+        .split("--\n")
+        .find(|b| b.contains("WAYBACK_JOB=check"))
+        .unwrap();
+    assert!(env.contains("WAYBACK_SOURCE=\n"), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("WAYBACK_ERROR=check found") && l.contains("damaged")),
+        "{env}"
+    );
+    assert!(!all.contains("PASSWORD"), "{all}");
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let (st, code) = crate::monitor::status(&r);
+            code == 16 && st["drills"][0]["state"] == "FAILING"
+        }),
+        "{:#}",
+        crate::monitor::status(&r).0
+    );
+    let (_, body) = crate::monitor::http_get(port, "/metrics");
+    assert_eq!(
+        crate::monitor::metric(&body, "wayback_restore_drill_success{source=\"files\"}"),
+        0.0
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || fs::read_to_string(&hook)
+            .is_ok_and(|e| e.contains("WAYBACK_JOB=drill"))),
+        "the drill's hook did not run: {}",
+        fs::read_to_string(&hook).unwrap_or_default()
+    );
+    drop(agent);
+}
