@@ -244,6 +244,21 @@ fn drill_restores_and_verifies_every_file_and_a_damaged_pack_fails_loudly() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(fs::metadata(&parent).unwrap().mode() & 0o777, 0o711);
     assert_eq!(entries(&parent), Vec::<String>::new());
+    // --random picks among the complete snapshots (here one of two).
+    fs::write(src.join("later.txt"), b"later").unwrap();
+    let second = r.backup_dir(&src, "files");
+    let v = json_of(&r, &["drill", "--random", "--source", "files", "--json"], 0);
+    assert_eq!(v[0]["ok"], true, "{v:#}");
+    let picked = v[0]["snapshot"].as_str().unwrap();
+    assert!(
+        r.snapshots()
+            .iter()
+            .any(|s| s["id"] == picked && s["source"] == "files"),
+        "{picked}"
+    );
+    let v = json_of(&r, &["drill", "--source", "files", "--json"], 0);
+    assert_eq!(v[0]["snapshot"], second["id"], "the newest by default");
+    assert_eq!(v[0]["files"], nfiles + 1);
 
     // status shows the last drill per source, and is OK.
     let (st, code) = crate::monitor::status(&r);
@@ -403,4 +418,75 @@ fn the_agent_drills_and_checks_on_schedule_and_a_failed_check_runs_the_hook() {
         fs::read_to_string(&hook).unwrap_or_default()
     );
     drop(agent);
+}
+
+#[test]
+fn a_base_backup_drill_recovers_postgresql_and_runs_its_query() {
+    let r = Repo::new();
+    let a = crate::pitr::archived(&r, 1);
+    // After archived(): 250 rows in t, table keep dropped, WAL past both archived.
+    let drill_dirs = || {
+        entries(r.tmp())
+            .into_iter()
+            .filter(|e| e.starts_with("wayback-drill-"))
+            .collect::<Vec<_>>()
+    };
+    let o = r.code(
+        &[
+            "drill",
+            "--source",
+            "pgdata",
+            "--query",
+            "SELECT count(*) FROM t",
+            "--database",
+            "app",
+            "--expect",
+            "250",
+            "--json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &v[0];
+    assert_eq!(d["ok"], true, "{d:#}");
+    assert_eq!(d["kind"], "basebackup");
+    assert_eq!(
+        d["postgres"]["result"], "250",
+        "recovered through all archived WAL"
+    );
+    assert_eq!(d["postgres"]["cluster"], "main");
+    assert!(d["postgres"]["replayed_to"].is_string(), "{d:#}");
+    assert!(d["recovery_s"].as_f64().unwrap() > 0.0);
+    assert!(d["files"].as_u64().unwrap() > 500, "{d:#}");
+    // Scratch (under $TMPDIR for a base backup) is gone, nothing is left mounted.
+    assert_eq!(drill_dirs(), Vec::<String>::new());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("wayback-drill"), "{mounts}");
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 0, "{st:#}");
+    assert_eq!(st["drills"][0]["source"], "pgdata");
+
+    // A wrong answer is a failed drill: exit 17, FAILING in status.
+    let o = r.code(
+        &[
+            "drill",
+            "--source",
+            "pgdata",
+            "--query",
+            "SELECT count(*) FROM t",
+            "--database",
+            "app",
+            "--expect",
+            "100",
+        ],
+        17,
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("answered \"250\", expected \"100\""), "{out}");
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 16, "{st:#}");
+    assert_eq!(st["drills"][0]["state"], "FAILING");
+    assert_eq!(drill_dirs(), Vec::<String>::new());
+    // The original server is untouched.
+    assert_eq!(a.pg.sql("app", "SELECT count(*) FROM t"), "250");
 }
