@@ -100,6 +100,14 @@ pub fn apply_retention(repo: &Repository, s: &Source) {
                 .count();
             let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
             if removed + wal > 0 {
+                crate::audit::note(
+                    repo,
+                    "forget",
+                    &format!(
+                        "agent retention of {}: removed {removed} snapshot(s) and {wal} WAL file(s)",
+                        s.name
+                    ),
+                );
                 tracing::info!(source = %s.name, snapshots = removed, wal_files = wal, "retention applied");
             }
         }
@@ -561,7 +569,11 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                     grace,
                     ..Default::default()
                 };
-                crate::maint::prune::prune(&r2, &opts, &mut |_| {})
+                let r = crate::maint::prune::prune(&r2, &opts, &mut |_| {});
+                if let Ok(rep) = &r {
+                    crate::audit::note(&r2, "prune", &format!("agent: {}", rep.summary()));
+                }
+                r
             })
             .await;
             match res {

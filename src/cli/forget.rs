@@ -145,6 +145,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     };
     let out = forget::forget(&repo, &req, &a.wal, a.dry_run)?;
+    if !a.dry_run {
+        crate::audit::note(&repo, "forget", &forget_summary(&out));
+    }
     let pruned = if a.prune {
         let opts = crate::maint::prune::PruneOptions {
             dry_run: a.dry_run,
@@ -170,6 +173,23 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// What a forget removed, for the audit log.
+pub fn forget_summary(out: &Outcome) -> String {
+    let removed: Vec<String> = out
+        .snapshots
+        .iter()
+        .filter(|d| d.action == Action::Remove)
+        .map(|d| format!("{} {} {}", &d.id[..8.min(d.id.len())], d.source, d.time))
+        .collect();
+    let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
+    format!(
+        "removed {} snapshot(s){}{} and {wal} WAL file(s)",
+        removed.len(),
+        if removed.is_empty() { "" } else { ": " },
+        removed.join(", ")
+    )
 }
 
 fn print_plan(out: &Outcome) -> std::io::Result<()> {

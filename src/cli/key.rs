@@ -90,6 +90,7 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
         KeyCmd::Add(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
+            crate::audit::note(&repo, "key add", &format!("key {id}"));
             outln!("added key {id}");
         }
         KeyCmd::Unlock { timeout } => {
@@ -141,12 +142,18 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                 bail!("refusing to remove the last key");
             }
             repo.be.delete(&format!("keys/{id}"))?;
+            crate::audit::note(&repo, "key remove", &format!("key {id}"));
             outln!("removed key {id}");
         }
         KeyCmd::Passwd(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
             repo.be.delete(&format!("keys/{}", repo.key_id))?;
+            crate::audit::note(
+                &repo,
+                "key passwd",
+                &format!("key {} replaced by {id}", repo.key_id),
+            );
             outln!("passphrase changed (key {} replaced by {id})", repo.key_id);
         }
     }

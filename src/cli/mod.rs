@@ -31,6 +31,7 @@ macro_rules! out {
 }
 
 mod agent;
+mod audit;
 mod backup;
 mod check;
 mod common;
@@ -140,6 +141,9 @@ pub enum Cmd {
     /// PostgreSQL on a base backup and query it; the result shows in `status` (exit 12 damaged
     /// data, 17 other failure).
     Drill(drill::Args),
+    /// The audit log: who restored, mounted, ran pg-at/pitr/drills, forgot, pruned or changed
+    /// keys, and when (exit 12 when an entry fails authentication).
+    Audit(audit::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -190,6 +194,7 @@ pub fn main_entry() -> i32 {
         Cmd::Stats(a) => stats::run(&cli.repo, a),
         Cmd::Status(a) => status::run(&cli.repo, a),
         Cmd::Drill(a) => drill::run(&cli.repo, a),
+        Cmd::Audit(a) => audit::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),

@@ -85,6 +85,16 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let snaps = repo.snapshots()?;
     let base = base_backup_at(&snaps, &source, t, &to)?;
     let cluster = archive_of(base, a.cluster.as_deref())?;
+    crate::audit::note(
+        &repo,
+        "pg-at",
+        &format!(
+            "PostgreSQL at {to} from base backup {} of {} (WAL archive {cluster}){}",
+            base.id.short(),
+            source,
+            if a.writable { ", writable" } else { "" }
+        ),
+    );
     let opts = ServerOptions {
         pg_bin: a.pg_bin.clone(),
         port: a.port,

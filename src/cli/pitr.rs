@@ -57,6 +57,19 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             )?
         }
     };
+    crate::audit::note(
+        &repo,
+        "pitr",
+        &format!(
+            "base backup {} of {} to {} into {}",
+            base.id.short(),
+            a.source,
+            a.to,
+            std::path::absolute(&a.target)
+                .unwrap_or_else(|_| a.target.clone())
+                .display()
+        ),
+    );
     crate::pg::pitr::prepare(&repo, base, &cluster, t, &a.target, &restore_command)?;
     if a.json {
         let v = serde_json::json!({

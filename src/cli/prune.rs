@@ -91,6 +91,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let pb = progress_bar(None, "{spinner} {msg}");
     let rep = prune(&repo, &opts, &mut |m| pb.set_message(m.to_string()))?;
     pb.finish_and_clear();
+    if !opts.dry_run {
+        crate::audit::note(&repo, "prune", &rep.summary());
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {

@@ -36,6 +36,24 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let (snap, path) = resolve_spec(&repo, &a.spec, a.source.as_deref())?;
     let node = resolve_path(&repo, &snap.root, &path)?;
+    crate::audit::note(
+        &repo,
+        "restore",
+        &format!(
+            "snapshot {} ({} {}){} to {}",
+            snap.id.short(),
+            snap.source,
+            snap.time_name(),
+            if path.is_empty() || path == b"/" {
+                String::new()
+            } else {
+                format!(" path {}", String::from_utf8_lossy(&path))
+            },
+            std::path::absolute(&a.target)
+                .unwrap_or_else(|_| a.target.clone())
+                .display()
+        ),
+    );
     let counters = RestoreCounters::default();
     let total = node.as_ref().map_or(snap.stats.total_bytes, |n| n.size);
     let pb = progress_bar(

@@ -207,6 +207,17 @@ pub fn drill(repo: &Arc<Repository>, source: &str, opts: &DrillOptions) -> Resul
         None => default_scratch_parent(repo)?,
     };
     let scratch = Scratch::new(&parent)?;
+    crate::audit::note(
+        repo,
+        "drill",
+        &format!(
+            "snapshot {} ({} {}) restored into {}",
+            snap.id.short(),
+            snap.source,
+            snap.time_name(),
+            scratch.path().display()
+        ),
+    );
     let mut rep = DrillReport {
         source: source.to_string(),
         snapshot: snap.id.to_hex(),

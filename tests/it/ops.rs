@@ -490,3 +490,101 @@ fn a_base_backup_drill_recovers_postgresql_and_runs_its_query() {
     // The original server is untouched.
     assert_eq!(a.pg.sql("app", "SELECT count(*) FROM t"), "250");
 }
+
+#[test]
+fn the_audit_log_records_restores_mounts_forgets_prunes_and_key_changes() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("secret-plan.txt"), b"x").unwrap();
+    let first = r.backup_dir(&src, "files");
+    r.backup_dir(&src, "files");
+    // Listing and backing up are not audited.
+    r.ok(&["snapshots"]);
+    assert_eq!(json_of(&r, &["audit", "--json"], 0), serde_json::json!([]));
+
+    let target = r.scratch("restored-here");
+    r.restore(first["id"].as_str().unwrap(), &target, &[]);
+    {
+        let m = crate::mount::Mounted::new(&r, &[]);
+        assert!(m.p("latest/files/secret-plan.txt").exists());
+    }
+    r.ok(&["forget", "--keep-last", "1"]);
+    r.ok(&["prune", "--grace", "0"]);
+    let newpw = r.scratch("newpw");
+    fs::write(&newpw, "a second passphrase").unwrap();
+    r.ok(&["key", "add", "--new-password-file", s(&newpw)]);
+
+    let v = json_of(&r, &["audit", "--json"], 0);
+    let ops: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["op"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ops,
+        ["restore", "mount", "forget", "prune", "key add"],
+        "{v:#}"
+    );
+    let restore = &v[0];
+    assert!(
+        restore["what"].as_str().unwrap().contains(s(&target)),
+        "{restore:#}"
+    );
+    assert!(restore["what"]
+        .as_str()
+        .unwrap()
+        .contains(&first["short_id"].as_str().unwrap().to_string()));
+    assert_eq!(restore["user"], "root");
+    assert_eq!(restore["uid"], 0);
+    assert!(!restore["host"].as_str().unwrap().is_empty());
+    assert!(v[1]["what"].as_str().unwrap().contains("mnt"), "{v:#}");
+    assert!(
+        v[2]["what"]
+            .as_str()
+            .unwrap()
+            .contains("removed 1 snapshot"),
+        "{v:#}"
+    );
+    // Oldest first.
+    let times: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["time"].as_str().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    let only = json_of(&r, &["audit", "--op", "mount", "--json"], 0);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    let text = String::from_utf8_lossy(&r.ok(&["audit"]).stdout).into_owned();
+    assert!(
+        text.contains("restore") && text.contains("5 entries"),
+        "{text}"
+    );
+
+    // Sealed: no entry shows the target path or the operation in clear.
+    let dir = r.path.join("audit");
+    let names = entries(&dir);
+    assert_eq!(names.len(), 5);
+    for n in &names {
+        let b = fs::read(dir.join(n)).unwrap();
+        let needle = b"restored-here";
+        assert!(
+            !b.windows(needle.len()).any(|w| w == needle),
+            "{n} in clear"
+        );
+    }
+    // An entry renamed (moved to another time) fails authentication: shown, exit 12.
+    let mut sorted_names = names.clone();
+    sorted_names.sort();
+    fs::rename(
+        dir.join(&sorted_names[0]),
+        dir.join(format!("0000000000000001-{}", &sorted_names[0][17..])),
+    )
+    .unwrap();
+    let o = r.code(&["audit", "--json"], 12);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["op"], "damaged", "{v:#}");
+}
