@@ -588,3 +588,53 @@ fn the_audit_log_records_restores_mounts_forgets_prunes_and_key_changes() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["op"], "damaged", "{v:#}");
 }
+
+#[test]
+fn the_agent_drills_a_base_backup_source_with_postgresql_on_schedule() {
+    use crate::common::wait_until;
+    use std::time::Duration;
+    let r = Repo::new();
+    let _a = crate::pitr::archived(&r, 1);
+    let cfg = r.scratch("agent.toml");
+    // The base backup source never runs during the test (cron once a year); its drill does.
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\n\n[[source]]\nname = \"pgdata\"\ntype = \"basebackup\"\ncommand = \"false\"\ncluster = \"main\"\ncron = \"0 0 1 1 *\"\ndrill = \"2s\"\ndrill_query = \"SELECT count(*) FROM t\"\ndrill_database = \"app\"\ndrill_expect = \"250\"\n",
+            s(&r.path)
+        ),
+    )
+    .unwrap();
+    // Info logging, to wait for "agent started": a root `status` racing the agent's first
+    // open of this postgres-owned repository can hit its private index mid-creation.
+    let mut c = r.cmd(&["agent", "--config", s(&cfg)]);
+    c.env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(r.scratch("agent.log")).unwrap());
+    let agent = crate::common::KillOnDrop(c.spawn().unwrap());
+    let log = || fs::read_to_string(r.scratch("agent.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || log().contains("agent started")),
+        "{}",
+        log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            let (st, _) = crate::monitor::status(&r);
+            st["drills"][0]["state"] == "OK"
+        }),
+        "{:#}\n{}",
+        crate::monitor::status(&r).0,
+        fs::read_to_string(r.scratch("agent.log")).unwrap_or_default()
+    );
+    drop(agent);
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 0, "{st:#}");
+    let d = &st["drills"][0];
+    assert_eq!(d["source"], "pgdata");
+    eprintln!("agent base-backup drill: {} s", d["duration_s"]);
+    let log = fs::read_to_string(r.scratch("agent.log")).unwrap();
+    assert!(log.contains("restore drill passed"), "{log}");
+    let ops = json_of(&r, &["audit", "--op", "drill", "--json"], 0);
+    assert!(!ops.as_array().unwrap().is_empty());
+}
