@@ -458,6 +458,14 @@ fn a_base_backup_drill_recovers_postgresql_and_runs_its_query() {
     assert!(d["postgres"]["replayed_to"].is_string(), "{d:#}");
     assert!(d["recovery_s"].as_f64().unwrap() > 0.0);
     assert!(d["files"].as_u64().unwrap() > 500, "{d:#}");
+    eprintln!(
+        "base-backup drill: {} files, {} bytes; restore {:.2} s, verify {:.2} s, PostgreSQL recovery {:.2} s, total {:.2} s",
+        d["files"], d["bytes"],
+        d["restore_s"].as_f64().unwrap(),
+        d["verify_s"].as_f64().unwrap(),
+        d["recovery_s"].as_f64().unwrap(),
+        d["duration_s"].as_f64().unwrap()
+    );
     // Scratch (under $TMPDIR for a base backup) is gone, nothing is left mounted.
     assert_eq!(drill_dirs(), Vec::<String>::new());
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
