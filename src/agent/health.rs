@@ -297,6 +297,9 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             Vec::new()
         })
         .into_iter()
+        // A source whose snapshots are all forgotten cannot be drilled again: its last drill
+        // would otherwise keep status FAILING forever.
+        .filter(|d| snaps.iter().any(|s| s.source == d.source))
         .map(|d| DrillHealth {
             state: verdict(d.ok),
             age_s: age_of(&d.time, now),

@@ -312,6 +312,26 @@ fn drill_restores_and_verifies_every_file_and_a_damaged_pack_fails_loudly() {
     assert!(text.contains("FAILING  drill files"), "{text}");
     // No snapshot of the source: 13.
     r.code(&["drill", "--source", "nothing"], 13);
+    // Once every snapshot of the source is forgotten, its old drill no longer counts.
+    let ids: Vec<String> = r
+        .snapshots()
+        .iter()
+        .filter(|s| s["source"] == "files")
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut args = vec!["forget"];
+    args.extend(ids.iter().map(String::as_str));
+    r.ok(&args);
+    let (st, code) = crate::monitor::status(&r);
+    assert_eq!(code, 0, "{st:#}");
+    assert!(
+        st["drills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["source"] != "files"),
+        "{st:#}"
+    );
 }
 
 #[test]
