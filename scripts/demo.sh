@@ -60,6 +60,8 @@ fi
 "$WB" check --read-data --subset 1/2
 rm -rf "$WAYBACK_REPO/index" && "$WB" index rebuild
 "$WB" check --read-data
+"$WB" drill                                    # restore each source into scratch, verify every byte
 "$WB" status                                   # exit 16 if a source were LATE or FAILING
+"$WB" audit                                    # who restored and mounted what, when
 set +x
-echo "demo finished: repository, backup, restore, mount and check all worked"
+echo "demo finished: repository, backup, restore, mount, check and drill all worked"

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod audit;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

@@ -25,6 +25,16 @@
 //! # or: prune_every = "6h"
 //! on_failure = "mail -s \"wayback: $WAYBACK_SOURCE failed\" root"   # optional, also per source
 //! metrics = "127.0.0.1:9469"               # optional Prometheus endpoint (GET /metrics)
+//! check = { cron = "0 3 * * *", read_data_subset = "1/30" }   # or every = "1d"; or "5%"
+//! drill_scratch = "/var/tmp/wayback"       # optional; where drills restore (default: cache)
+//! pg_bin = "/usr/lib/postgresql/15/bin"    # optional; PostgreSQL for base-backup drills
+//!
+//! # per source: a restore drill on a schedule (cron or interval), for a base backup with a
+//! # query whose output must match:
+//! # drill = "0 5 * * 0"
+//! # drill_query = "SELECT count(*) FROM orders"
+//! # drill_expect = "42"                    # optional
+//! # drill_database = "app"                 # optional; default postgres
 //! ```
 
 use std::path::PathBuf;
@@ -54,9 +64,80 @@ pub struct Config {
     pub on_failure: Option<String>,
     /// Address of the Prometheus endpoint (`127.0.0.1:9469`); none: no metrics.
     pub metrics: Option<String>,
+    /// Scheduled verification of the repository.
+    pub check: Option<CheckConfig>,
+    /// Parent directory of drill scratch directories (default: the repository's cache).
+    pub drill_scratch: Option<PathBuf>,
+    /// PostgreSQL binaries for base-backup drills (default /usr/lib/postgresql/15/bin).
+    pub pg_bin: Option<PathBuf>,
     /// Sources.
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
+}
+
+/// `check = { cron = "0 3 * * *", read_data_subset = "1/30" }`: the agent checks the
+/// repository's structure on this schedule and, with `read_data_subset`, reads and verifies
+/// the next part of the packs each time, so that every byte is re-read once per cycle.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Five-field cron expression (UTC).
+    pub cron: Option<String>,
+    /// Or an interval (humantime), first run one interval after start.
+    pub every: Option<String>,
+    /// `"1/30"` (a thirtieth of the packs per run) or `"5%"`; none: structure only.
+    pub read_data_subset: Option<String>,
+}
+
+impl CheckConfig {
+    /// When to check.
+    pub fn schedule(&self) -> Schedule {
+        if let Some(c) = self.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
+            Schedule::Cron(c)
+        } else if let Some(d) = self.every.as_deref().and_then(|e| parse_interval(e).ok()) {
+            Schedule::Every(d)
+        } else {
+            Schedule::Passive
+        }
+    }
+
+    /// Number of parts the packs are split into (`m` of `n/m`), if data is read.
+    pub fn parts(&self) -> Option<u32> {
+        self.read_data_subset
+            .as_deref()
+            .and_then(|s| parse_fraction(s).ok())
+    }
+}
+
+/// `"1/30"` -> 30; `"5%"` -> 20 (rounded up, so each run reads at least the share asked for).
+pub fn parse_fraction(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let bad =
+        || format!("read_data_subset = \"{s}\": give 1/M (e.g. 1/30) or a percentage (e.g. 5%)");
+    if let Some(p) = s.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(bad());
+        }
+        return Ok((100.0 / p).ceil() as u32);
+    }
+    match s.split_once('/') {
+        Some(("1", m)) => match m.trim().parse::<u32>() {
+            Ok(m) if m >= 1 => Ok(m),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// A schedule written as a cron expression or, failing that, an interval (`drill = "..."`).
+pub fn cron_or_interval(s: &str) -> Result<Schedule, String> {
+    match Cron::parse(s) {
+        Ok(c) => Ok(Schedule::Cron(c)),
+        Err(cron_err) => parse_interval(s).map(Schedule::Every).map_err(|_| {
+            format!("\"{s}\" is neither a cron expression ({cron_err}) nor an interval like 1d")
+        }),
+    }
 }
 
 /// Retention of one source (`keep = { daily = 7, ... }`): what `wayback forget --keep-*` takes,
@@ -172,6 +253,17 @@ pub struct Source {
     pub keep: Option<Keep>,
     /// Shell command run when a job of this source fails (see `agent::hooks`).
     pub on_failure: Option<String>,
+    /// Restore drill schedule (cron expression or interval); none: no drills.
+    pub drill: Option<String>,
+    /// Query a base-backup drill runs once PostgreSQL recovered (default `SELECT 1`).
+    pub drill_query: Option<String>,
+    /// Output `drill_query` must give.
+    pub drill_expect: Option<String>,
+    /// Database of `drill_query` (default postgres).
+    pub drill_database: Option<String>,
+    /// Drill a random complete snapshot instead of the newest.
+    #[serde(default)]
+    pub drill_random: bool,
 }
 
 /// When a source runs.
@@ -267,6 +359,27 @@ pub fn parse(text: &str) -> Result<Config, String> {
             ));
         }
     }
+    if let Some(c) = &cfg.check {
+        match (&c.cron, &c.every) {
+            (Some(_), Some(_)) => {
+                return Err("0: check: give either cron or every, not both".into())
+            }
+            (None, None) => return Err("0: check needs cron = \"...\" or every = \"...\"".into()),
+            (Some(cr), None) => {
+                if let Err(m) = Cron::parse(cr) {
+                    return Err(format!("0: check.cron = \"{cr}\": {m}"));
+                }
+            }
+            (None, Some(e)) => {
+                if let Err(m) = parse_interval(e) {
+                    return Err(format!("0: check.every: {m}"));
+                }
+            }
+        }
+        if let Some(s) = &c.read_data_subset {
+            parse_fraction(s).map_err(|m| format!("0: check.{m}"))?;
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for s in &cfg.sources {
         let at = source_line(text, &s.name);
@@ -311,6 +424,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 return err(m);
             }
         }
+        if let Some(d) = &s.drill {
+            if s.kind == "postgres-wal" {
+                return err("drill: WAL is drilled with its base backups; put drill on the basebackup source".into());
+            }
+            if let Err(m) = cron_or_interval(d) {
+                return err(format!("drill: {m}"));
+            }
+        }
         if s.kind != "postgres-wal" && s.every.is_none() && s.cron.is_none() {
             return err("needs a schedule: every = \"1h\" or cron = \"0 2 * * *\"".into());
         }
@@ -345,6 +466,33 @@ mod tests {
         assert!(parse(&bad_cron).unwrap_err().contains("prune"));
         let wal = format!("{base}[[source]]\nname = \"w\"\ntype = \"postgres-wal\"\ncluster = \"c\"\nkeep = {{ last = 1 }}\n");
         assert!(parse(&wal).unwrap_err().contains("basebackup"));
+    }
+
+    #[test]
+    fn drill_and_check_settings_are_validated() {
+        let base = "repo = \"/r\"\n";
+        let src = "[[source]]\nname = \"x\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"f\"\nevery = \"1h\"\n";
+        let ok = format!("{base}check = {{ cron = \"0 3 * * *\", read_data_subset = \"5%\" }}\n{src}drill = \"0 5 * * 0\"\n");
+        let c = parse(&ok).unwrap();
+        assert_eq!(c.check.as_ref().unwrap().parts(), Some(20));
+        assert!(matches!(
+            cron_or_interval(c.sources[0].drill.as_deref().unwrap()),
+            Ok(Schedule::Cron(_))
+        ));
+        assert!(matches!(cron_or_interval("30s"), Ok(Schedule::Every(_))));
+        assert_eq!(parse_fraction("1/30"), Ok(30));
+        assert_eq!(parse_fraction("100%"), Ok(1));
+        assert_eq!(parse_fraction("3%"), Ok(34));
+        for bad in ["0%", "150%", "2/30", "1/0", "half"] {
+            assert!(parse_fraction(bad).is_err(), "{bad}");
+        }
+        let no_when = format!("{base}check = {{ read_data_subset = \"1/30\" }}\n{src}");
+        assert!(parse(&no_when).unwrap_err().contains("check needs"));
+        let bad_drill = format!("{base}{src}drill = \"sometimes\"\n");
+        assert!(parse(&bad_drill).unwrap_err().contains("drill"));
+        let bad_subset =
+            format!("{base}check = {{ every = \"1d\", read_data_subset = \"2/3\" }}\n{src}");
+        assert!(parse(&bad_subset).unwrap_err().contains("read_data_subset"));
     }
 
     #[test]

@@ -92,6 +92,50 @@ pub struct RepoHealth {
     pub fs_bytes: u64,
 }
 
+/// The last restore drill of one source.
+#[derive(Serialize, Clone, Debug)]
+pub struct DrillHealth {
+    /// Source drilled.
+    pub source: String,
+    /// OK when the last drill passed, FAILING when not.
+    pub state: Verdict,
+    /// When it ran (RFC 3339).
+    pub time: String,
+    /// Its age, seconds.
+    pub age_s: f64,
+    /// Snapshot restored (short id).
+    pub snapshot: String,
+    /// Measured recovery time, seconds.
+    pub duration_s: f64,
+    /// The first problem of a failed drill.
+    pub error: Option<String>,
+    /// The newest passed drill (RFC 3339).
+    pub last_success: Option<String>,
+}
+
+/// The last verification (`check`).
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckHealth {
+    /// OK when it found no problem.
+    pub state: Verdict,
+    /// When it ran (RFC 3339).
+    pub time: String,
+    /// Its age, seconds.
+    pub age_s: f64,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// Whether pack data was read, and which subset.
+    pub read_data: bool,
+    /// `n/m` when a subset of the packs was read.
+    pub subset: Option<String>,
+    /// Problems found.
+    pub problems: u64,
+    /// The first problem.
+    pub error: Option<String>,
+    /// The newest check without problems (RFC 3339).
+    pub last_success: Option<String>,
+}
+
 /// The whole report (`wayback status --json`).
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
@@ -111,6 +155,24 @@ pub struct Report {
     pub wal_last_error: Option<String>,
     /// Space.
     pub repository: RepoHealth,
+    /// The last restore drill of each drilled source; a failed one makes `ok` false.
+    pub drills: Vec<DrillHealth>,
+    /// The last check (by the agent or by hand); one that found problems makes `ok` false.
+    pub last_check: Option<CheckHealth>,
+}
+
+fn age_of(t: &str, now: DateTime<Utc>) -> f64 {
+    rfc(&Some(t.to_string()))
+        .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
+fn verdict(ok: bool) -> Verdict {
+    if ok {
+        Verdict::Ok
+    } else {
+        Verdict::Failing
+    }
 }
 
 fn ms_time(ms: i64) -> DateTime<Utc> {
@@ -228,8 +290,47 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             (v.blocks_available() * f, v.blocks() * f)
         })
         .unwrap_or((0, 0));
+    // Unreadable records are a problem to see, not a reason for status to fail to answer.
+    let drills: Vec<DrillHealth> = state::load_drills(repo)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "drill records unreadable");
+            Vec::new()
+        })
+        .into_iter()
+        // A source whose snapshots are all forgotten cannot be drilled again: its last drill
+        // would otherwise keep status FAILING forever.
+        .filter(|d| snaps.iter().any(|s| s.source == d.source))
+        .map(|d| DrillHealth {
+            state: verdict(d.ok),
+            age_s: age_of(&d.time, now),
+            snapshot: d.snapshot.chars().take(8).collect(),
+            source: d.source,
+            time: d.time,
+            duration_s: d.duration_s,
+            error: d.error,
+            last_success: d.last_success,
+        })
+        .collect();
+    let last_check = state::load_check(repo)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "check record unreadable");
+            None
+        })
+        .map(|c| CheckHealth {
+            state: verdict(c.ok),
+            age_s: age_of(&c.time, now),
+            time: c.time,
+            duration_s: c.duration_s,
+            read_data: c.read_data,
+            subset: c.subset,
+            problems: c.problems,
+            error: c.error,
+            last_success: c.last_success,
+        });
     let ok = sources.iter().all(|s| s.state == Verdict::Ok)
-        && clusters.iter().all(|c| c.state == Verdict::Ok);
+        && clusters.iter().all(|c| c.state == Verdict::Ok)
+        && drills.iter().all(|d| d.state == Verdict::Ok)
+        && last_check.as_ref().is_none_or(|c| c.state == Verdict::Ok);
     Ok(Report {
         ok,
         now: now.to_rfc3339(),
@@ -243,5 +344,7 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             free_bytes,
             fs_bytes,
         },
+        drills,
+        last_check,
     })
 }

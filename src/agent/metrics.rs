@@ -155,6 +155,7 @@ pub fn render(repo: &Repository, counters: &Counters, sources: &[String]) -> Str
             "wayback_repository_fs_size_bytes {}",
             r.repository.fs_bytes
         );
+        render_drills_and_check(&mut out, r);
     }
     let m = counters.sources.lock().expect("poisoned").clone();
     let get = |n: &str| m.get(n).cloned().unwrap_or_default();
@@ -234,6 +235,119 @@ pub fn render(repo: &Repository, counters: &Counters, sources: &[String]) -> Str
         crate::agent::archive::failures().0
     );
     out
+}
+
+fn unix_s(t: &str) -> Option<f64> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+/// Restore drills and the last check, from the durable records (so drills run by hand count).
+fn render_drills_and_check(out: &mut String, r: &health::Report) {
+    head(
+        out,
+        "wayback_restore_drill_last_success_timestamp",
+        "gauge",
+        "Unix time of the newest passed restore drill of each source.",
+    );
+    for d in &r.drills {
+        if let Some(t) = d.last_success.as_deref().and_then(unix_s) {
+            let _ = writeln!(
+                out,
+                "wayback_restore_drill_last_success_timestamp{{source=\"{}\"}} {t}",
+                label(&d.source)
+            );
+        }
+    }
+    head(
+        out,
+        "wayback_restore_drill_last_run_timestamp",
+        "gauge",
+        "Unix time of the last restore drill of each source.",
+    );
+    for d in &r.drills {
+        if let Some(t) = unix_s(&d.time) {
+            let _ = writeln!(
+                out,
+                "wayback_restore_drill_last_run_timestamp{{source=\"{}\"}} {t}",
+                label(&d.source)
+            );
+        }
+    }
+    head(
+        out,
+        "wayback_restore_drill_success",
+        "gauge",
+        "1 when the last restore drill of the source passed, 0 when it failed.",
+    );
+    for d in &r.drills {
+        let _ = writeln!(
+            out,
+            "wayback_restore_drill_success{{source=\"{}\"}} {}",
+            label(&d.source),
+            u8::from(d.state == Verdict::Ok)
+        );
+    }
+    head(
+        out,
+        "wayback_restore_drill_duration_seconds",
+        "gauge",
+        "Measured recovery time of the last restore drill (restore, verification, PostgreSQL recovery).",
+    );
+    for d in &r.drills {
+        let _ = writeln!(
+            out,
+            "wayback_restore_drill_duration_seconds{{source=\"{}\"}} {}",
+            label(&d.source),
+            d.duration_s
+        );
+    }
+    if let Some(c) = &r.last_check {
+        head(
+            out,
+            "wayback_check_last_run_timestamp",
+            "gauge",
+            "Unix time of the last repository check.",
+        );
+        if let Some(t) = unix_s(&c.time) {
+            let _ = writeln!(out, "wayback_check_last_run_timestamp {t}");
+        }
+        head(
+            out,
+            "wayback_check_last_success_timestamp",
+            "gauge",
+            "Unix time of the newest check that found no problem.",
+        );
+        if let Some(t) = c.last_success.as_deref().and_then(unix_s) {
+            let _ = writeln!(out, "wayback_check_last_success_timestamp {t}");
+        }
+        head(
+            out,
+            "wayback_check_success",
+            "gauge",
+            "1 when the last check found no problem.",
+        );
+        let _ = writeln!(
+            out,
+            "wayback_check_success {}",
+            u8::from(c.state == Verdict::Ok)
+        );
+        head(
+            out,
+            "wayback_check_problems",
+            "gauge",
+            "Problems the last check found.",
+        );
+        let _ = writeln!(out, "wayback_check_problems {}", c.problems);
+        head(
+            out,
+            "wayback_check_duration_seconds",
+            "gauge",
+            "Duration of the last check.",
+        );
+        let _ = writeln!(out, "wayback_check_duration_seconds {}", c.duration_s);
+    }
 }
 
 /// Serves `GET /metrics` on `listener` until the task is aborted.

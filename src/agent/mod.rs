@@ -100,6 +100,14 @@ pub fn apply_retention(repo: &Repository, s: &Source) {
                 .count();
             let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
             if removed + wal > 0 {
+                crate::audit::note(
+                    repo,
+                    "forget",
+                    &format!(
+                        "agent retention of {}: removed {removed} snapshot(s) and {wal} WAL file(s)",
+                        s.name
+                    ),
+                );
                 tracing::info!(source = %s.name, snapshots = removed, wal_files = wal, "retention applied");
             }
         }
@@ -366,10 +374,160 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
 /// Fraction of the repository's filesystem in use above which the agent warns after each job.
 pub const FULL_WARNING: f64 = 0.8;
 
-/// Jobs, retention and prunes run one at a time in this loop: a prune beside a backup of the
-/// same process could delete a pack the backup just deduplicated against.
+/// Maintenance the scheduler runs between backups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    /// Prune (agent-wide).
+    Prune,
+    /// Restore drill of source `i`.
+    Drill(usize),
+    /// Scheduled check (agent-wide).
+    Check,
+}
+
+/// Next run of a task's schedule after `now` (intervals: one interval after `now`, so a drill
+/// never runs before the first backup of a fresh agent).
+fn next_of(s: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match s {
+        Schedule::Every(d) => now.checked_add_signed(chrono::Duration::from_std(*d).ok()?),
+        Schedule::Cron(c) => c.next_after(now),
+        Schedule::Passive => None,
+    }
+}
+
+fn task_next(cfg: &Config, task: Task, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match task {
+        Task::Prune => cfg.next_prune(now),
+        Task::Drill(i) => cfg.sources[i]
+            .drill
+            .as_deref()
+            .and_then(|d| config::cron_or_interval(d).ok())
+            .and_then(|s| next_of(&s, now)),
+        Task::Check => cfg.check.as_ref().and_then(|c| next_of(&c.schedule(), now)),
+    }
+}
+
+/// Runs one restore drill of source `i` and records it; a failure runs the failure hook.
+fn run_drill(cfg: &Config, repo: &Arc<Repository>, i: usize) {
+    let src = &cfg.sources[i];
+    let opts = crate::maint::drill::DrillOptions {
+        scratch: cfg.drill_scratch.clone(),
+        random: src.drill_random,
+        postgres: Some(crate::pg::drill::PgDrillOptions {
+            pg_bin: cfg
+                .pg_bin
+                .clone()
+                .unwrap_or_else(|| crate::pg::drill::PgDrillOptions::default().pg_bin),
+            query: src.drill_query.clone().unwrap_or_else(|| "SELECT 1".into()),
+            expect: src.drill_expect.clone(),
+            database: src
+                .drill_database
+                .clone()
+                .unwrap_or_else(|| "postgres".into()),
+            ..Default::default()
+        }),
+    };
+    tracing::info!(source = %src.name, "restore drill starting");
+    let rep = match crate::maint::drill::drill(repo, &src.name, &opts) {
+        Ok(r) => r,
+        Err(Error::NotFound(m)) => {
+            // Nothing backed up yet: not a failed drill, the next one will find something.
+            tracing::info!(source = %src.name, "no drill: {m}");
+            return;
+        }
+        Err(e) => crate::maint::drill::DrillReport {
+            source: src.name.clone(),
+            started: Utc::now().to_rfc3339(),
+            problems: vec![format!("drill could not start: {e}")],
+            ..Default::default()
+        },
+    };
+    if let Err(e) = state::record_drill(repo, rep.record()) {
+        tracing::error!(source = %src.name, error = %e, "could not record the drill");
+    }
+    if rep.ok {
+        tracing::info!(source = %src.name, snapshot = %rep.snapshot, seconds = rep.duration_s, files = rep.files, "restore drill passed");
+    } else {
+        let err = rep.problems.first().cloned().unwrap_or_default();
+        tracing::error!(source = %src.name, snapshot = %rep.snapshot, error = %err, "restore drill FAILED");
+        let short: String = rep.snapshot.chars().take(8).collect();
+        hooks::on_drill_failure(
+            cfg,
+            src,
+            &format!("restore drill failed: {err}"),
+            (!short.is_empty()).then_some(short.as_str()),
+        );
+    }
+}
+
+/// The scheduled check: structure, plus the next part of the packs when configured.
+fn run_check(cfg: &Config, repo: &Repository) {
+    let Some(cc) = &cfg.check else { return };
+    let subset = cc.parts().map(|m| {
+        // Rotate: the part after the one the last recorded check read (of the same split).
+        let last = state::load_check(repo)
+            .ok()
+            .flatten()
+            .and_then(|c| c.subset)
+            .and_then(|s| {
+                let (n, lm) = s.split_once('/')?;
+                Some((n.parse::<u32>().ok()?, lm.parse::<u32>().ok()?))
+            });
+        match last {
+            Some((n, lm)) if lm == m => (n % m + 1, m),
+            _ => (1, m),
+        }
+    });
+    let opts = crate::maint::check::CheckOptions {
+        read_data: subset.is_some(),
+        subset,
+    };
+    let started = Utc::now();
+    let clock = std::time::Instant::now();
+    tracing::info!(subset = ?subset, "scheduled check starting");
+    let res = crate::maint::check::check(repo, opts, &|_, _, _| {});
+    let rec = match &res {
+        Ok(rep) => rep.record(opts, started, clock.elapsed().as_secs_f64()),
+        Err(e) => state::CheckRecord {
+            time: started.to_rfc3339(),
+            ok: false,
+            duration_s: clock.elapsed().as_secs_f64(),
+            read_data: opts.read_data,
+            subset: subset.map(|(n, m)| format!("{n}/{m}")),
+            problems: 1,
+            error: Some(format!("check failed: {e}")),
+            ..Default::default()
+        },
+    };
+    if let Err(e) = state::record_check(repo, rec.clone()) {
+        tracing::error!(error = %e, "could not record the check");
+    }
+    if rec.ok {
+        tracing::info!(
+            seconds = rec.duration_s,
+            packs_read = rec.packs_read,
+            "scheduled check passed"
+        );
+    } else {
+        let err = rec.error.clone().unwrap_or_default();
+        tracing::error!(problems = rec.problems, error = %err, "scheduled check FAILED");
+        hooks::on_check_failure(
+            cfg,
+            &format!("check found {} problem(s): {err}", rec.problems),
+        );
+    }
+}
+
+/// Jobs, retention, prunes, drills and checks run one at a time in this loop: a prune beside a
+/// backup of the same process could delete a pack the backup just deduplicated against, and a
+/// drill or check beside a backup would only slow both down.
 async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
-    let mut prune_next = cfg.next_prune(Utc::now());
+    let start = Utc::now();
+    let mut tasks: Vec<(Option<DateTime<Utc>>, Task)> = std::iter::once(Task::Prune)
+        .chain((0..cfg.sources.len()).map(Task::Drill))
+        .chain(std::iter::once(Task::Check))
+        .map(|t| (task_next(&cfg, t, start), t))
+        .collect();
     loop {
         let due = {
             let st = shared.states.lock().expect("poisoned");
@@ -378,7 +536,12 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 .filter_map(|(i, s)| s.next.map(|t| (t, i)))
                 .min()
         };
-        if let Some(pt) = prune_next.filter(|pt| due.is_none_or(|(t, _)| *pt <= t)) {
+        let maint = tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (t, _))| t.map(|t| (t, k)))
+            .min();
+        if let Some((pt, k)) = maint.filter(|(pt, _)| due.is_none_or(|(t, _)| *pt <= t)) {
             let wait = (pt - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if !wait.is_zero() {
                 tokio::select! {
@@ -386,13 +549,31 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                     _ = shared.wake.notified() => continue,
                 }
             }
+            let task = tasks[k].1;
+            if task != Task::Prune {
+                let (c2, r2) = (cfg.clone(), repo.clone());
+                let res = tokio::task::spawn_blocking(move || match task {
+                    Task::Drill(i) => run_drill(&c2, &r2, i),
+                    _ => run_check(&c2, &r2),
+                })
+                .await;
+                if let Err(e) = res {
+                    tracing::error!(task = ?task, error = %e, "maintenance task panicked");
+                }
+                tasks[k].0 = task_next(&cfg, task, Utc::now());
+                continue;
+            }
             let (r2, grace) = (repo.clone(), cfg.prune_grace());
             let res = tokio::task::spawn_blocking(move || {
                 let opts = crate::maint::prune::PruneOptions {
                     grace,
                     ..Default::default()
                 };
-                crate::maint::prune::prune(&r2, &opts, &mut |_| {})
+                let r = crate::maint::prune::prune(&r2, &opts, &mut |_| {});
+                if let Ok(rep) = &r {
+                    crate::audit::note(&r2, "prune", &format!("agent: {}", rep.summary()));
+                }
+                r
             })
             .await;
             match res {
@@ -409,7 +590,7 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 }
                 Err(e) => tracing::error!(error = %e, "prune panicked"),
             }
-            prune_next = cfg.next_prune(Utc::now());
+            tasks[k].0 = task_next(&cfg, Task::Prune, Utc::now());
             continue;
         }
         let Some((when, i)) = due else {

@@ -89,3 +89,145 @@ pub fn load(repo: &Repository) -> Result<Option<AgentState>> {
     }
     Ok(Some(st))
 }
+
+/// Object path of the restore-drill records (one per source, the newest drill each).
+///
+/// Why not inside [`PATH`]: `wayback drill` run by hand records its result too, beside a
+/// running agent that rewrites `state/agent` from memory after every job and would erase it.
+/// Each writer reads, replaces its source's record and writes back (atomic replace); two
+/// drills finishing in the same instant can lose one record, never corrupt the object.
+pub const DRILLS_PATH: &str = "state/drills";
+/// Associated data of the sealed drill records.
+const DRILLS_AD: &[u8] = b"wayback drill state v1";
+/// Object path of the last verification (`check`) record, by the agent or by hand.
+pub const CHECK_PATH: &str = "state/check";
+/// Associated data of the sealed check record.
+const CHECK_AD: &[u8] = b"wayback check state v1";
+
+/// The outcome of one restore drill, as `status` and the metrics show it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DrillRecord {
+    /// Source drilled.
+    pub source: String,
+    /// Snapshot restored (full id, hex).
+    pub snapshot: String,
+    /// Its time (RFC 3339).
+    pub snapshot_time: String,
+    /// When the drill started (RFC 3339).
+    pub time: String,
+    /// Whether every file restored, matched its recorded content hashes and (for a base
+    /// backup with a query) PostgreSQL recovered and answered as expected.
+    pub ok: bool,
+    /// The measured recovery time: restore + verification (+ PostgreSQL recovery), seconds.
+    pub duration_s: f64,
+    /// Files verified.
+    pub files: u64,
+    /// Bytes verified.
+    pub bytes: u64,
+    /// The first problem, when not ok.
+    pub error: Option<String>,
+    /// The newest successful drill of this source (RFC 3339), kept across failures.
+    pub last_success: Option<String>,
+}
+
+/// The last verification run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct CheckRecord {
+    /// When it started (RFC 3339).
+    pub time: String,
+    /// No problem found.
+    pub ok: bool,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// Pack data read (`--read-data`), and which part `n/m` when a subset.
+    pub read_data: bool,
+    /// The subset read, `n/m`; the agent's next scheduled check reads `n+1/m`.
+    pub subset: Option<String>,
+    /// Packs whose data was read.
+    pub packs_read: u64,
+    /// Problems found.
+    pub problems: u64,
+    /// The first problem, when not ok.
+    pub error: Option<String>,
+    /// The newest check without problems (RFC 3339), kept across failures.
+    pub last_success: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Drills {
+    version: u32,
+    drills: Vec<DrillRecord>,
+}
+
+fn load_sealed<T: serde::de::DeserializeOwned>(
+    repo: &Repository,
+    path: &str,
+    ad: &[u8],
+) -> Result<Option<T>> {
+    let sealed = match repo.be.get(path) {
+        Ok(b) => b,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let plain = repo.key.open(ad, &sealed, &|| path.to_string())?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("{path}: {e}")))
+}
+
+fn save_sealed<T: Serialize>(repo: &Repository, path: &str, ad: &[u8], v: &T) -> Result<()> {
+    let json = serde_json::to_vec(v).map_err(|e| Error::Invalid(format!("{path}: {e}")))?;
+    repo.be.put(path, &repo.key.seal(ad, &json))
+}
+
+/// Every source's newest drill.
+pub fn load_drills(repo: &Repository) -> Result<Vec<DrillRecord>> {
+    Ok(load_sealed::<Drills>(repo, DRILLS_PATH, DRILLS_AD)?
+        .map(|d| d.drills)
+        .unwrap_or_default())
+}
+
+/// Records `rec` as its source's newest drill (keeping the previous `last_success` when this
+/// one failed).
+pub fn record_drill(repo: &Repository, mut rec: DrillRecord) -> Result<()> {
+    let mut all = load_drills(repo).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "previous drill records unreadable; starting afresh");
+        Vec::new()
+    });
+    let prev = all.iter().position(|d| d.source == rec.source);
+    rec.last_success = if rec.ok {
+        Some(rec.time.clone())
+    } else {
+        prev.and_then(|i| all[i].last_success.clone())
+    };
+    match prev {
+        Some(i) => all[i] = rec,
+        None => all.push(rec),
+    }
+    all.sort_by(|a, b| a.source.cmp(&b.source));
+    save_sealed(
+        repo,
+        DRILLS_PATH,
+        DRILLS_AD,
+        &Drills {
+            version: VERSION,
+            drills: all,
+        },
+    )
+}
+
+/// The last check, if any was recorded.
+pub fn load_check(repo: &Repository) -> Result<Option<CheckRecord>> {
+    load_sealed(repo, CHECK_PATH, CHECK_AD)
+}
+
+/// Records `rec` as the last check (keeping the previous `last_success` when it failed).
+pub fn record_check(repo: &Repository, mut rec: CheckRecord) -> Result<()> {
+    let prev = load_check(repo).ok().flatten();
+    rec.last_success = if rec.ok {
+        Some(rec.time.clone())
+    } else {
+        prev.and_then(|p| p.last_success)
+    };
+    save_sealed(repo, CHECK_PATH, CHECK_AD, &rec)
+}

@@ -34,17 +34,17 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     };
     if a.check_config {
-        println!("{}: ok ({} sources)", a.config.display(), cfg.sources.len());
+        outln!("{}: ok ({} sources)", a.config.display(), cfg.sources.len());
         return Ok(0);
     }
     let sock = agent::socket_path(&cfg);
     if a.status {
-        println!("{}", agent::ask(&sock, "status")?);
+        outln!("{}", agent::ask(&sock, "status")?);
         return Ok(0);
     }
     if let Some(name) = a.run {
         let reply = agent::ask(&sock, &format!("run {name}"))?;
-        println!("{reply}");
+        outln!("{reply}");
         return Ok(if reply.contains("\"ok\":true") { 0 } else { 1 });
     }
     let pass = match &cfg.password_file {

@@ -150,9 +150,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         retime(&repo, &mut snap, t)?;
     }
     if a.json {
-        println!("{}", snapshot_json(&snap));
+        outln!("{}", snapshot_json(&snap));
     } else {
-        print_summary(&snap);
+        print_summary(&snap)?;
     }
     if !snap.complete {
         eprintln!(
@@ -190,8 +190,9 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
     v
 }
 
-fn print_summary(s: &Snapshot) {
-    println!("{}", summary_line(s));
+fn print_summary(s: &Snapshot) -> std::io::Result<()> {
+    outln!("{}", summary_line(s));
+    Ok(())
 }
 
 /// The one-line summary of a backup. Why not one ratio and one rate always: an unchanged

@@ -36,23 +36,28 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let subset = a.subset.as_deref().map(parse_subset).transpose()?;
     let pb = progress_bar(Some(0), "{prefix} {bar:40} {pos}/{len}");
-    let rep = check(
-        &repo,
-        CheckOptions {
-            read_data: a.read_data,
-            subset,
-        },
-        &|phase, done, total| {
-            pb.set_prefix(phase.to_string());
-            pb.set_length(total);
-            pb.set_position(done);
-        },
-    )?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        subset,
+    };
+    let started = chrono::Utc::now();
+    let clock = std::time::Instant::now();
+    let rep = check(&repo, opts, &|phase, done, total| {
+        pb.set_prefix(phase.to_string());
+        pb.set_length(total);
+        pb.set_position(done);
+    })?;
     pb.finish_and_clear();
+    // Recorded for `status` and the metrics ("last check"); a repository this user may read
+    // but not write is still checked.
+    let rec = rep.record(opts, started, clock.elapsed().as_secs_f64());
+    if let Err(e) = crate::agent::state::record_check(&repo, rec) {
+        tracing::warn!(error = %e, "check result not recorded for `status`");
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
-        println!(
+        outln!(
             "checked {} snapshots, {} trees, {} WAL files{}",
             rep.snapshots,
             rep.trees,
@@ -67,7 +72,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             }
         );
         for p in &rep.problems {
-            println!(
+            outln!(
                 "error: {}{}{}",
                 p.what,
                 p.pack
@@ -80,11 +85,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
             for f in &p.affected {
-                println!("  used by {f}");
+                outln!("  used by {f}");
             }
         }
         if rep.problems.is_empty() {
-            println!("no errors found");
+            outln!("no errors found");
         }
     }
     Ok(if rep.problems.is_empty() {

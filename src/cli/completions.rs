@@ -13,7 +13,10 @@ pub struct Args {
 /// Prints the completion script on stdout.
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let mut cmd = crate::cli::Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "wayback", &mut std::io::stdout());
+    // Rendered first: `generate` panics on a write error, such as a closed pipe.
+    let mut buf = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "wayback", &mut buf);
+    std::io::Write::write_all(&mut std::io::stdout(), &buf)?;
     Ok(0)
 }
 

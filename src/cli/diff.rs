@@ -87,7 +87,7 @@ fn run_inner(ra: &RepoArgs, a: &Args) -> anyhow::Result<bool> {
         let r = print_change(&mut out, &c, a, color);
         if a.content && c.kind == ChangeKind::Modified {
             let _ = out.flush();
-            content_diff(&repo, &cache, &c);
+            content_diff(&repo, &cache, &c).map_err(|e| crate::Error::io("write", "stdout", e))?;
         }
         r.map_err(|e| crate::Error::io("write", "stdout", e))
     };
@@ -233,32 +233,33 @@ fn print_change(out: &mut dyn Write, c: &Change, a: &Args, color: bool) -> std::
 
 /// Prints a unified diff of two small text versions via diff(1) ([`external_diff`]), or says
 /// they are binary.
-fn content_diff(repo: &Repository, cache: &ChunkCache, c: &Change) {
+fn content_diff(repo: &Repository, cache: &ChunkCache, c: &Change) -> std::io::Result<()> {
     let (Some(o), Some(n)) = (&c.old, &c.new) else {
-        return;
+        return Ok(());
     };
     if o.kind != NodeKind::File || o.size > 1 << 20 || n.size > 1 << 20 {
-        println!("  (files too large for --content)");
-        return;
+        outln!("  (files too large for --content)");
+        return Ok(());
     }
     let (Ok(x), Ok(y)) = (
         read_at(repo, cache, o, 0, o.size as usize),
         read_at(repo, cache, n, 0, n.size as usize),
     ) else {
-        println!("  (cannot read content)");
-        return;
+        outln!("  (cannot read content)");
+        return Ok(());
     };
     if x.contains(&0) || y.contains(&0) {
-        println!(
+        outln!(
             "Binary files a/{0} and b/{0} differ",
             String::from_utf8_lossy(&c.path)
         );
-        return;
+        return Ok(());
     }
     let p = String::from_utf8_lossy(&c.path);
     if let Err(e) = external_diff(&p, &x, &y) {
         eprintln!("wayback diff: cannot run diff(1) on {p}: {e}");
     }
+    Ok(())
 }
 
 /// Runs `diff -u` on two versions of `path`. They are plaintext from the repository, so they go

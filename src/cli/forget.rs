@@ -145,6 +145,9 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         }
     };
     let out = forget::forget(&repo, &req, &a.wal, a.dry_run)?;
+    if !a.dry_run {
+        crate::audit::note(&repo, "forget", &forget_summary(&out));
+    }
     let pruned = if a.prune {
         let opts = crate::maint::prune::PruneOptions {
             dry_run: a.dry_run,
@@ -162,17 +165,34 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         if let Some(p) = &pruned {
             v["prune"] = serde_json::to_value(p)?;
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_plan(&out);
+        print_plan(&out)?;
         if let Some(p) = &pruned {
-            crate::cli::prune::print_report(p);
+            crate::cli::prune::print_report(p)?;
         }
     }
     Ok(0)
 }
 
-fn print_plan(out: &Outcome) {
+/// What a forget removed, for the audit log.
+pub fn forget_summary(out: &Outcome) -> String {
+    let removed: Vec<String> = out
+        .snapshots
+        .iter()
+        .filter(|d| d.action == Action::Remove)
+        .map(|d| format!("{} {} {}", &d.id[..8.min(d.id.len())], d.source, d.time))
+        .collect();
+    let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
+    format!(
+        "removed {} snapshot(s){}{} and {wal} WAL file(s)",
+        removed.len(),
+        if removed.is_empty() { "" } else { ": " },
+        removed.join(", ")
+    )
+}
+
+fn print_plan(out: &Outcome) -> std::io::Result<()> {
     let mut source: Option<&str> = None;
     for d in &out.snapshots {
         if source != Some(d.source.as_str()) {
@@ -182,10 +202,10 @@ fn print_plan(out: &Outcome) {
                 Action::Keep => (k + 1, r),
                 Action::Remove => (k, r + 1),
             });
-            println!("source {}: keep {keep}, remove {remove}", d.source);
-            println!("  {:<10} {:<26} {:<7} REASONS", "ID", "TIME", "ACTION");
+            outln!("source {}: keep {keep}, remove {remove}", d.source);
+            outln!("  {:<10} {:<26} {:<7} REASONS", "ID", "TIME", "ACTION");
         }
-        println!(
+        outln!(
             "  {:<10} {:<26} {:<7} {}",
             &d.id[..8.min(d.id.len())],
             d.time,
@@ -198,14 +218,14 @@ fn print_plan(out: &Outcome) {
     }
     for w in &out.wal {
         match &w.keep_from {
-            Some(from) => println!(
+            Some(from) => outln!(
                 "WAL {}: keep from {from} (WAL start of base backup {}): remove {} file(s), keep {}",
                 w.cluster,
                 w.base_backup.as_deref().unwrap_or("-"),
                 w.remove.len(),
                 w.kept
             ),
-            None => println!(
+            None => outln!(
                 "WAL {}: no base backup remains, all {} file(s) kept",
                 w.cluster, w.kept
             ),
@@ -218,10 +238,11 @@ fn print_plan(out: &Outcome) {
         .count();
     let wal: usize = out.wal.iter().map(|w| w.remove.len()).sum();
     if out.dry_run {
-        println!(
+        outln!(
             "dry run: would remove {removed} snapshot(s) and {wal} WAL file(s); nothing deleted"
         );
     } else {
-        println!("removed {removed} snapshot(s) and {wal} WAL file(s); run `wayback prune` to free their space");
+        outln!("removed {removed} snapshot(s) and {wal} WAL file(s); run `wayback prune` to free their space");
     }
+    Ok(())
 }

@@ -8,13 +8,17 @@ use crate::repo::Repository;
 #[derive(clap::Subcommand, Debug)]
 pub enum IndexCmd {
     /// Recreate the index from the pack files alone.
-    Rebuild,
+    Rebuild {
+        /// JSON report: `{packs, damaged: [{pack, error}]}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs an index subcommand.
 pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
     match cmd {
-        IndexCmd::Rebuild => {
+        IndexCmd::Rebuild { json } => {
             let path = ra.path()?;
             let pass = ra.password(false)?;
             let be = std::sync::Arc::new(LocalBackend::new(&path));
@@ -23,9 +27,17 @@ pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
             let (repo, rep) = Repository::rebuild_index(&path, be, &pass)?;
             pb.finish_and_clear();
             let packs = repo.index.packs()?.len();
-            println!("index rebuilt: {packs} packs indexed");
-            for (p, e) in &rep.damaged {
-                println!("error: pack {p} not indexed: {e}");
+            if json {
+                let v = serde_json::json!({
+                    "packs": packs,
+                    "damaged": rep.damaged.iter().map(|(p, e)| serde_json::json!({"pack": p.to_string(), "error": e})).collect::<Vec<_>>(),
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!("index rebuilt: {packs} packs indexed");
+                for (p, e) in &rep.damaged {
+                    outln!("error: pack {p} not indexed: {e}");
+                }
             }
             Ok(if rep.damaged.is_empty() {
                 0

@@ -12,7 +12,7 @@ pub fn run(ra: &RepoArgs, _a: Args) -> anyhow::Result<i32> {
     let path = ra.path()?;
     let pass = ra.password(true)?;
     let repo = Repository::init(&path, &pass)?;
-    println!(
+    outln!(
         "created wayback repository {} at {}",
         &repo.config.id[..8],
         path.display()

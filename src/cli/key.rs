@@ -90,7 +90,8 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
         KeyCmd::Add(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
             let id = add_key(repo.be.as_ref(), &repo.key, &new_password(&np)?)?;
-            println!("added key {id}");
+            crate::audit::note(&repo, "key add", &format!("key {id}"));
+            outln!("added key {id}");
         }
         KeyCmd::Unlock { timeout } => {
             let repo = ra.open_with_passphrase(Access::Read)?;
@@ -114,13 +115,16 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                     .iter()
                     .map(|k| serde_json::json!({"id": k.id, "current": k.id == repo.key_id, "created": k.file.created, "host": k.file.host, "user": k.file.user}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for k in keys {
                     let cur = if k.id == repo.key_id { "*" } else { " " };
-                    println!(
+                    outln!(
                         "{cur} {}  {}  {}@{}",
-                        k.id, k.file.created, k.file.user, k.file.host
+                        k.id,
+                        k.file.created,
+                        k.file.user,
+                        k.file.host
                     );
                 }
             }
@@ -138,7 +142,8 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                 bail!("refusing to remove the last key");
             }
             repo.be.delete(&format!("keys/{id}"))?;
-            println!("removed key {id}");
+            crate::audit::note(&repo, "key remove", &format!("key {id}"));
+            outln!("removed key {id}");
         }
         KeyCmd::Passwd(np) => {
             let repo = ra.open_with_passphrase(Access::Read)?;
@@ -149,7 +154,12 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
                 &new_password(&np)?,
                 crate::crypto::KdfParams::for_new_key(),
             )?;
-            println!("passphrase changed (key {} replaced by {id})", repo.key_id);
+            crate::audit::note(
+                &repo,
+                "key passwd",
+                &format!("key {} replaced by {id}", repo.key_id),
+            );
+            outln!("passphrase changed (key {} replaced by {id})", repo.key_id);
         }
     }
     Ok(0)

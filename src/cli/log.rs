@@ -100,10 +100,10 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             if let Some(n) = node {
                 v["node"] = crate::cli::ls::node_json(a.path.as_bytes(), n);
             }
-            println!("{v}");
+            outln!("{v}");
         } else {
             match node {
-                Some(n) => println!(
+                Some(n) => outln!(
                     "{}  {}  {:>10}  {}",
                     s.time_name(),
                     s.id.short(),
@@ -111,7 +111,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     n.content_digest()
                         .unwrap_or_else(|| format!("{:?}", n.kind).to_lowercase())
                 ),
-                None => println!("{}  {}  {:>10}  (absent)", s.time_name(), s.id.short(), "-"),
+                None => outln!("{}  {}  {:>10}  (absent)", s.time_name(), s.id.short(), "-"),
             }
         }
     }

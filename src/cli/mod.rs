@@ -6,14 +6,39 @@
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
 //! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
 //! archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
-//! or WAL cluster is LATE or FAILING.
+//! or WAL cluster is LATE or FAILING, or the last drill or check failed; 17 the repository's
+//! file system is full; 18 `drill`: a drill failed for another reason than damaged data (which
+//! is 12); 141: stdout was closed before everything was written (a pipe whose reader exited
+//! early, as in `wayback snapshots | head -1`).
+
+/// `println!` on stdout that hands a write error to the caller with `?` instead of panicking:
+/// a reader that exits early (`| head -1`) is normal, and [`main_entry`] turns the resulting
+/// EPIPE into [`EXIT_BROKEN_PIPE`]. Why not SIGPIPE's default action: the agent and the
+/// mount must survive a client that hangs up, so SIGPIPE stays ignored process-wide.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
+/// `print!` counterpart of [`outln!`].
+#[allow(unused_macros)]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*)?
+    }};
+}
 
 mod agent;
+mod audit;
 mod backup;
 mod check;
 mod common;
 mod completions;
 mod diff;
+mod drill;
 mod forget;
 mod index;
 mod init;
@@ -51,6 +76,20 @@ pub const EXIT_NOT_FOUND: i32 = 13;
 /// was acknowledged before is intact and nothing half-written is visible (the crash matrix
 /// and `tests/it/fault.rs`'s tmpfs test check it). 14..16 belong to `wal-push` and `status`.
 pub const EXIT_NO_SPACE: i32 = 17;
+
+/// Exit status: stdout was closed early (EPIPE). 128 + SIGPIPE, what a shell reports for a
+/// writer killed by SIGPIPE (`yes | head -1`), so `set -o pipefail` scripts see the same as
+/// with any other tool; not 0, because `wayback cat` into a consumer that died did not
+/// deliver the whole file.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Whether an error chain is a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 /// Top-level arguments.
 #[derive(Parser, Debug)]
@@ -105,6 +144,13 @@ pub enum Cmd {
     Stats(stats::Args),
     /// Health of every source and WAL cluster, and space (exit 16 when anything is LATE or FAILING).
     Status(status::Args),
+    /// Restore drill: restore a snapshot into private scratch, verify every byte, recover
+    /// PostgreSQL on a base backup and query it; the result shows in `status` (exit 12 damaged
+    /// data, 17 other failure).
+    Drill(drill::Args),
+    /// The audit log: who restored, mounted, ran pg-at/pitr/drills, forgot, pruned or changed
+    /// keys, and when (exit 12 when an entry fails authentication).
+    Audit(audit::Args),
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
@@ -154,6 +200,8 @@ pub fn main_entry() -> i32 {
         Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Stats(a) => stats::run(&cli.repo, a),
         Cmd::Status(a) => status::run(&cli.repo, a),
+        Cmd::Drill(a) => drill::run(&cli.repo, a),
+        Cmd::Audit(a) => audit::run(&cli.repo, a),
         Cmd::Diff(a) => diff::run(&cli.repo, a),
         Cmd::Log(a) => log::run(&cli.repo, a),
         Cmd::Mount(a) => mount::run(&cli.repo, a),
@@ -166,8 +214,18 @@ pub fn main_entry() -> i32 {
         Cmd::Completions(a) => completions::run(a),
         Cmd::Man(a) => completions::run_man(a),
     };
+    // Output still buffered goes now, so a closed pipe is seen here, not lost at exit.
+    let flushed = std::io::Write::flush(&mut std::io::stdout());
     match r {
+        Ok(_)
+            if flushed
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            EXIT_BROKEN_PIPE
+        }
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => EXIT_BROKEN_PIPE,
         Err(e) => {
             eprintln!("wayback: error: {e:#}");
             exit_code_for(&e)

@@ -96,6 +96,17 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         );
     }
     let repo = Arc::new(ra.open(Access::Read)?);
+    crate::audit::note(
+        &repo,
+        "mount",
+        &format!(
+            "at {}{}",
+            std::path::absolute(&a.mountpoint)
+                .unwrap_or_else(|_| a.mountpoint.clone())
+                .display(),
+            if a.allow_other { " (allow_other)" } else { "" }
+        ),
+    );
     let (uid, gid) = if a.owner_root {
         (Some(0), Some(0))
     } else {
@@ -180,7 +191,7 @@ fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if wayback_mount::is_mounted(&a.mountpoint) {
-            println!(
+            outln!(
                 "mounted at {} (pid {}, log: {})",
                 a.mountpoint.display(),
                 child.id(),

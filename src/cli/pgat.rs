@@ -68,7 +68,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if a.stop {
         let scratch = a.scratch.clone().expect("required by clap");
         let pid = stop_running(&scratch, Duration::from_secs(60))?;
-        println!("stopped pg-at (pid {pid})");
+        outln!("stopped pg-at (pid {pid})");
         return Ok(0);
     }
     // Block SIGINT/SIGTERM before any thread exists, so every thread inherits the mask and the
@@ -85,6 +85,16 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let snaps = repo.snapshots()?;
     let base = base_backup_at(&snaps, &source, t, &to)?;
     let cluster = archive_of(base, a.cluster.as_deref())?;
+    crate::audit::note(
+        &repo,
+        "pg-at",
+        &format!(
+            "PostgreSQL at {to} from base backup {} of {} (WAL archive {cluster}){}",
+            base.id.short(),
+            source,
+            if a.writable { ", writable" } else { "" }
+        ),
+    );
     let opts = ServerOptions {
         pg_bin: a.pg_bin.clone(),
         port: a.port,
@@ -109,7 +119,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         drop(server);
         return Ok(130);
     }
-    println!(
+    outln!(
         "PostgreSQL at {} (base backup {} of {}) ready in {:.1} s; scratch holds {} KiB written and {} KiB of decrypted base backup",
         target_time(t),
         base.id.short(),
@@ -118,7 +128,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         server.written_bytes() / 1024,
         server.cached_bytes() / 1024
     );
-    println!(
+    outln!(
         "connect: psql \"host={} port={} user=postgres dbname=postgres\"{}",
         server.socket_dir().display(),
         server.port(),
@@ -126,7 +136,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             .map(|p| format!("  or  psql -h 127.0.0.1 -p {p} -U postgres"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "stop: Ctrl-C, or wayback pg-at --stop --scratch {}",
         server.scratch().display()
     );

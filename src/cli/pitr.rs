@@ -29,6 +29,9 @@ pub struct Args {
     /// Read WAL from this wayback mount (`cp MOUNT/wal/<cluster>/%f`) instead of `wal-fetch`.
     #[arg(long)]
     pub mount: Option<PathBuf>,
+    /// JSON report: `{base_backup, base_time, target, recovery_target_time, cluster}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Restores the base backup at or before the target and writes the recovery settings.
@@ -54,20 +57,44 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             )?
         }
     };
+    crate::audit::note(
+        &repo,
+        "pitr",
+        &format!(
+            "base backup {} of {} to {} into {}",
+            base.id.short(),
+            a.source,
+            a.to,
+            std::path::absolute(&a.target)
+                .unwrap_or_else(|_| a.target.clone())
+                .display()
+        ),
+    );
     crate::pg::pitr::prepare(&repo, base, &cluster, t, &a.target, &restore_command)?;
-    println!(
+    if a.json {
+        let v = serde_json::json!({
+            "base_backup": base.id.to_hex(),
+            "base_time": base.time_name(),
+            "target": a.target,
+            "recovery_target_time": target_time(t),
+            "cluster": cluster,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    outln!(
         "restored base backup {} ({}) into {}; recovery to {} configured (WAL from archive '{cluster}').",
         base.id.short(),
         base.time_name(),
         a.target.display(),
         target_time(t)
     );
-    println!(
+    outln!(
         "start it with: pg_ctl -D {} start   (as the data directory's owner)",
         a.target.display()
     );
     if a.mount.is_none() && ra.password_file.is_none() {
-        println!(
+        outln!(
             "note: wal-fetch needs the passphrase: give --password-file (a file the server's user can read) so restore_command names it, or the server must see WAYBACK_PASSWORD"
         );
     }

@@ -92,10 +92,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let pb = progress_bar(None, "{spinner} {msg}");
     let rep = prune(&repo, &opts, &mut |m| pb.set_message(m.to_string()))?;
     pb.finish_and_clear();
+    if !opts.dry_run {
+        crate::audit::note(&repo, "prune", &rep.summary());
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        outln!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
-        print_report(&rep);
+        print_report(&rep)?;
     }
     Ok(if rep.packs_damaged.is_empty() {
         0
@@ -109,9 +112,9 @@ fn mib(b: u64) -> String {
 }
 
 /// Prints a prune report for people (also after `forget --prune`).
-pub fn print_report(r: &PruneReport) {
+pub fn print_report(r: &PruneReport) -> std::io::Result<()> {
     let verb = if r.dry_run { "would be" } else { "" };
-    println!(
+    outln!(
         "{} live blobs; packs: {} ({}) before, {} ({}) after{}",
         r.live_blobs,
         r.packs_before,
@@ -120,7 +123,7 @@ pub fn print_report(r: &PruneReport) {
         mib(r.bytes_after),
         if r.dry_run { " (projected)" } else { "" }
     );
-    println!(
+    outln!(
         "{} packs {verb} deleted ({}), {} repacked into {} new, {} newly marked unused, {} waiting for the grace period, {} unmarked (needed again)",
         r.packs_deleted,
         mib(r.bytes_deleted),
@@ -131,9 +134,10 @@ pub fn print_report(r: &PruneReport) {
         r.packs_unmarked
     );
     for p in &r.packs_damaged {
-        println!("error: pack {p} not repacked: a live blob failed to verify (run `wayback check --read-data`)");
+        outln!("error: pack {p} not repacked: a live blob failed to verify (run `wayback check --read-data`)");
     }
-    println!("took {:.2} s", r.duration_ms as f64 / 1000.0);
+    outln!("took {:.2} s", r.duration_ms as f64 / 1000.0);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub struct Args {
     /// Replace existing files.
     #[arg(long)]
     pub overwrite: bool,
+    /// JSON report: `{snapshot, source, time, target, files, dirs, bytes, seconds, failed:
+    /// [{path, error}]}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Restores and reports.
@@ -32,6 +36,24 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let (snap, path) = resolve_spec(&repo, &a.spec, a.source.as_deref())?;
     let node = resolve_path(&repo, &snap.root, &path)?;
+    crate::audit::note(
+        &repo,
+        "restore",
+        &format!(
+            "snapshot {} ({} {}){} to {}",
+            snap.id.short(),
+            snap.source,
+            snap.time_name(),
+            if path.is_empty() || path == b"/" {
+                String::new()
+            } else {
+                format!(" path {}", String::from_utf8_lossy(&path))
+            },
+            std::path::absolute(&a.target)
+                .unwrap_or_else(|_| a.target.clone())
+                .display()
+        ),
+    );
     let counters = RestoreCounters::default();
     let total = node.as_ref().map_or(snap.stats.total_bytes, |n| n.size);
     let pb = progress_bar(
@@ -89,7 +111,26 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     })?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64().max(0.001);
-    println!(
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": snap.id.to_hex(),
+            "source": snap.source,
+            "time": snap.time_name(),
+            "target": a.target,
+            "files": report.files,
+            "dirs": report.dirs,
+            "bytes": report.bytes,
+            "seconds": secs,
+            "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(if report.failed.is_empty() {
+            0
+        } else {
+            crate::cli::EXIT_DAMAGED
+        });
+    }
+    outln!(
         "restored {} files, {} dirs, {} from snapshot {} ({} {}) to {} in {:.2} s ({:.1} MB/s)",
         report.files,
         report.dirs,

@@ -25,15 +25,19 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         .collect();
     if a.json {
         let v: Vec<_> = snaps.iter().map(snapshot_json).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<10} {:<26} {:<16} {:<10} {:>10}  TAGS",
-        "ID", "TIME", "SOURCE", "KIND", "SIZE"
+        "ID",
+        "TIME",
+        "SOURCE",
+        "KIND",
+        "SIZE"
     );
     for s in &snaps {
-        println!(
+        outln!(
             "{:<10} {:<26} {:<16} {:<10} {:>10}  {}{}",
             s.id.short(),
             s.time_name(),
@@ -44,6 +48,6 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             if s.complete { "" } else { " (incomplete)" }
         );
     }
-    println!("{} snapshot(s)", snaps.len());
+    outln!("{} snapshot(s)", snaps.len());
     Ok(0)
 }

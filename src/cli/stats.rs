@@ -35,10 +35,10 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let st = stats(&repo, &a.sources)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        outln!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "{} snapshots, {} logical; {} distinct ({:.2}x dedup), {} stored ({:.2}x compression); packs {} in {}",
         st.snapshots,
         human(st.logical_bytes),
@@ -50,7 +50,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         st.packs
     );
     for w in &st.wal {
-        println!(
+        outln!(
             "WAL {}: {} files, {} logical, {} stored",
             w.cluster,
             w.files,
@@ -59,19 +59,23 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
         );
     }
     if st.fs_total_bytes > 0 {
-        println!(
+        outln!(
             "filesystem: {} free of {} ({:.0}% used)",
             human(st.fs_free_bytes),
             human(st.fs_total_bytes),
             100.0 * (1.0 - st.fs_free_bytes as f64 / st.fs_total_bytes as f64)
         );
     }
-    println!(
+    outln!(
         "{:<10} {:<16} {:<26} {:>12} {:>12}",
-        "id", "source", "time", "logical", "unique"
+        "id",
+        "source",
+        "time",
+        "logical",
+        "unique"
     );
     for s in &st.per_snapshot {
-        println!(
+        outln!(
             "{:<10} {:<16} {:<26} {:>12} {:>12}",
             s.id,
             s.source,

@@ -5,7 +5,7 @@ use crate::agent::health::{self, Verdict};
 use crate::cli::common::RepoArgs;
 use crate::repo::Access;
 
-/// Exit status: a source or WAL cluster is LATE or FAILING.
+/// Exit status: a source or WAL cluster is LATE or FAILING, or the last drill or check failed.
 pub const EXIT_UNHEALTHY: i32 = 16;
 
 /// Arguments of `status`.
@@ -35,11 +35,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let repo = ra.open(Access::Read)?;
     let r = health::report(&repo, chrono::Utc::now())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         match &r.agent_updated {
-            Some(t) => println!("agent state written {t}"),
-            None => println!("no agent has run on this repository"),
+            Some(t) => outln!("agent state written {t}"),
+            None => outln!("no agent has run on this repository"),
         }
         for s in &r.sources {
             let newest = match (&s.newest_snapshot, s.age_s) {
@@ -60,13 +60,13 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     line.push_str(&format!(", due {d}"));
                 }
             }
-            println!("{line}");
+            outln!("{line}");
             if let Some(e) = &s.last_error {
-                println!("         last error ({} in a row): {e}", s.failures);
+                outln!("         last error ({} in a row): {e}", s.failures);
             }
         }
         for c in &r.clusters {
-            println!(
+            outln!(
                 "{:<8} wal {}: newest {} ({}), PITR {} .. {}{}",
                 c.state.to_string(),
                 c.cluster,
@@ -84,7 +84,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             );
         }
         if r.wal_push_failures > 0 {
-            println!(
+            outln!(
                 "wal push failures through the agent: {}{}",
                 r.wal_push_failures,
                 r.wal_last_error
@@ -93,7 +93,43 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
         }
-        println!(
+        for d in &r.drills {
+            outln!(
+                "{:<8} drill {}: snapshot {} {} ago, recovered in {:.1} s{}",
+                d.state.to_string(),
+                d.source,
+                d.snapshot,
+                age(d.age_s),
+                d.duration_s,
+                d.error
+                    .as_deref()
+                    .map(|e| format!(
+                        "; error: {e}; last passed: {}",
+                        d.last_success.as_deref().unwrap_or("never")
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        match &r.last_check {
+            Some(c) => outln!(
+                "{:<8} check {} ago ({}), {:.1} s, {} problem(s){}",
+                c.state.to_string(),
+                age(c.age_s),
+                match (&c.subset, c.read_data) {
+                    (Some(s), _) => format!("structure and pack data subset {s}"),
+                    (None, true) => "structure and all pack data".into(),
+                    (None, false) => "structure".into(),
+                },
+                c.duration_s,
+                c.problems,
+                c.error
+                    .as_deref()
+                    .map(|e| format!("; first: {e}"))
+                    .unwrap_or_default()
+            ),
+            None => outln!("no check recorded"),
+        }
+        outln!(
             "repository {} in packs, {} free of {}",
             gib(r.repository.bytes),
             gib(r.repository.free_bytes),

@@ -46,6 +46,16 @@ pub enum WalCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Archived files (segments, history, backup labels), oldest name first.
+    List {
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// JSON array: `[{cluster, name, size, digest, pushed}]` (`pushed` RFC 3339 UTC,
+        /// `digest` unkeyed BLAKE3 of the content, as `b3sum` prints it).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn default_cluster(path: &std::path::Path) -> anyhow::Result<String> {
@@ -124,10 +134,10 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
             let repo = ra.open(Access::Read)?;
             let st = wal::status(&repo)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                outln!("{}", serde_json::to_string_pretty(&st)?);
             } else {
                 for c in &st {
-                    println!(
+                    outln!(
                         "{}: {} files, newest segment {} ({}), timelines {:?}, {}",
                         c.cluster,
                         c.files,
@@ -146,11 +156,46 @@ pub fn run(ra: &RepoArgs, cmd: WalCmd) -> anyhow::Result<i32> {
                                 .join(", ")
                         }
                     );
-                    println!("  {}", pitr_window(c));
+                    outln!("  {}", pitr_window(c));
                 }
                 if st.is_empty() {
-                    println!("no WAL archived yet");
+                    outln!("no WAL archived yet");
                 }
+            }
+            Ok(0)
+        }
+        WalCmd::List { cluster, json } => {
+            let repo = ra.open(Access::Read)?;
+            let clusters = match cluster {
+                Some(c) => vec![c],
+                None => wal::clusters(repo.be.as_ref())?,
+            };
+            let mut rows = Vec::new();
+            for c in &clusters {
+                for name in wal::list(repo.be.as_ref(), c)? {
+                    let rec = wal::read_record(&repo, c, &name)?;
+                    rows.push(serde_json::json!({
+                        "cluster": c,
+                        "name": name,
+                        "size": rec.size,
+                        "digest": rec.digest,
+                        "pushed": crate::timespec::format_time(rec.pushed),
+                    }));
+                }
+            }
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in &rows {
+                    outln!(
+                        "{}  {:<40} {:>10}  {}",
+                        r["cluster"].as_str().unwrap_or(""),
+                        r["name"].as_str().unwrap_or(""),
+                        r["size"],
+                        r["pushed"].as_str().unwrap_or("")
+                    );
+                }
+                outln!("{} file(s)", rows.len());
             }
             Ok(0)
         }

@@ -52,6 +52,28 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
+impl CheckReport {
+    /// The durable record of this check for `status` and the metrics.
+    pub fn record(
+        &self,
+        opts: CheckOptions,
+        started: chrono::DateTime<chrono::Utc>,
+        seconds: f64,
+    ) -> crate::agent::state::CheckRecord {
+        crate::agent::state::CheckRecord {
+            time: started.to_rfc3339(),
+            ok: self.problems.is_empty(),
+            duration_s: seconds,
+            read_data: opts.read_data,
+            subset: opts.subset.map(|(n, m)| format!("{n}/{m}")),
+            packs_read: self.packs_read as u64,
+            problems: self.problems.len() as u64,
+            error: self.problems.first().map(|p| p.what.clone()),
+            last_success: None,
+        }
+    }
+}
+
 /// Check options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CheckOptions {

@@ -2,6 +2,7 @@
 //! (prune) and accounting (stats).
 
 pub mod check;
+pub mod drill;
 pub mod forget;
 pub mod prune;
 pub mod stats;

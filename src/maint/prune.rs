@@ -102,6 +102,20 @@ pub struct PruneReport {
     pub duration_ms: u64,
 }
 
+impl PruneReport {
+    /// One line of what the prune did (the audit log's entry).
+    pub fn summary(&self) -> String {
+        format!(
+            "deleted {} pack(s) ({} bytes), repacked {} into {}, marked {} unused",
+            self.packs_deleted,
+            self.bytes_deleted,
+            self.packs_repacked,
+            self.packs_written,
+            self.packs_marked
+        )
+    }
+}
+
 #[derive(Serialize, Deserialize, Default)]
 struct Pending {
     version: u32,

@@ -5,6 +5,7 @@
 //! prints.
 
 pub mod base;
+pub mod drill;
 pub mod env;
 pub mod layers;
 pub mod pitr;

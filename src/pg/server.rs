@@ -414,7 +414,7 @@ pub fn stop_running(scratch: &Path, timeout: Duration) -> Result<i32> {
 
 /// `runuser -u <user of uid> --`, without secrets in the environment: PostgreSQL refuses to run
 /// as root, so the server runs as the base backup's owner.
-fn as_user(uid: u32) -> std::process::Command {
+pub(crate) fn as_user(uid: u32) -> std::process::Command {
     let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -426,7 +426,7 @@ fn as_user(uid: u32) -> std::process::Command {
 }
 
 /// The primary group of the user the server runs as (the group scratch lets in).
-fn server_gid(uid: u32) -> u32 {
+pub(crate) fn server_gid(uid: u32) -> u32 {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
@@ -434,7 +434,7 @@ fn server_gid(uid: u32) -> u32 {
 }
 
 /// See [`RecoveryServer::explain_failure`].
-fn explain_failure(log: &Path, cluster: &str) -> String {
+pub(crate) fn explain_failure(log: &Path, cluster: &str) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let missing = text
         .lines()

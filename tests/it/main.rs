@@ -14,6 +14,7 @@ mod hostile;
 mod integrity;
 mod monitor;
 mod mount;
+mod ops;
 mod pg;
 mod pgat;
 mod pitr;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::common::{s, wait_until, KillOnDrop, Repo};
 
-fn spawn_agent(r: &Repo, cfg: &Path) -> KillOnDrop {
+pub fn spawn_agent(r: &Repo, cfg: &Path) -> KillOnDrop {
     let mut c = r.cmd(&["agent", "--config", s(cfg)]);
     c.stdout(Stdio::null())
         .stderr(fs::File::create(r.scratch("agent.log")).unwrap());
@@ -20,7 +20,7 @@ fn spawn_agent(r: &Repo, cfg: &Path) -> KillOnDrop {
 }
 
 /// `status --json` and its exit code.
-fn status(r: &Repo) -> (Value, i32) {
+pub fn status(r: &Repo) -> (Value, i32) {
     let o = r.wb(&["status", "--json"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
@@ -159,7 +159,7 @@ fn status_turns_late_when_the_agent_stops_and_failing_when_a_job_fails() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -168,7 +168,7 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP/1.1 GET; returns the status line and the body.
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub fn http_get(port: u16, path: &str) -> (String, String) {
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
@@ -178,7 +178,7 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
-fn metric(body: &str, series: &str) -> f64 {
+pub fn metric(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {series} in\n{body}"))
@@ -186,7 +186,7 @@ fn metric(body: &str, series: &str) -> f64 {
         .unwrap()
 }
 
-fn promtool(args: &[&str], stdin: Option<&str>) {
+pub fn promtool(args: &[&str], stdin: Option<&str>) {
     let mut c = Command::new("promtool");
     c.args(args)
         .stdin(if stdin.is_some() {
