@@ -146,7 +146,7 @@ pub enum Cmd {
     Status(status::Args),
     /// Restore drill: restore a snapshot into private scratch, verify every byte, recover
     /// PostgreSQL on a base backup and query it; the result shows in `status` (exit 12 damaged
-    /// data, 17 other failure).
+    /// data, 18 other failure).
     Drill(drill::Args),
     /// The audit log: who restored, mounted, ran pg-at/pitr/drills, forgot, pruned or changed
     /// keys, and when (exit 12 when an entry fails authentication).
