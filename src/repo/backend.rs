@@ -232,6 +232,17 @@ impl Backend for LocalBackend {
 
     fn get_range(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let f = self.open_cached(path)?;
+        // `len` comes from an index entry or pack header; a damaged one must not make us
+        // allocate hundreds of MiB before the short read is noticed.
+        let size = f
+            .metadata()
+            .map_err(|e| Error::io("stat", self.full(path), e))?
+            .len();
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(Error::Corrupt(format!(
+                "{path}: truncated (wanted {len} bytes at offset {offset}, the object has {size})"
+            )));
+        }
         let mut buf = vec![0u8; len];
         match f.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
@@ -342,4 +353,25 @@ fn in_parallel<T: Sync>(
             .collect::<Result<Vec<()>>>()
             .map(|_| ())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_beyond_the_object_is_corrupt_before_any_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = LocalBackend::new(dir.path());
+        be.put("packs/ab/x", &[7u8; 100]).unwrap();
+        assert_eq!(be.get_range("packs/ab/x", 90, 10).unwrap(), vec![7u8; 10]);
+        // A damaged index entry claiming 1 TiB: refused from the file size, not by trying to
+        // allocate it (which would abort the process).
+        for (offset, len) in [(50, 1usize << 40), (101, 0), (u64::MAX, 10), (0, 101)] {
+            match be.get_range("packs/ab/x", offset, len) {
+                Err(Error::Corrupt(m)) => assert!(m.contains("the object has 100"), "{m}"),
+                other => panic!("{offset}+{len}: {other:?}"),
+            }
+        }
+    }
 }
