@@ -279,6 +279,16 @@ impl<V: View> Shared<V> {
         })
     }
 
+    /// The listing captured by `opendir` for handle `fh`.
+    fn listing_of(&self, ino: Ino, fh: u64) -> Result<Arc<Listing>, Errno> {
+        let cached = lock(&self.dirs).get(&fh).cloned();
+        Ok(match cached {
+            Some(l) if l.ino == ino => l,
+            // No handle (the kernel should always send ours, but stay correct without it).
+            _ => Arc::new(self.listing(ino)?),
+        })
+    }
+
     /// Fills `reply` from position `offset` on. Offsets handed to the kernel are "position of
     /// the next entry", so the kernel's next call resumes exactly after the last entry it got.
     fn readdir(
@@ -289,12 +299,7 @@ impl<V: View> Shared<V> {
         reply: &mut ReplyDirectory,
     ) -> Result<(), Errno> {
         let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        let cached = lock(&self.dirs).get(&fh).cloned();
-        let listing = match cached {
-            Some(l) if l.ino == ino => l,
-            // No handle (the kernel should always send ours, but stay correct without it).
-            _ => Arc::new(self.listing(ino)?),
-        };
+        let listing = self.listing_of(ino, fh)?;
         for i in start..listing.len() {
             let Some((ino, kind, name)) = listing.get(i) else {
                 break;
@@ -319,11 +324,7 @@ impl<V: View> Shared<V> {
         reply: &mut ReplyDirectoryPlus,
     ) -> Result<(), Errno> {
         let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
-        let cached = lock(&self.dirs).get(&fh).cloned();
-        let listing = match cached {
-            Some(l) if l.ino == ino => l,
-            _ => Arc::new(self.listing(ino)?),
-        };
+        let listing = self.listing_of(ino, fh)?;
         for i in start..listing.len() {
             let Some((child, kind, name)) = listing.get(i) else {
                 break;

@@ -92,9 +92,7 @@ pub struct RepoView {
     repo: Arc<Repository>,
     opts: ViewOptions,
     inodes: Mutex<Inodes>,
-    trees: Arc<Mutex<TreeCache>>,
-    /// Subdirectory trees of a directory just listed, to be decoded ahead of the walker.
-    tree_ahead: Sender<TreeId>,
+    trees: Mutex<TreeCache>,
     chunks: Arc<ChunkCache>,
     layouts: Mutex<LruCache<Ino, Arc<FileLayout>>>,
     wal: Mutex<LruCache<(String, String), Arc<Tree>>>,
@@ -154,17 +152,14 @@ impl RepoView {
                 })
                 .expect("spawn read-ahead thread");
         }
-        let trees = Arc::new(Mutex::new(TreeCache {
-            lru: LruCache::unbounded(),
-            bytes: 0,
-        }));
-        let tree_ahead = spawn_tree_ahead(&repo, &trees);
         RepoView {
             repo,
             opts,
             inodes: Mutex::new(Inodes::new()),
-            trees,
-            tree_ahead,
+            trees: Mutex::new(TreeCache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
             chunks,
             layouts: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(1024).expect("nonzero"),
@@ -198,9 +193,14 @@ impl RepoView {
         Ok(g.list.clone())
     }
 
+    /// A decoded tree if it is in memory; never does I/O (the session thread's fast paths).
+    fn cached_tree(&self, id: &TreeId) -> Option<Arc<Tree>> {
+        Some(self.trees.lock().expect("poisoned").lru.get(id)?.0.clone())
+    }
+
     fn tree(&self, id: &TreeId) -> Result<Arc<Tree>, Errno> {
-        if let Some((t, _)) = self.trees.lock().expect("poisoned").lru.get(id) {
-            return Ok(t.clone());
+        if let Some(t) = self.cached_tree(id) {
+            return Ok(t);
         }
         let t = Arc::new(
             self.repo
@@ -249,6 +249,17 @@ impl RepoView {
         }
     }
 
+    /// A tree node's answer: immutable, so cached for long even under a live root (a node
+    /// inode stands for one entry of one immutable tree; when `latest/src` names a newer
+    /// snapshot, the root's lookup, with its short TTL, yields a new inode and the kernel
+    /// walks the new tree from there).
+    fn node_entry(&self, ino: Ino, n: &Node) -> Entry {
+        Entry {
+            attr: self.node_attr(ino, n),
+            ttl: TTL_IMMUTABLE,
+        }
+    }
+
     fn snap_root_attr(&self, ino: Ino, s: &Snapshot) -> Attr {
         match &s.root_meta {
             Some(m) => Attr {
@@ -288,15 +299,9 @@ impl RepoView {
                     ttl: TTL_LIVE,
                 }
             }
-            // A node inode stands for one entry of one immutable tree, even under a live
-            // root: when `latest/src` names a newer snapshot, the root's lookup (short TTL)
-            // yields a new inode and the kernel walks the new tree from there.
             InodeData::Node { tree, index, .. } => {
                 let (t, i) = self.node(&tree, index)?;
-                Entry {
-                    attr: self.node_attr(ino, &t.nodes[i]),
-                    ttl: TTL_IMMUTABLE,
-                }
+                self.node_entry(ino, &t.nodes[i])
             }
         })
     }
@@ -538,29 +543,7 @@ impl RepoView {
                 kind_of(n.kind),
             ));
         }
-        self.decode_subtrees_ahead(&t);
         Ok(())
-    }
-
-    /// A listed directory is usually walked next (`ls -R`, `find`, `diff -r`, `cp -a`): hand
-    /// its subdirectories' trees not yet decoded to the tree-ahead threads, so their reads
-    /// and decryption overlap the kernel's lookups instead of each waiting in turn. Never
-    /// blocks: when the queue is full the walker simply loads the tree itself.
-    fn decode_subtrees_ahead(&self, t: &Tree) {
-        let subs: Vec<TreeId> = {
-            let trees = self.trees.lock().expect("poisoned");
-            t.nodes
-                .iter()
-                .filter(|n| n.kind == NodeKind::Dir)
-                .filter_map(|n| n.subtree)
-                .filter(|s| !trees.lru.contains(s))
-                .collect()
-        };
-        for s in subs {
-            if self.tree_ahead.try_send(s).is_err() {
-                break;
-            }
-        }
     }
 
     /// The tree holding the entry at `path` under `root`, and its index there; `None` when the
@@ -651,33 +634,6 @@ impl RepoView {
         parts.reverse();
         format!("/{}", parts.join("/"))
     }
-}
-
-/// Trees decoded ahead of a walker (see [`RepoView::decode_subtrees_ahead`]).
-const TREE_AHEAD_THREADS: usize = 2;
-/// Trees queued ahead at most: bounds the memory and work a huge directory can start.
-const TREE_AHEAD_QUEUE: usize = 256;
-
-fn spawn_tree_ahead(repo: &Arc<Repository>, trees: &Arc<Mutex<TreeCache>>) -> Sender<TreeId> {
-    let (tx, rx) = bounded::<TreeId>(TREE_AHEAD_QUEUE);
-    for _ in 0..TREE_AHEAD_THREADS {
-        let (repo, trees, rx) = (repo.clone(), trees.clone(), rx.clone());
-        std::thread::Builder::new()
-            .name("wayback-treeahead".into())
-            .spawn(move || {
-                for id in rx {
-                    if trees.lock().expect("poisoned").lru.contains(&id) {
-                        continue;
-                    }
-                    // A tree that fails here is reported by the access that needs it.
-                    if let Ok(t) = repo.read_tree(&id) {
-                        trees.lock().expect("poisoned").put(id, Arc::new(t));
-                    }
-                }
-            })
-            .expect("spawn tree-ahead thread");
-    }
-    tx
 }
 
 fn node_child(tree: &TreeId, i: usize, len: usize, n: &Node, live: bool) -> NewChild {
@@ -854,14 +810,7 @@ impl View for RepoView {
             // Directories and virtual entries carry no xattrs (as in `getxattr`).
             _ => return Some(Err(Errno::ENODATA)),
         };
-        let t = self
-            .trees
-            .lock()
-            .expect("poisoned")
-            .lru
-            .get(&tree)?
-            .0
-            .clone();
+        let t = self.cached_tree(&tree)?;
         let node = t.nodes.get(index)?;
         Some(
             node.xattrs
@@ -881,14 +830,11 @@ impl View for RepoView {
         else {
             return None;
         };
-        let (sub, dir) = {
-            let mut trees = self.trees.lock().expect("poisoned");
-            let t = trees.lru.get(&tree)?.0.clone();
-            let n = t.nodes.get(index as usize)?;
-            match (n.kind, n.subtree) {
-                (NodeKind::Dir, Some(sub)) => (sub, trees.lru.get(&sub)?.0.clone()),
-                _ => return Some(Err(Errno::ENOTDIR)),
-            }
+        let t = self.cached_tree(&tree)?;
+        let n = t.nodes.get(index as usize)?;
+        let (sub, dir) = match (n.kind, n.subtree) {
+            (NodeKind::Dir, Some(sub)) => (sub, self.cached_tree(&sub)?),
+            _ => return Some(Err(Errno::ENOTDIR)),
         };
         let Ok(i) = dir
             .nodes
@@ -905,10 +851,7 @@ impl View for RepoView {
             .child(parent, name.as_bytes(), child);
         // A hardlink may resolve to the inode of an earlier path of its group: the same file,
         // so the same attributes as this node's.
-        Some(Ok(Entry {
-            attr: self.node_attr(ino, node),
-            ttl: TTL_IMMUTABLE,
-        }))
+        Some(Ok(self.node_entry(ino, node)))
     }
 
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
@@ -916,19 +859,8 @@ impl View for RepoView {
         else {
             return None;
         };
-        let t = self
-            .trees
-            .lock()
-            .expect("poisoned")
-            .lru
-            .get(&tree)?
-            .0
-            .clone();
-        let n = t.nodes.get(index as usize)?;
-        Some(Ok(Entry {
-            attr: self.node_attr(ino, n),
-            ttl: TTL_IMMUTABLE,
-        }))
+        let t = self.cached_tree(&tree)?;
+        Some(Ok(self.node_entry(ino, t.nodes.get(index as usize)?)))
     }
 
     fn cache_dir(&self, ino: Ino) -> bool {
