@@ -321,27 +321,19 @@ impl Index {
         Ok(())
     }
 
-    /// Forgets a pack before its file is deleted (prune): its record, and every blob entry that
-    /// still points into it (`entries`: the blobs its header lists). Entries that point to a
-    /// newer copy elsewhere are kept. One synced batch: once this returns no writer dedups
-    /// against the pack, so deleting the file next cannot lose a chunk a new snapshot relies on.
-    pub fn remove_pack(&self, pack: &PackId, entries: &[BlobEntry]) -> Result<()> {
-        self.remove_packs(&[(*pack, entries.to_vec())])
-    }
-
-    /// [`Index::remove_pack`] for many packs in one synced batch. Why: prune deletes hundreds
-    /// of packs, and a synced write each cost 3.5 ms of fdatasync (0.6 s of a 4 s prune).
-    pub fn remove_packs(&self, packs: &[(PackId, Vec<BlobEntry>)]) -> Result<()> {
+    /// Forgets packs before their files are deleted (prune) or after they vanished (index
+    /// rebuild): their records, and every blob entry that still points into them (entries
+    /// that point to a newer copy elsewhere are kept). One synced batch: once this returns no
+    /// writer dedups against the packs, so deleting the files next cannot lose a chunk a new
+    /// snapshot relies on. One batch for all, because prune deletes hundreds of packs and a
+    /// synced write each cost 3.5 ms of fdatasync (0.6 s of a 4 s prune).
+    pub fn forget_packs(&self, packs: &std::collections::HashSet<PackId>) -> Result<()> {
         let blobs = self.cf(CF_BLOBS)?;
         let mut b = WriteBatch::default();
-        for (pack, entries) in packs {
-            for e in entries {
-                if let Some(l) = self.get_local(e.kind, &e.id)? {
-                    if l.pack == *pack {
-                        b.delete_cf(blobs, key(e.kind, &e.id));
-                    }
-                }
-            }
+        for e in self.entries_in(packs)?.values().flatten() {
+            b.delete_cf(blobs, key(e.kind, &e.id));
+        }
+        for pack in packs {
             b.delete_cf(self.cf(CF_PACKS)?, pack.0);
         }
         self.sync_point("index: remove packs")?;
@@ -361,9 +353,9 @@ impl Index {
         Ok(out)
     }
 
-    /// The entries the index holds for each of `packs` (one pass over the index), for
-    /// [`Index::remove_pack`] when a pack's own header is gone or unreadable.
-    pub fn entries_in(
+    /// The entries the index holds for each of `packs` (one pass over the index): what
+    /// [`Index::forget_packs`] removes.
+    fn entries_in(
         &self,
         packs: &std::collections::HashSet<PackId>,
     ) -> Result<std::collections::HashMap<PackId, Vec<BlobEntry>>> {

@@ -70,10 +70,7 @@ pub fn index_missing_packs(
         .filter(|p| !on_disk.contains(p))
         .collect();
     if !vanished.is_empty() {
-        let entries = idx.entries_in(&vanished)?;
-        for p in &vanished {
-            idx.remove_pack(p, entries.get(p).map(Vec::as_slice).unwrap_or(&[]))?;
-        }
+        idx.forget_packs(&vanished)?;
         tracing::info!(packs = vanished.len(), "forgot packs that were deleted");
         rep.dropped = vanished.len();
     }

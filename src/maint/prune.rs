@@ -247,7 +247,6 @@ pub fn prune(
     let grace_ms = opts.grace.as_millis().min(i64::MAX as u128) as i64;
     let mut delete: Vec<PackId> = Vec::new();
     let mut repack: Vec<(PackId, Usage)> = Vec::new();
-    let mut marks_changed = false;
     for p in packs.keys() {
         let u = usage.get(p).copied().unwrap_or_default();
         let hex = p.to_hex();
@@ -259,14 +258,12 @@ pub fn prune(
                 None => {
                     pending.packs.insert(hex, now);
                     rep.packs_marked += 1;
-                    marks_changed = true;
                 }
             }
             continue;
         }
         if pending.packs.remove(&hex).is_some() {
             rep.packs_unmarked += 1;
-            marks_changed = true;
         }
         if u.dead_bytes > 0 {
             repack.push((*p, u));
@@ -317,17 +314,13 @@ pub fn prune(
             &tx,
         );
         drop(tx);
-        let wrote = flusher.join().expect("flusher panicked");
-        if let Some(pw) = fed? {
-            marks_changed |= rep.packs_marked > 0;
-            let mut n = wrote?;
-            if !pw.is_empty() {
-                flush(repo, pw)?;
-                n += 1;
-            }
-            return Ok(n);
+        // A flusher error first: feeding stops (`None`) when the flusher hung up.
+        let mut n = flusher.join().expect("flusher panicked")?;
+        if let Some(pw) = fed?.filter(|pw| !pw.is_empty()) {
+            flush(repo, pw)?;
+            n += 1;
         }
-        wrote
+        Ok(n)
     })?;
     rep.packs_written = flushed;
     for (p, _) in &repack {
@@ -336,7 +329,7 @@ pub fn prune(
         }
     }
     rep.packs_repacked -= rep.packs_damaged.len();
-    if marks_changed {
+    if rep.packs_marked + rep.packs_unmarked > 0 {
         save_pending(repo, &pending)?;
     }
     progress(&format!("deleting {} packs", delete.len()));
@@ -478,13 +471,7 @@ fn delete_packs(repo: &Repository, packs: &[PackId]) -> Result<()> {
     if packs.is_empty() {
         return Ok(());
     }
-    let set: HashSet<PackId> = packs.iter().copied().collect();
-    let mut entries = repo.index.entries_in(&set)?;
-    let batch: Vec<(PackId, Vec<BlobEntry>)> = packs
-        .iter()
-        .map(|p| (*p, entries.remove(p).unwrap_or_default()))
-        .collect();
-    repo.index.remove_packs(&batch)?;
+    repo.index.forget_packs(&packs.iter().copied().collect())?;
     let paths: Vec<String> = packs.iter().map(pack_path).collect();
     repo.be.delete_many(&paths)
 }
