@@ -89,16 +89,22 @@ pub struct CheckConfig {
     pub read_data_subset: Option<String>,
 }
 
+/// A `cron` or `every` setting as a schedule (cron wins; neither, or one that does not parse:
+/// passive). Validation at load has already refused text that does not parse.
+fn schedule_of(cron: Option<&str>, every: Option<&str>) -> Schedule {
+    if let Some(c) = cron.and_then(|c| Cron::parse(c).ok()) {
+        Schedule::Cron(c)
+    } else if let Some(d) = every.and_then(|e| parse_interval(e).ok()) {
+        Schedule::Every(d)
+    } else {
+        Schedule::Passive
+    }
+}
+
 impl CheckConfig {
     /// When to check.
     pub fn schedule(&self) -> Schedule {
-        if let Some(c) = self.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
-            Schedule::Cron(c)
-        } else if let Some(d) = self.every.as_deref().and_then(|e| parse_interval(e).ok()) {
-            Schedule::Every(d)
-        } else {
-            Schedule::Passive
-        }
+        schedule_of(self.cron.as_deref(), self.every.as_deref())
     }
 
     /// Number of parts the packs are split into (`m` of `n/m`), if data is read.
@@ -312,13 +318,7 @@ fn source_line(text: &str, name: &str) -> usize {
 impl Source {
     /// The source's schedule.
     pub fn schedule(&self) -> Schedule {
-        if let Some(c) = self.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
-            Schedule::Cron(c)
-        } else if let Some(d) = self.every.as_deref().and_then(|e| parse_interval(e).ok()) {
-            Schedule::Every(d)
-        } else {
-            Schedule::Passive
-        }
+        schedule_of(self.cron.as_deref(), self.every.as_deref())
     }
 }
 

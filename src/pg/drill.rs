@@ -83,13 +83,8 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.server && self.data.join("postmaster.pid").exists() {
-            let _ = as_user(self.owner)
-                .arg(self.pg_bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "immediate", "-w", "stop"])
-                .output();
+        if self.server {
+            super::server::stop_server(self.owner, &self.pg_bin, &self.data, "immediate");
         }
         if let Some(h) = self.fuse.take() {
             let _ = h.unmount();

@@ -361,15 +361,23 @@ impl RecoveryServer {
     }
 }
 
+/// Stops the server on `data` if one runs (`pg_ctl -m MODE -w stop` as its owner); errors
+/// are ignored, as on every teardown path that calls it.
+pub(crate) fn stop_server(owner: u32, pg_bin: &Path, data: &Path, mode: &str) {
+    if data.join("postmaster.pid").exists() {
+        let _ = as_user(owner)
+            .arg(pg_bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(data)
+            .args(["-m", mode, "-w", "stop"])
+            .output();
+    }
+}
+
 impl Drop for RecoveryServer {
     fn drop(&mut self) {
-        if self.server && self.data.join("postmaster.pid").exists() {
-            let _ = as_user(self.owner)
-                .arg(self.pg_bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(&self.data)
-                .args(["-m", "fast", "-w", "stop"])
-                .output();
+        if self.server {
+            stop_server(self.owner, &self.pg_bin, &self.data, "fast");
         }
         if self.overlay {
             layers::unmount_overlay(&self.data);
