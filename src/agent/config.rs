@@ -28,6 +28,7 @@
 //! check = { cron = "0 3 * * *", read_data_subset = "1/30" }   # or every = "1d"; or "5%"
 //! drill_scratch = "/var/tmp/wayback"       # optional; where drills restore (default: cache)
 //! pg_bin = "/usr/lib/postgresql/15/bin"    # optional; PostgreSQL for base-backup drills
+//! wal_late = "15m"                         # optional; a cluster whose newest WAL is older is LATE
 //!
 //! # per source: a restore drill on a schedule (cron or interval), for a base backup with a
 //! # query whose output must match:
@@ -43,6 +44,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::agent::cron::Cron;
+
+/// Default of `wal_late`: the requirements' RPO for critical data.
+pub const DEFAULT_WAL_LATE: Duration = Duration::from_secs(15 * 60);
 
 /// The whole file.
 #[derive(Deserialize, Debug, Clone)]
@@ -70,6 +74,10 @@ pub struct Config {
     pub drill_scratch: Option<PathBuf>,
     /// PostgreSQL binaries for base-backup drills (default /usr/lib/postgresql/15/bin).
     pub pg_bin: Option<PathBuf>,
+    /// A WAL cluster whose newest archived segment is older than this (humantime) is LATE in
+    /// `status` (default 15m, the requirements' RPO; `"off"`: never). Why a default: a dead
+    /// archiver is the one failure PostgreSQL itself only logs, and the live RPO is the age.
+    pub wal_late: Option<String>,
     /// Sources.
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
@@ -218,6 +226,15 @@ impl Config {
         now.checked_add_signed(chrono::Duration::from_std(d).ok()?)
     }
 
+    /// Age of the newest archived WAL beyond which a cluster is LATE; none when `"off"`.
+    pub fn wal_late(&self) -> Option<Duration> {
+        match self.wal_late.as_deref() {
+            Some("off") => None,
+            Some(w) => humantime::parse_duration(w).ok(),
+            None => Some(DEFAULT_WAL_LATE),
+        }
+    }
+
     /// The grace period of the agent's prunes.
     pub fn prune_grace(&self) -> Duration {
         self.prune_grace
@@ -350,6 +367,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if let Some(g) = &cfg.prune_grace {
         if let Err(e) = humantime::parse_duration(g) {
             return Err(format!("0: prune_grace = \"{g}\": {e}"));
+        }
+    }
+    if let Some(w) = cfg.wal_late.as_deref().filter(|w| *w != "off") {
+        if let Err(e) = humantime::parse_duration(w) {
+            return Err(format!("0: wal_late = \"{w}\": {e} (or \"off\")"));
         }
     }
     if let Some(m) = &cfg.metrics {

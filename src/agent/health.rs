@@ -67,7 +67,8 @@ pub struct SourceHealth {
 pub struct ClusterHealth {
     /// Cluster name.
     pub cluster: String,
-    /// Verdict: FAILING when the agent's last push failed.
+    /// Verdict: FAILING when the agent's last push failed, LATE when the newest segment is
+    /// older than the agent's `wal_late`.
     pub state: Verdict,
     /// Newest archived segment.
     pub newest_segment: Option<String>,
@@ -167,6 +168,27 @@ fn age_of(t: &str, now: DateTime<Utc>) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// FAILING when the agent's last push of this cluster failed; LATE when its newest segment is
+/// older than the agent's `wal_late` (an archiver that stopped calling, which PostgreSQL only
+/// logs); OK otherwise.
+fn cluster_verdict(
+    cluster: &str,
+    newest_age_s: Option<f64>,
+    last_error: Option<&str>,
+    late_after_s: Option<u64>,
+) -> Verdict {
+    if last_error.is_some_and(|e| e.starts_with(&format!("{cluster}:"))) {
+        Verdict::Failing
+    } else if late_after_s
+        .zip(newest_age_s)
+        .is_some_and(|(l, a)| a > l as f64)
+    {
+        Verdict::Late
+    } else {
+        Verdict::Ok
+    }
+}
+
 fn verdict(ok: bool) -> Verdict {
     if ok {
         Verdict::Ok
@@ -261,20 +283,12 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             last_duration_s: rec.last_duration_s,
         });
     }
-    let wal_failing = agent.as_ref().is_some_and(|a| a.wal_last_error.is_some());
+    let wal_error = agent.as_ref().and_then(|a| a.wal_last_error.as_deref());
+    let wal_late = agent.as_ref().and_then(|a| a.wal_late_s);
     let clusters = crate::wal::status(repo)?
         .into_iter()
         .map(|c| ClusterHealth {
-            state: if wal_failing
-                && agent
-                    .as_ref()
-                    .and_then(|a| a.wal_last_error.as_deref())
-                    .is_some_and(|e| e.starts_with(&format!("{}:", c.cluster)))
-            {
-                Verdict::Failing
-            } else {
-                Verdict::Ok
-            },
+            state: cluster_verdict(&c.cluster, c.newest_age_s, wal_error, wal_late),
             gaps: c.gaps.len(),
             newest_segment: c.newest_segment,
             newest_age_s: c.newest_age_s,

@@ -196,6 +196,7 @@ fn snapshot_state(cfg: &Config, states: &[SourceState]) -> state::AgentState {
     let (wal_push_failures, wal_last_error) = archive::failures();
     state::AgentState {
         version: state::VERSION,
+        wal_late_s: cfg.wal_late().map(|d| d.as_secs()),
         updated: Utc::now().to_rfc3339(),
         pid: std::process::id(),
         sources: cfg

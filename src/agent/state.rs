@@ -36,6 +36,10 @@ pub struct AgentState {
     pub wal_push_failures: u64,
     /// The last such failure (cluster and error), cleared by the next success.
     pub wal_last_error: Option<String>,
+    /// The agent's `wal_late` in seconds (none: off). Absent in states written before it
+    /// existed, which status reads as "no WAL lateness judged".
+    #[serde(default)]
+    pub wal_late_s: Option<u64>,
 }
 
 /// One source's record.

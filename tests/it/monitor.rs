@@ -390,3 +390,67 @@ fn completions_and_man_pages_cover_every_command() {
     let st = fs::read_to_string(dir.join("wayback-status.1")).unwrap();
     assert!(st.contains("LATE"), "{st}");
 }
+
+#[test]
+fn a_cluster_whose_newest_wal_is_older_than_wal_late_is_late() {
+    let r = Repo::new();
+    let dir = r.scratch("wal");
+    fs::create_dir_all(&dir).unwrap();
+    let seg = crate::wal::segment(&dir, "000000010000000000000001", 7, 1);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg)]);
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\nwal_late = \"3s\"\n{}",
+            s(&r.path),
+            dump_source("dump")
+        ),
+    )
+    .unwrap();
+    let agent = spawn_agent(&r, &cfg);
+    // The segment was just archived: OK, until it is older than 3 s with nothing newer.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (v, _) = status(&r);
+            v["agent_updated"].is_string()
+                && v["clusters"][0]["state"] == "LATE"
+                && find(&v, "dump").is_some_and(|d| d["state"] == "OK")
+        }),
+        "cluster never LATE: {:#}",
+        status(&r).0
+    );
+    let o = r.code(&["status"], 16);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("LATE     wal main: newest 000000010000000000000001"),
+        "{text}"
+    );
+    // A new segment makes it OK again.
+    let seg2 = crate::wal::segment(&dir, "000000010000000000000002", 7, 2);
+    r.ok(&["wal-push", "--cluster", "main", s(&seg2)]);
+    let (v, _) = status(&r);
+    assert_eq!(v["clusters"][0]["state"], "OK", "{v:#}");
+    drop(agent);
+    // "off" never judges WAL age.
+    fs::write(
+        &cfg,
+        format!("repo = \"{}\"\nwal_late = \"off\"\n", s(&r.path)),
+    )
+    .unwrap();
+    let agent = spawn_agent(&r, &cfg);
+    std::thread::sleep(Duration::from_secs(4));
+    let (v, code) = status(&r);
+    assert_eq!(v["clusters"][0]["state"], "OK", "{v:#}");
+    assert_eq!(code, 0, "{v:#}");
+    drop(agent);
+    // A bad value is refused at load, naming the setting.
+    fs::write(
+        &cfg,
+        format!("repo = \"{}\"\nwal_late = \"soon\"\n", s(&r.path)),
+    )
+    .unwrap();
+    let o = r.wb(&["agent", "--config", s(&cfg)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wal_late"));
+}
