@@ -353,6 +353,7 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
             }
             None => None,
         };
+        let verifier = tokio::spawn(verify(cfg.clone(), repo.clone()));
         let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("signal", &sock, e))?;
@@ -363,6 +364,7 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
         tracing::info!("agent stopping");
         server.abort();
         sched.abort();
+        verifier.abort();
         if let Some(m) = metrics_task {
             m.abort();
         }
@@ -375,7 +377,8 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
 /// Fraction of the repository's filesystem in use above which the agent warns after each job.
 pub const FULL_WARNING: f64 = 0.8;
 
-/// Maintenance the scheduler runs between backups.
+/// Maintenance: prunes between backups ([`schedule`]), drills and checks beside them
+/// ([`verify`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Task {
     /// Prune (agent-wide).
@@ -519,16 +522,49 @@ fn run_check(cfg: &Config, repo: &Repository) {
     }
 }
 
-/// Jobs, retention, prunes, drills and checks run one at a time in this loop: a prune beside a
-/// backup of the same process could delete a pack the backup just deduplicated against, and a
-/// drill or check beside a backup would only slow both down.
-async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
+/// Drills and checks, in their own lane beside [`schedule`]'s: they only read, and a
+/// base-backup drill (a whole restore and a PostgreSQL recovery, an hour for a large database)
+/// run in the backup loop held every backup of every source back that long, turning an RPO of
+/// minutes into one of hours. They read complete snapshots, which backups never change, and
+/// prune's grace period protects them like any other reader (the mount, `restore`).
+async fn verify(cfg: Config, repo: Arc<Repository>) {
     let start = Utc::now();
-    let mut tasks: Vec<(Option<DateTime<Utc>>, Task)> = std::iter::once(Task::Prune)
-        .chain((0..cfg.sources.len()).map(Task::Drill))
+    let mut tasks: Vec<(Option<DateTime<Utc>>, Task)> = (0..cfg.sources.len())
+        .map(Task::Drill)
         .chain(std::iter::once(Task::Check))
         .map(|t| (task_next(&cfg, t, start), t))
         .collect();
+    loop {
+        let Some((when, k)) = tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (t, _))| t.map(|t| (t, k)))
+            .min()
+        else {
+            return;
+        };
+        let wait = (when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        let task = tasks[k].1;
+        let (c2, r2) = (cfg.clone(), repo.clone());
+        let res = tokio::task::spawn_blocking(move || match task {
+            Task::Drill(i) => run_drill(&c2, &r2, i),
+            _ => run_check(&c2, &r2),
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::error!(task = ?task, error = %e, "maintenance task panicked");
+        }
+        tasks[k].0 = task_next(&cfg, task, Utc::now());
+    }
+}
+
+/// Jobs, retention and prunes run one at a time in this loop: a prune beside a backup of the
+/// same process could delete a pack the backup just deduplicated against. Drills and checks
+/// run beside it ([`verify`]).
+async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
+    let start = Utc::now();
+    let mut prune_at = task_next(&cfg, Task::Prune, start);
     loop {
         let due = {
             let st = shared.states.lock().expect("poisoned");
@@ -537,32 +573,13 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 .filter_map(|(i, s)| s.next.map(|t| (t, i)))
                 .min()
         };
-        let maint = tasks
-            .iter()
-            .enumerate()
-            .filter_map(|(k, (t, _))| t.map(|t| (t, k)))
-            .min();
-        if let Some((pt, k)) = maint.filter(|(pt, _)| due.is_none_or(|(t, _)| *pt <= t)) {
+        if let Some(pt) = prune_at.filter(|pt| due.is_none_or(|(t, _)| *pt <= t)) {
             let wait = (pt - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if !wait.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = shared.wake.notified() => continue,
                 }
-            }
-            let task = tasks[k].1;
-            if task != Task::Prune {
-                let (c2, r2) = (cfg.clone(), repo.clone());
-                let res = tokio::task::spawn_blocking(move || match task {
-                    Task::Drill(i) => run_drill(&c2, &r2, i),
-                    _ => run_check(&c2, &r2),
-                })
-                .await;
-                if let Err(e) = res {
-                    tracing::error!(task = ?task, error = %e, "maintenance task panicked");
-                }
-                tasks[k].0 = task_next(&cfg, task, Utc::now());
-                continue;
             }
             let (r2, grace) = (repo.clone(), cfg.prune_grace());
             let res = tokio::task::spawn_blocking(move || {
@@ -591,7 +608,7 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 }
                 Err(e) => tracing::error!(error = %e, "prune panicked"),
             }
-            tasks[k].0 = task_next(&cfg, Task::Prune, Utc::now());
+            prune_at = task_next(&cfg, Task::Prune, Utc::now());
             continue;
         }
         let Some((when, i)) = due else {

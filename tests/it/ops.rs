@@ -628,7 +628,7 @@ fn the_agent_drills_a_base_backup_source_with_postgresql_on_schedule() {
     fs::write(
         &cfg,
         format!(
-            "repo = \"{}\"\n\n[[source]]\nname = \"pgdata\"\ntype = \"basebackup\"\ncommand = \"false\"\ncluster = \"main\"\ncron = \"0 0 1 1 *\"\ndrill = \"2s\"\ndrill_query = \"SELECT count(*) FROM t\"\ndrill_database = \"app\"\ndrill_expect = \"250\"\n",
+            "repo = \"{}\"\n\n[[source]]\nname = \"pgdata\"\ntype = \"basebackup\"\ncommand = \"false\"\ncluster = \"main\"\ncron = \"0 0 1 1 *\"\ndrill = \"2s\"\ndrill_query = \"SELECT count(*) FROM t, pg_sleep(4)\"\ndrill_database = \"app\"\ndrill_expect = \"250\"\n\n[[source]]\nname = \"dump\"\ntype = \"command\"\ncommand = \"date +%s%N\"\nfile = \"d\"\nevery = \"1s\"\n",
             s(&r.path)
         ),
     )
@@ -655,14 +655,30 @@ fn the_agent_drills_a_base_backup_source_with_postgresql_on_schedule() {
         crate::monitor::status(&r).0,
         fs::read_to_string(r.scratch("agent.log")).unwrap_or_default()
     );
-    drop(agent);
     let (st, code) = crate::monitor::status(&r);
+    drop(agent);
     assert_eq!(code, 0, "{st:#}");
     let d = &st["drills"][0];
     assert_eq!(d["source"], "pgdata");
     eprintln!("agent base-backup drill: {} s", d["duration_s"]);
     let log = fs::read_to_string(r.scratch("agent.log")).unwrap();
     assert!(log.contains("restore drill passed"), "{log}");
+    // The drill (its query sleeps 4 s) did not hold the other source's backups back: they
+    // ran while it did.
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("restore drill starting"))
+        .unwrap();
+    let end = lines
+        .iter()
+        .position(|l| l.contains("restore drill passed"))
+        .unwrap();
+    let beside = lines[start..end]
+        .iter()
+        .filter(|l| l.contains("job done") && l.contains("dump"))
+        .count();
+    assert!(beside >= 2, "{beside} backups during the drill:\n{log}");
     let ops = json_of(&r, &["audit", "--op", "drill", "--json"], 0);
     assert!(!ops.as_array().unwrap().is_empty());
 }
