@@ -65,6 +65,22 @@ impl Error {
         matches!(self, Error::Corrupt(_))
     }
 
+    /// True when the file system of the repository (or its index) is full (ENOSPC, EDQUOT):
+    /// the CLI exits 17 and the agent answers wal-push with `no-space`, so an admin's alert can
+    /// say "free space" rather than "something failed".
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            Error::Index(m) => m.contains("No space left on device"),
+            _ => false,
+        }
+    }
+
     /// True when the error means "does not exist" (the mount maps this to ENOENT).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound(_))

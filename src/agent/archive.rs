@@ -126,6 +126,11 @@ fn handle(repo: &Repository, mut conn: UnixStream) {
                     format!("other-cluster {e}")
                 }
                 Err(e @ WalError::BadName(_)) => format!("bad-name {e}"),
+                Err(WalError::Repo(e)) if e.is_no_space() => {
+                    tracing::error!(cluster, name, error = %e, "wal-push through the agent failed: no space");
+                    record(&cluster, Some(&e.to_string()));
+                    format!("no-space {e}")
+                }
                 Err(e) => {
                     tracing::error!(cluster, name, error = %e, "wal-push through the agent failed");
                     record(&cluster, Some(&e.to_string()));
@@ -194,6 +199,7 @@ pub fn parse_reply(reply: &str) -> AgentReply {
         "stored" | "already" => AgentReply::Archived,
         "conflict" => AgentReply::Conflict(rest.into()),
         "other-cluster" => AgentReply::OtherCluster(rest.into()),
+        "no-space" => AgentReply::NoSpace(rest.into()),
         "" => AgentReply::Failed("the agent closed the connection without answering".into()),
         _ => AgentReply::Failed(rest.into()),
     }
@@ -208,6 +214,8 @@ pub enum AgentReply {
     Conflict(String),
     /// Segment of another database system.
     OtherCluster(String),
+    /// The repository's file system is full (the CLI exits 17, as a direct push would).
+    NoSpace(String),
     /// Anything else, with the agent's message.
     Failed(String),
 }

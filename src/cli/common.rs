@@ -125,11 +125,9 @@ fn is_no_space(e: &anyhow::Error) -> bool {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             return full(io.raw_os_error());
         }
-        match cause.downcast_ref::<Error>() {
-            Some(Error::Io { source, .. }) => full(source.raw_os_error()),
-            Some(Error::Index(m)) => m.contains("No space left on device"),
-            _ => false,
-        }
+        cause
+            .downcast_ref::<Error>()
+            .is_some_and(Error::is_no_space)
     })
 }
 

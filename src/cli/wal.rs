@@ -90,6 +90,12 @@ pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
             eprintln!("wayback wal-push: {m}");
             return Ok(EXIT_WAL_OTHER_CLUSTER);
         }
+        Some(AgentReply::NoSpace(m)) => {
+            eprintln!(
+                "wayback wal-push: no space left for the repository (through the agent): {m}"
+            );
+            return Ok(crate::cli::EXIT_NO_SPACE);
+        }
         Some(AgentReply::Failed(m)) => anyhow::bail!("pushing through the agent: {m}"),
         None => {}
     }

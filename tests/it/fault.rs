@@ -1041,9 +1041,28 @@ fn a_full_disk_fails_clearly_keeps_the_repository_and_recovers_when_freed() {
     let o = wb(&["backup", s(&big), "--source", "big"]);
     assert_code(&o, 17, "backup on a full disk");
     assert_stderr_contains(&o, "No space left on device");
+    // An agent running beside the full disk: wal-push through it exits 17 as well (it
+    // exited 1, "pushing through the agent: ...", which reads like a bug, not a full disk).
+    let cfg = r.scratch("agent.toml");
+    fs::write(&cfg, format!("repo = \"{}\"\n", s(&repo))).unwrap();
+    let mut c = r.cmd(&["agent", "--config", s(&cfg)]);
+    c.stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(r.scratch("agent.log")).unwrap());
+    let agent = crate::common::KillOnDrop(c.spawn().unwrap());
+    assert!(
+        crate::common::wait_until(std::time::Duration::from_secs(30), || repo
+            .join("wal-push.sock")
+            .exists()),
+        "the agent did not listen"
+    );
     // Now really full, and a segment cannot be stored.
     let filler = fill(&small.0);
     let seg2 = segment(&d, "000000010000000000000002", 7, 2 * MIB, 64);
+    let o = wb(&["wal-push", "--cluster", "main", s(&seg2)]);
+    assert_code(&o, 17, "wal-push through the agent on a full disk");
+    assert_stderr_contains(&o, "no space left");
+    drop(agent);
+    let _ = fs::remove_file(repo.join("wal-push.sock"));
     let o = wb(&["wal-push", "--cluster", "main", s(&seg2)]);
     assert_ne!(
         o.status.code(),
