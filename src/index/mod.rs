@@ -193,6 +193,15 @@ impl Index {
         r.as_ref().map_err(|e| Error::Index(e.clone()))
     }
 
+    /// Opens the database now (a reader opens lazily) and fails unless it is complete: what a
+    /// reader racing the writer that creates the index waits on.
+    pub fn probe(&self) -> Result<()> {
+        for name in [CF_BLOBS, CF_PACKS, CF_META] {
+            self.cf(name)?;
+        }
+        Ok(())
+    }
+
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         self.db()?
             .cf_handle(name)

@@ -364,6 +364,9 @@ impl Repository {
         }
         let index = match access {
             Access::Write => Index::open_writer(&index_path)?,
+            Access::Read if backend::foreign_owner(root).is_some() => {
+                Self::open_reader_when_ready(&index_path)?
+            }
             Access::Read => Index::open_reader(&index_path)?,
         };
         index.set_barrier(be.clone());
@@ -396,14 +399,62 @@ impl Repository {
 
     /// Creates a missing private index (a root reader in a repository another user owns, see
     /// [`index_dir`]) from pack headers. Best effort: if a writer races us to it, its index wins.
+    ///
+    /// Why built aside and renamed into place (`RENAME_NOREPLACE`): built in place, it held the
+    /// index's lock while it read every pack header, so an agent starting meanwhile failed to
+    /// open its index and exited, and a second reader found a half-created index ("column
+    /// family not found"). Built aside, the writer never waits for a reader, and whoever comes
+    /// second uses the first one's index.
     fn bootstrap_index(be: &dyn Backend, key: &MasterKey, path: &Path) {
-        let r = Index::open_writer(path).and_then(|idx| {
+        let Some(parent) = path.parent() else { return };
+        let building = parent.join(format!(
+            "index.building-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let r = Index::open_writer(&building).and_then(|idx| {
             rebuild::index_missing_packs(be, key, &idx, |_, _| {}).map(|rep| rep.added)
+        });
+        let r = r.and_then(|n| {
+            nix::fcntl::renameat2(
+                None,
+                &building,
+                None,
+                path,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            )
+            .map(|()| n)
+            .map_err(|e| Error::io("rename index", path, std::io::Error::from(e)))
         });
         match r {
             Ok(n) => tracing::info!(packs = n, index = %path.display(), "built a private index"),
+            // A writer (or another reader) made it meanwhile: use theirs.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                tracing::debug!(index = %path.display(), "another process made the index first")
+            }
             Err(e) => {
                 tracing::warn!(error = %e, index = %path.display(), "could not build a private index")
+            }
+        }
+        // remove_dir_all does not follow symlinks inside (std's fix for CVE-2022-21658), and
+        // the directory is private to this user (see `private_dir`).
+        let _ = std::fs::remove_dir_all(&building);
+    }
+
+    /// Opens the index at `path` as a reader once it is complete: a writer creating it (the
+    /// agent's first start) makes its files and column families in steps.
+    fn open_reader_when_ready(path: &Path) -> Result<Index> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = Index::open_reader(path).and_then(|idx| idx.probe().map(|()| idx));
+            match r {
+                Err(e @ (Error::NotFound(_) | Error::Index(_)))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "index not ready yet");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                r => return r,
             }
         }
     }

@@ -633,8 +633,7 @@ fn the_agent_drills_a_base_backup_source_with_postgresql_on_schedule() {
         ),
     )
     .unwrap();
-    // Info logging, to wait for "agent started": a root `status` racing the agent's first
-    // open of this postgres-owned repository can hit its private index mid-creation.
+    // Info logging, to wait for "agent started" (and to see that no ERROR is logged).
     let mut c = r.cmd(&["agent", "--config", s(&cfg)]);
     c.env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())

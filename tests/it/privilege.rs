@@ -282,3 +282,33 @@ fn wal_fetch_into_another_users_directory_follows_no_planted_symlink() {
     out.assert_untouched("wal-fetch temporary file");
     assert!(fs::read(&dest).unwrap() == body);
 }
+
+/// A root `status` started with the agent's first start on a postgres-owned repository (both
+/// create the private index): the status answered "not found: index" or "column family not
+/// found", or held the index's lock so that the agent failed to start. Both now succeed.
+#[test]
+fn root_readers_racing_the_agents_first_start_neither_fail_nor_stop_it() {
+    for round in 0..4 {
+        let r = postgres_repo();
+        let cfg = r.scratch("agent.toml");
+        std::fs::write(&cfg, format!("repo = \"{}\"\n", s(&r.path))).unwrap();
+        let mut c = r.cmd(&["agent", "--config", s(&cfg)]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(r.scratch("agent.log")).unwrap());
+        let mut agent = crate::common::KillOnDrop(c.spawn().unwrap());
+        for i in 0..4 {
+            let o = r.wb(&["status"]);
+            assert!(
+                o.status.success(),
+                "round {round}, status {i}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            agent.0.try_wait().unwrap().is_none(),
+            "round {round}: the agent exited: {}",
+            std::fs::read_to_string(r.scratch("agent.log")).unwrap_or_default()
+        );
+    }
+}
