@@ -3,6 +3,7 @@
 
 mod agent;
 mod archive;
+mod bitrot;
 mod common;
 mod core;
 mod damage;
