@@ -21,4 +21,5 @@ mod pgat;
 mod pitr;
 mod privilege;
 mod prune;
+mod repair;
 mod wal;
