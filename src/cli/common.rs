@@ -124,7 +124,11 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
 pub fn index_damaged(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(c.downcast_ref::<Error>(), Some(Error::Index(m))
-            if m.contains("Corruption") || m.contains("IO error: No such file"))
+            if m.contains("Corruption")
+                || m.contains("IO error: No such file")
+                // A secondary that finds the MANIFEST it was told of gone: a race with a
+                // writer is retried by the next command, a deleted MANIFEST stays.
+                || m.contains("deleted the old one"))
     })
 }
 

@@ -15,8 +15,9 @@
 //! manifest (= `forget`), a WAL record (= WAL retention) or a key file (= `key remove`).
 //!
 //! `WAYBACK_BITROT_TRIALS` (default 36, two of each damage kind), `WAYBACK_BITROT_SEED`
-//! (first seed; trial i uses seed + i) and `WAYBACK_BITROT_REPORT` (write the counts as JSON
-//! there) drive it; `scripts/bitrot.sh N` runs N trials.
+//! (trial i uses seed + i), `WAYBACK_BITROT_FROM` (first trial number, to replay one) and
+//! `WAYBACK_BITROT_REPORT` (write counts and failures as JSON there) drive it;
+//! `WAYBACK_BITROT_VERBOSE` prints a line per trial. `scripts/bitrot.sh N` runs N trials.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -610,14 +611,17 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn bit_rot_trials_are_detected_never_served_and_repaired_without_harm() {
     let trials = env_u64("WAYBACK_BITROT_TRIALS", 36);
     let first = env_u64("WAYBACK_BITROT_SEED", 0x5eed);
+    // Trial numbers from..from+trials (the number picks the damage kind, seed + number the
+    // victim and bytes): `WAYBACK_BITROT_FROM=85 WAYBACK_BITROT_TRIALS=1` replays trial 85.
+    let from = env_u64("WAYBACK_BITROT_FROM", 0);
     let p = pristine();
     let next = std::sync::atomic::AtomicU64::new(0);
     let results: Mutex<Vec<(String, Counts, Vec<String>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                if i >= trials {
+                let i = from + next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= from + trials {
                     break;
                 }
                 let out = trial(&p, i, first.wrapping_add(i));
@@ -676,7 +680,12 @@ fn bit_rot_trials_are_detected_never_served_and_repaired_without_harm() {
     }
     eprintln!("bit-rot trials (first seed {first}):\n{table}");
     if let Ok(path) = std::env::var("WAYBACK_BITROT_REPORT") {
-        let v = serde_json::json!({"first_seed": first, "by_kind": by_kind, "total": total});
+        let v = serde_json::json!({
+            "first_seed": first,
+            "by_kind": by_kind,
+            "total": total,
+            "failures": failures,
+        });
         fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }
     assert_eq!(total.trials as u64, trials);
