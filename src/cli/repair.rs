@@ -80,9 +80,9 @@ pub fn run(ra: &RepoArgs, cmd: RepairCmd) -> anyhow::Result<i32> {
                 });
                 crate::audit::note(
                     &repo,
-                    "repair index",
+                    "repair",
                     &format!(
-                        "index rebuilt, {} damaged pack header(s)",
+                        "index: rebuilt, {} damaged pack header(s)",
                         rep.damaged.len()
                     ),
                 );
@@ -120,7 +120,7 @@ pub fn run(ra: &RepoArgs, cmd: RepairCmd) -> anyhow::Result<i32> {
             let rep = packs::repair_packs(&repo, dry_run, &mut |m| pb.set_message(m.to_string()))?;
             pb.finish_and_clear();
             if !dry_run && !rep.damaged.is_empty() {
-                crate::audit::note(&repo, "repair packs", &rep.summary());
+                crate::audit::note(&repo, "repair", &format!("packs: {}", rep.summary()));
             }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rep)?);
@@ -169,7 +169,7 @@ pub fn run(ra: &RepoArgs, cmd: RepairCmd) -> anyhow::Result<i32> {
             })?;
             pb.finish_and_clear();
             if !dry_run && !rep.repaired.is_empty() {
-                crate::audit::note(&repo, "repair snapshots", &rep.summary());
+                crate::audit::note(&repo, "repair", &format!("snapshots: {}", rep.summary()));
             }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rep)?);
