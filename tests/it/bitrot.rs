@@ -5,8 +5,9 @@
 //!
 //! - `check --read-data` detects it (non-zero; 12 when the repository opens) and names every
 //!   snapshot file and WAL segment that no longer restores;
-//! - nothing is ever served as wrong bytes: every restore, `cat` and `wal-fetch` gives the
-//!   original bytes or fails (a file missing from a restore, a non-zero exit);
+//! - nothing is ever served as wrong bytes: every restore, `cat` and `wal-fetch` (and, for
+//!   pack and WAL damage, every read through the mount) gives the original bytes or fails (a
+//!   file missing from a restore, a non-zero exit, EIO);
 //! - `repair index`, `repair packs`, `repair snapshots --forget` never make things worse:
 //!   everything that restored before restores byte-identical after (from the snapshot or its
 //!   repaired replacement), and `check` afterwards reports only what is really lost.
@@ -62,6 +63,8 @@ const OPS: [Op; 3] = [Op::Flip, Op::Truncate, Op::Delete];
 struct SnapTruth {
     id: String,
     short: String,
+    /// Where the mount shows it: `snapshots/<source>/<time name>`.
+    in_mount: String,
     files: BTreeMap<String, Vec<u8>>,
 }
 
@@ -154,6 +157,11 @@ fn pristine() -> Pristine {
         r.restore(&id, &dst, &[]);
         snaps.push(SnapTruth {
             short: str_of(&v, "/short_id").to_string(),
+            in_mount: format!(
+                "snapshots/{}/{}",
+                str_of(&v, "/source"),
+                str_of(&v, "/time_name")
+            ),
             files: files_under(&dst),
             id,
         });
@@ -367,6 +375,42 @@ fn observe(
     ob
 }
 
+/// Reads every snapshot file and WAL segment through the mount: each read gives the true
+/// bytes or fails (EIO); returns what was wrong.
+fn mount_reads(r: &Repo, p: &Pristine) -> Vec<String> {
+    let m = crate::mount::Mounted::new(r, &[]);
+    let wal_dir = m.p("wal");
+    let mut wrong = Vec::new();
+    let mut served = 0;
+    let mut check = |path: PathBuf, truth: &[u8]| match fs::read(&path) {
+        Ok(b) if b == truth => served += 1,
+        Ok(_) => wrong.push(format!(
+            "the mount served wrong bytes for {}",
+            path.display()
+        )),
+        // Damage is EIO; a WAL record that is gone or unreadable is simply not listed.
+        Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.starts_with(&wal_dir) => {}
+        Err(e) => wrong.push(format!(
+            "the mount failed {} with {e}, not EIO",
+            path.display()
+        )),
+    };
+    for t in &p.snaps {
+        for (f, truth) in &t.files {
+            check(m.p(&format!("{}{f}", t.in_mount)), truth);
+        }
+    }
+    for (name, truth) in &p.wal {
+        check(m.p(&format!("wal/{CLUSTER}/{name}")), truth);
+    }
+    // One pack or record is damaged: most of what the mount shows must still read.
+    if served == 0 {
+        wrong.push("the mount served nothing at all".to_string());
+    }
+    wrong
+}
+
 /// The affected entries of every problem in a check report.
 fn affected(check: &Value) -> Vec<String> {
     check["problems"]
@@ -426,7 +470,11 @@ fn trial(p: &Pristine, i: u64, seed: u64) -> (String, Counts, Vec<String>) {
         ..Counts::default()
     };
     let same = |id: &str| Some(id.to_string());
-    let before = observe(&r, p, target == Target::Key, &same, &mut rng, "before");
+    let mut before = observe(&r, p, target == Target::Key, &same, &mut rng, "before");
+    // The mount too, where the damage is to served data (a mount per trial costs ~0.3 s).
+    if matches!(target, Target::Pack | Target::Wal) {
+        before.wrong.extend(mount_reads(&r, p));
+    }
     let detected = before.check_codes.iter().any(|&c| c != 0);
     let by_design =
         op == Op::Delete && matches!(target, Target::Manifest | Target::Wal | Target::Key);
