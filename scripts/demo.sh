@@ -60,6 +60,7 @@ fi
 "$WB" check --read-data --subset 1/2
 rm -rf "$WAYBACK_REPO/index" && "$WB" index rebuild
 "$WB" check --read-data
+"$WB" repair index && "$WB" repair packs && "$WB" repair snapshots   # nothing damaged: no change
 "$WB" drill                                    # restore each source into scratch, verify every byte
 "$WB" status                                   # exit 16 if a source were LATE or FAILING
 "$WB" audit                                    # who restored and mounted what, when

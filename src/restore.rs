@@ -215,7 +215,10 @@ pub fn restore(
             Ok(())
         };
         match (root, single) {
-            (Some(r), _) => crate::tree::reader::walk(repo, r, b"", &mut check)?,
+            // A damaged directory has nothing to conflict with; the restore reports it.
+            (Some(r), _) => {
+                crate::tree::reader::walk_past_damage(repo, r, b"", &mut check, &mut |_, _| {})?
+            }
             (None, Some(n)) => check(b"", n)?,
             _ => {}
         }
@@ -243,6 +246,7 @@ pub fn restore(
     let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
     let mut links: HashMap<u64, PathBuf> = HashMap::new();
     let mut extra_links: Vec<(u64, PathBuf)> = Vec::new();
+    let mut lost_dirs: Vec<(Vec<u8>, String)> = Vec::new();
 
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..workers {
@@ -346,7 +350,12 @@ pub fn restore(
             Ok(())
         };
         let r = match (root, single) {
-            (Some(r), _) => crate::tree::reader::walk(repo, r, b"", &mut visit),
+            // Every intact file is restored; an unreadable directory is a failure of its own.
+            (Some(r), _) => {
+                crate::tree::reader::walk_past_damage(repo, r, b"", &mut visit, &mut |rel, e| {
+                    lost_dirs.push((rel.to_vec(), e.to_string()))
+                })
+            }
             (None, Some(n)) => visit(b"", n),
             _ => Ok(()),
         };
@@ -357,6 +366,13 @@ pub fn restore(
         finish_file(&st, &report, counters);
     }
     let mut report = report.into_inner().expect("poisoned");
+    for (rel, why) in lost_dirs {
+        let p = path_of(target, &rel)?;
+        report.failed.push((
+            p,
+            format!("directory unreadable, nothing in it restored: {why}"),
+        ));
+    }
     for (g, p) in extra_links {
         let first = &links[&g];
         if let Some((_, why)) = report.failed.iter().find(|(f, _)| f == first) {

@@ -110,6 +110,11 @@ pub struct Snapshot {
     /// Database consistency point, for database sources.
     #[serde(default)]
     pub db: Option<DbPoint>,
+    /// Set on a snapshot `wayback repair snapshots` wrote: the damaged snapshot it was made
+    /// from (which stays unless repaired with `--forget`). Not written when absent, so
+    /// manifests without it are byte-for-byte what they were before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_from: Option<SnapshotId>,
 }
 
 fn yes() -> bool {
@@ -234,6 +239,7 @@ mod tests {
             warnings: vec![],
             complete: true,
             db: None,
+            repaired_from: None,
         }
     }
 

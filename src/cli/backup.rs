@@ -187,6 +187,10 @@ pub fn snapshot_json(s: &Snapshot) -> serde_json::Value {
     v["id"] = serde_json::Value::String(s.id.to_hex());
     v["short_id"] = serde_json::Value::String(s.id.short());
     v["time_name"] = serde_json::Value::String(s.time_name());
+    if let Some(o) = s.repaired_from {
+        // Hex, like `id`, so a script can find a repaired snapshot's original.
+        v["repaired_from"] = serde_json::Value::String(o.to_hex());
+    }
     v
 }
 

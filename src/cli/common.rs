@@ -109,12 +109,27 @@ pub fn exit_code_for(e: &anyhow::Error) -> i32 {
                 Error::WrongPassword => super::EXIT_WRONG_PASSWORD,
                 Error::Locked(_) => super::EXIT_LOCKED,
                 Error::Corrupt(_) => super::EXIT_DAMAGED,
+                Error::Index(_) if index_damaged(e) => super::EXIT_DAMAGED,
                 Error::NotFound(_) => super::EXIT_NOT_FOUND,
                 _ => super::EXIT_ERROR,
             };
         }
     }
     super::EXIT_ERROR
+}
+
+/// True when RocksDB found the index damaged (its checksums, a truncated or missing file).
+/// Why its own test: the index is a cache, so the cure is `wayback repair index`, and the
+/// exit code is that of damage (12), not of an unknown failure.
+pub fn index_damaged(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<Error>(), Some(Error::Index(m))
+            if m.contains("Corruption")
+                || m.contains("IO error: No such file")
+                // A secondary that finds the MANIFEST it was told of gone: a race with a
+                // writer is retried by the next command, a deleted MANIFEST stays.
+                || m.contains("deleted the old one"))
+    })
 }
 
 /// True when the error comes from a full file system (ENOSPC or EDQUOT), whether it reached us

@@ -4,8 +4,8 @@
 //! 0 success; 1 other error; 2 usage error; 3 snapshot written but incomplete (files changed or
 //! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
-//! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
-//! archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
+//! file could not be restored (for `repair`: damage remains that the step cannot fix); 13
+//! snapshot, path or repository not found; 14 WAL file already archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
 //! or WAL cluster is LATE or FAILING, or the last drill or check failed; 17 the repository's
 //! file system is full; 18 `drill`: a drill failed for another reason than damaged data (which
 //! is 12); 141: stdout was closed before everything was written (a pipe whose reader exited
@@ -49,6 +49,7 @@ mod mount;
 mod pgat;
 mod pitr;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -154,6 +155,10 @@ pub enum Cmd {
     /// Index maintenance.
     #[command(subcommand)]
     Index(index::IndexCmd),
+    /// Mend a damaged repository: rebuild the index, salvage damaged packs, write snapshots
+    /// without their damaged files (exit 12 when damage remains that the step cannot fix).
+    #[command(subcommand)]
+    Repair(repair::RepairCmd),
     /// Mount every snapshot as a read-only directory tree.
     Mount(mount::Args),
     /// Archive one PostgreSQL WAL file (archive_command); exit 0 only once durable.
@@ -196,6 +201,7 @@ pub fn main_entry() -> i32 {
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
+        Cmd::Repair(c) => repair::run(&cli.repo, c),
         Cmd::Forget(a) => forget::run(&cli.repo, a),
         Cmd::Prune(a) => prune::run(&cli.repo, a),
         Cmd::Stats(a) => stats::run(&cli.repo, a),
@@ -228,6 +234,12 @@ pub fn main_entry() -> i32 {
         Err(e) if is_broken_pipe(&e) => EXIT_BROKEN_PIPE,
         Err(e) => {
             eprintln!("wayback: error: {e:#}");
+            if common::index_damaged(&e) {
+                eprintln!(
+                    "wayback: the index is a cache of the pack headers: `wayback repair index` \
+                     rebuilds it"
+                );
+            }
             exit_code_for(&e)
         }
     }

@@ -156,6 +156,14 @@ impl Index {
     /// Opens the index read-only beside a possibly running writer.
     pub fn open_reader(path: &Path) -> Result<Index> {
         if !path.join("CURRENT").exists() {
+            // A directory without RocksDB's CURRENT is an index that lost a file, not one that
+            // was never built.
+            if path.is_dir() {
+                return Err(Error::Corrupt(format!(
+                    "index {} is damaged (CURRENT is missing): `wayback repair index` rebuilds it",
+                    path.display()
+                )));
+            }
             return Err(Error::NotFound(format!(
                 "index {} (run `wayback index rebuild`)",
                 path.display()

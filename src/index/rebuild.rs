@@ -76,3 +76,60 @@ pub fn index_missing_packs(
     }
     Ok(rep)
 }
+
+/// A pack with its size on disk and the blob entries an index holds for it.
+pub type KeptPack = (PackId, u64, Vec<crate::pack::BlobEntry>);
+
+/// The entries the index at `index_path` holds for packs on disk whose header cannot be read
+/// (see `Repository::repair_index`). Best effort: an index that does not open (it may be what
+/// is damaged) yields nothing, with a warning.
+pub fn entries_of_damaged_packs(
+    be: &dyn Backend,
+    key: &MasterKey,
+    index_path: &std::path::Path,
+) -> Result<Vec<KeptPack>> {
+    let mut damaged = std::collections::HashMap::new();
+    for p in list_pack_files(be)? {
+        match read_pack_header(be, key, &p) {
+            Ok(_) | Err(crate::error::Error::NotFound(_)) => {}
+            Err(_) => {
+                damaged.insert(p, be.size(&pack_path(&p))?);
+            }
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let old = match Index::open_writer(index_path) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "old index does not open; nothing carried over");
+            return Ok(Vec::new());
+        }
+    };
+    let mut by_pack: std::collections::HashMap<PackId, Vec<crate::pack::BlobEntry>> =
+        Default::default();
+    let walked = old.for_each_blob(|kind, id, loc| {
+        if damaged.contains_key(&loc.pack) {
+            by_pack
+                .entry(loc.pack)
+                .or_default()
+                .push(crate::pack::BlobEntry {
+                    kind,
+                    id: *id,
+                    offset: loc.offset,
+                    length: loc.length,
+                    raw_length: loc.raw_length,
+                });
+        }
+        Ok(())
+    });
+    if let Err(e) = walked {
+        tracing::warn!(error = %e, "old index unreadable; nothing carried over");
+        return Ok(Vec::new());
+    }
+    Ok(by_pack
+        .into_iter()
+        .map(|(p, es)| (p, damaged[&p], es))
+        .collect())
+}

@@ -174,6 +174,7 @@ pub fn backup(repo: &Repository, req: &StreamBackup, counters: Arc<Counters>) ->
         warnings: vec![],
         complete: true,
         db: None,
+        repaired_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)
@@ -265,6 +266,7 @@ pub fn backup_basebackup(
         warnings: vec![],
         complete: true,
         db: Some(db_point(&un.kept, cluster)),
+        repaired_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)

@@ -25,6 +25,8 @@ use crate::tree::NodeKind;
 /// One problem found.
 #[derive(Serialize, Debug, Clone)]
 pub struct Problem {
+    /// Which part is hurt, for scripts: `manifest`, `tree`, `blob`, `pack`, `wal` or `key`.
+    pub kind: &'static str,
     /// What is wrong.
     pub what: String,
     /// Pack concerned, if any.
@@ -101,6 +103,7 @@ pub fn check(
     rep.snapshots = snaps.len() + bad_manifests.len();
     for (name, e) in bad_manifests {
         rep.problems.push(Problem {
+            kind: "manifest",
             what: format!("snapshot manifest snapshots/{name} unreadable: {e}"),
             pack: None,
             blob: None,
@@ -111,8 +114,11 @@ pub fn check(
     let on_disk: HashSet<PackId> = list_pack_files(repo.be.as_ref())?.into_iter().collect();
     let indexed = repo.index.packs()?;
     let unindexed = unindexed_packs(repo, &on_disk, &indexed, &mut rep)?;
-    // Which snapshots/paths use each blob, filled lazily only for damaged blobs.
+    check_keys(repo, &mut rep)?;
+    // Trees that cannot be read and data blobs no pack holds; named with the files they hurt
+    // at the end, with the damaged blobs.
     let mut seen_trees: HashSet<BlobId> = HashSet::new();
+    let mut lost_trees: BTreeMap<BlobId, String> = BTreeMap::new();
     let mut missing: HashSet<(BlobKind, BlobId)> = HashSet::new();
     for (i, s) in snaps.iter().enumerate() {
         progress("trees", i as u64, snaps.len() as u64);
@@ -124,12 +130,7 @@ pub fn check(
             let tree = match repo.read_tree(&t) {
                 Ok(tr) => tr,
                 Err(e) => {
-                    rep.problems.push(Problem {
-                        what: format!("tree unreadable: {e}"),
-                        pack: None,
-                        blob: Some(t.to_hex()),
-                        affected: vec![format!("{} {} {}", s.id.short(), s.source, s.time_name())],
-                    });
+                    lost_trees.insert(t, e.to_string());
                     continue;
                 }
             };
@@ -151,17 +152,10 @@ pub fn check(
         }
     }
     rep.trees = seen_trees.len();
-    for (kind, id) in &missing {
-        rep.problems.push(Problem {
-            what: format!("{kind:?} blob referenced by a snapshot is in no pack"),
-            pack: None,
-            blob: Some(id.to_hex()),
-            affected: vec![],
-        });
-    }
     for (p, size) in &indexed {
         if !on_disk.contains(p) {
             rep.problems.push(Problem {
+                kind: "pack",
                 what: "pack is missing".into(),
                 pack: Some(p.to_hex()),
                 blob: None,
@@ -171,6 +165,7 @@ pub fn check(
             // Size mismatch is reported by the data read below.
         } else if repo.be.size(&pack_path(p))? != *size {
             rep.problems.push(Problem {
+                kind: "pack",
                 what: format!("pack size differs from the index (expected {size})"),
                 pack: Some(p.to_hex()),
                 blob: None,
@@ -202,24 +197,58 @@ pub fn check(
         }
     }
     check_wal(repo, opts, &on_disk, &mut rep, progress)?;
-    if !damaged.is_empty() {
-        let affected = affected_files(repo, &snaps, &damaged)?;
-        let mut by_pack: BTreeMap<String, Vec<(BlobKind, BlobId, String)>> = BTreeMap::new();
-        for ((k, id), (p, why)) in &damaged {
-            by_pack
-                .entry(p.to_hex())
-                .or_default()
-                .push((*k, *id, why.clone()));
-        }
-        for (p, blobs) in by_pack {
-            for (k, id, why) in blobs {
-                rep.problems.push(Problem {
-                    what: format!("damaged {k:?} blob: {why}"),
-                    pack: Some(p.clone()),
-                    blob: Some(id.to_hex()),
-                    affected: affected.get(&id).cloned().unwrap_or_default(),
-                });
+    if damaged.is_empty() && missing.is_empty() && lost_trees.is_empty() {
+        return Ok(rep);
+    }
+    let ids: HashSet<BlobId> = damaged
+        .keys()
+        .chain(missing.iter())
+        .map(|(_, id)| *id)
+        .chain(lost_trees.keys().copied())
+        .collect();
+    let affected = affected_files(repo, &snaps, &ids)?;
+    let users = |id: &BlobId| affected.get(id).cloned().unwrap_or_default();
+    for (t, why) in &lost_trees {
+        rep.problems.push(Problem {
+            kind: "tree",
+            what: format!("tree unreadable: {why}"),
+            pack: None,
+            blob: Some(t.to_hex()),
+            affected: users(t),
+        });
+    }
+    let mut missing: Vec<_> = missing.into_iter().collect();
+    missing.sort();
+    for (kind, id) in &missing {
+        rep.problems.push(Problem {
+            kind: "blob",
+            what: format!("{kind:?} blob referenced by a snapshot is in no pack"),
+            pack: None,
+            blob: Some(id.to_hex()),
+            affected: users(id),
+        });
+    }
+    let mut by_pack: BTreeMap<String, Vec<(BlobKind, BlobId, String)>> = BTreeMap::new();
+    for ((k, id), (p, why)) in &damaged {
+        by_pack
+            .entry(p.to_hex())
+            .or_default()
+            .push((*k, *id, why.clone()));
+    }
+    for (p, mut blobs) in by_pack {
+        blobs.sort();
+        for (k, id, why) in blobs {
+            // A tree already reported unreadable is not reported twice.
+            if k == BlobKind::Tree && lost_trees.contains_key(&id) {
+                continue;
             }
+            rep.problems.push(Problem {
+                kind: "blob",
+                what: format!("damaged {k:?} blob: {why}"),
+                pack: Some(p.clone()),
+                blob: Some(id.to_hex()),
+                affected: users(&id),
+            });
         }
     }
     Ok(rep)
@@ -256,6 +285,7 @@ fn unindexed_packs(
             // Deleted since the listing (a prune running beside this check).
             Err(Error::NotFound(_)) => {}
             Err(e) => rep.problems.push(Problem {
+                kind: "pack",
                 what: format!("pack header unreadable (pack not in the index): {e}"),
                 pack: Some(p.to_hex()),
                 blob: None,
@@ -283,6 +313,7 @@ fn check_wal(
                 Ok(r) => r,
                 Err(e) => {
                     rep.problems.push(Problem {
+                        kind: "wal",
                         what: format!("WAL record unreadable: {e}"),
                         pack: None,
                         blob: None,
@@ -291,14 +322,23 @@ fn check_wal(
                     continue;
                 }
             };
-            let gone: Vec<_> = rec
-                .locations
-                .iter()
-                .filter(|l| !on_disk.contains(&l.pack))
-                .map(|l| l.pack)
-                .collect();
+            // A chunk whose recorded pack is gone may live on elsewhere (`repair packs`
+            // salvaged it into a new pack; readers find it through the index).
+            let mut gone = Vec::new();
+            for (c, l) in rec.content.iter().zip(&rec.locations) {
+                if !on_disk.contains(&l.pack)
+                    && !repo
+                        .index
+                        .get(BlobKind::Data, &c.id)?
+                        .is_some_and(|x| on_disk.contains(&x.pack))
+                    && !gone.contains(&l.pack)
+                {
+                    gone.push(l.pack);
+                }
+            }
             for p in &gone {
                 rep.problems.push(Problem {
+                    kind: "wal",
                     what: "pack holding archived WAL is missing".into(),
                     pack: Some(p.to_hex()),
                     blob: None,
@@ -312,6 +352,7 @@ fn check_wal(
             if opts.read_data && gone.is_empty() && chosen {
                 if let Err(e) = crate::wal::verify(repo, &rec) {
                     rep.problems.push(Problem {
+                        kind: "wal",
                         what: format!("archived WAL content damaged: {e}"),
                         pack: None,
                         blob: None,
@@ -363,6 +404,7 @@ fn verify_pack(
         Ok(e) => e,
         Err(e) => {
             rep.problems.push(Problem {
+                kind: "pack",
                 what: format!("pack header unreadable: {e}"),
                 pack: Some(p.to_hex()),
                 blob: None,
@@ -412,12 +454,15 @@ fn verify_pack(
     Ok(())
 }
 
+/// Every file, directory and snapshot root that uses one of `ids`, as
+/// `short-id source time: path`. Walks every snapshot whole, past unreadable trees (their
+/// subtrees are named by the directory entry that points to them), so one damaged directory
+/// does not hide damage later in the same snapshot.
 fn affected_files(
     repo: &Repository,
     snaps: &[crate::snapshot::Snapshot],
-    damaged: &HashMap<(BlobKind, BlobId), (PackId, String)>,
+    ids: &HashSet<BlobId>,
 ) -> Result<HashMap<BlobId, Vec<String>>> {
-    let ids: HashSet<BlobId> = damaged.keys().map(|(_, id)| *id).collect();
     let mut out: HashMap<BlobId, Vec<String>> = HashMap::new();
     for s in snaps {
         let label = format!("{} {} {}", s.id.short(), s.source, s.time_name());
@@ -425,24 +470,49 @@ fn affected_files(
             out.entry(s.root)
                 .or_default()
                 .push(format!("{label}: / (root tree)"));
-            continue;
         }
-        let _ = crate::tree::reader::walk(repo, &s.root, b"", &mut |path, n| {
-            let p = String::from_utf8_lossy(path);
-            for c in &n.content {
-                if ids.contains(&c.id) {
-                    out.entry(c.id).or_default().push(format!("{label}: {p}"));
+        let mut stack: Vec<(BlobId, String)> = vec![(s.root, String::new())];
+        while let Some((t, dir)) = stack.pop() {
+            let Ok(tree) = repo.read_tree(&t) else {
+                continue;
+            };
+            for n in &tree.nodes {
+                let p = format!("{dir}/{}", n.name_lossy());
+                let mut hurt = false;
+                for c in &n.content {
+                    if ids.contains(&c.id) && !hurt {
+                        out.entry(c.id).or_default().push(format!("{label}: {p}"));
+                        hurt = true;
+                    }
+                }
+                if let Some(sub) = n.subtree {
+                    if ids.contains(&sub) {
+                        out.entry(sub)
+                            .or_default()
+                            .push(format!("{label}: {p}/ (directory)"));
+                    }
+                    stack.push((sub, p));
                 }
             }
-            if let Some(t) = n.subtree {
-                if ids.contains(&t) {
-                    out.entry(t)
-                        .or_default()
-                        .push(format!("{label}: {p}/ (directory)"));
-                }
-            }
-            Ok(())
-        });
+        }
     }
     Ok(out)
+}
+
+/// Key files that are not well formed (unreadable, not JSON of this version, bounds, hex).
+/// A flipped byte inside the sealed key itself reads as a wrong passphrase, so only whoever
+/// holds that key's passphrase can tell it from a good one: it is found when they open.
+fn check_keys(repo: &Repository, rep: &mut CheckReport) -> Result<()> {
+    for id in repo.be.list("keys")? {
+        if let Err(e) = crate::repo::keys::read_key(repo.be.as_ref(), &id) {
+            rep.problems.push(Problem {
+                kind: "key",
+                what: format!("key file unreadable: {e}"),
+                pack: None,
+                blob: None,
+                affected: vec![format!("key file keys/{id}")],
+            });
+        }
+    }
+    Ok(())
 }

@@ -173,8 +173,22 @@ fn read_config_over(be: &dyn Backend, root: &Path, pass: &[u8]) -> Result<Config
     decode_config(&plain)
 }
 
+/// True when `keys/` holds a file and `packs/` a pack directory (what `init` alone never
+/// leaves: a killed `init` has no packs).
+fn holds_repository_data(be: &dyn Backend) -> bool {
+    let any = |d: &str| be.list(d).is_ok_and(|l| !l.is_empty());
+    any("keys") && any("packs")
+}
+
 fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
     let raw = be.get("config").map_err(|e| match e {
+        // Key files and packs without a config: a repository that lost its config, which is
+        // damage (exit 12), not a directory that was never a repository.
+        Error::NotFound(_) if holds_repository_data(be) => Error::Corrupt(format!(
+            "{}/config is missing, yet the directory holds key files and packs: the repository \
+             is damaged",
+            root.display()
+        )),
         Error::NotFound(_) => Error::NotFound(format!(
             "{} is not a wayback repository (no config; run `wayback init`)",
             root.display()
@@ -474,9 +488,39 @@ impl Repository {
         be: Arc<dyn Backend>,
         pass: &[u8],
     ) -> Result<(Repository, rebuild::ScanReport)> {
+        Self::rebuild_index_inner(root, be, pass, false).map(|(r, s, _)| (r, s))
+    }
+
+    /// `wayback repair index`: [`Repository::rebuild_index`], except that what the old index
+    /// knew of packs whose header cannot be read is carried over into the new one. Why: such a
+    /// pack's blobs can be found by no other means than the old index (their sealed lengths
+    /// are nowhere else), and `repair packs` needs their locations to salvage the intact ones;
+    /// a rebuild that forgot them would make things worse. Returns also how many packs were
+    /// carried over. The old index is read only if it opens; otherwise nothing is carried.
+    pub fn repair_index(
+        root: &Path,
+        be: Arc<dyn Backend>,
+        pass: &[u8],
+    ) -> Result<(Repository, rebuild::ScanReport, usize)> {
+        Self::rebuild_index_inner(root, be, pass, true)
+    }
+
+    fn rebuild_index_inner(
+        root: &Path,
+        be: Arc<dyn Backend>,
+        pass: &[u8],
+        keep_damaged: bool,
+    ) -> Result<(Repository, rebuild::ScanReport, usize)> {
         let lock = WriterLock::acquire(root, "index rebuild")?;
         let config = read_config_over(be.as_ref(), root, pass)?;
         let idx = index_dir(root, &config.id)?;
+        let kept = match keep_damaged && idx.exists() {
+            true => {
+                let key = keys::unlock(be.as_ref(), pass)?.1;
+                rebuild::entries_of_damaged_packs(be.as_ref(), &key, &idx)?
+            }
+            false => Vec::new(),
+        };
         if idx.exists() {
             std::fs::remove_dir_all(&idx).map_err(|e| Error::io("remove", &idx, e))?;
         }
@@ -492,7 +536,10 @@ impl Repository {
         )?;
         let rep =
             rebuild::index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |_, _| {})?;
-        Ok((repo, rep))
+        for (p, size, entries) in &kept {
+            repo.index.add_pack(p, *size, entries)?;
+        }
+        Ok((repo, rep, kept.len()))
     }
 
     /// Caches the unlocked key in the kernel keyring for `timeout` (`wayback key unlock`).

@@ -136,3 +136,44 @@ pub fn walk(
     }
     Ok(())
 }
+
+/// [`walk`] that goes on past damage: a subtree that cannot be read (`Corrupt`, e.g. its pack
+/// is damaged or gone) is handed to `lost` with its path, and the walk continues with its
+/// siblings. Why: restore must give back every intact file of a snapshot, not stop at the
+/// first damaged directory. The root tree itself must be readable (there is nothing to walk
+/// otherwise); other errors (I/O, the index, and whatever `f` returns) stop the walk.
+pub fn walk_past_damage(
+    repo: &Repository,
+    root: &TreeId,
+    prefix: &[u8],
+    f: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    lost: &mut dyn FnMut(&[u8], crate::error::Error),
+) -> Result<()> {
+    let tree = repo.read_tree(root)?;
+    walk_tree_past_damage(repo, &tree, prefix, f, lost)
+}
+
+fn walk_tree_past_damage(
+    repo: &Repository,
+    tree: &crate::tree::Tree,
+    prefix: &[u8],
+    f: &mut dyn FnMut(&[u8], &Node) -> Result<()>,
+    lost: &mut dyn FnMut(&[u8], crate::error::Error),
+) -> Result<()> {
+    for n in &tree.nodes {
+        let mut p = prefix.to_vec();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&n.name);
+        f(&p, n)?;
+        if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+            match repo.read_tree(&sub) {
+                Ok(t) => walk_tree_past_damage(repo, &t, &p, f, lost)?,
+                Err(e) if e.is_corrupt() => lost(&p, e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

@@ -72,6 +72,28 @@ impl Repo {
         r
     }
 
+    /// A copy of this repository (`cp -a`) in a temporary directory of its own, for trials
+    /// that damage a repository built once. Nothing may have the index open while it is copied.
+    pub fn copy(&self) -> Repo {
+        let tmp = tempfile::Builder::new()
+            .prefix("wayback-it-copy-")
+            .tempdir()
+            .expect("tempdir");
+        let path = tmp.path().join("repo");
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(&self.path)
+            .arg(&path)
+            .output()
+            .expect("cp");
+        assert!(o.status.success(), "cp -a: {}", describe(&o));
+        Repo {
+            tmp,
+            path,
+            password: self.password.clone(),
+        }
+    }
+
     /// The temporary directory holding the repository.
     pub fn tmp(&self) -> &Path {
         self.tmp.path()

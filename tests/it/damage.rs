@@ -456,6 +456,11 @@ fn damaged_tree_blob_is_found_and_contained() {
     let dst = r.scratch("dst_two");
     let o = r.wb(&["restore", "latest", "--source", "two", "--target", s(&dst)]);
     assert_code(&o, exit::DAMAGED, "restore through a damaged tree");
+    // The damaged directory is reported, and everything intact beside it is restored.
+    assert_stderr_contains(&o, "d1/d2/d3");
+    assert_eq!(fs::read(dst.join("top.txt")).unwrap(), b"top");
+    assert!(dst.join("d1/d2").is_dir());
+    assert!(!dst.join("d1/d2/d3/f.bin").exists());
     let dst = r.scratch("dst_one");
     r.restore("latest", &dst, &["--source", "one"]);
     assert_trees_equal(&one, &dst);

@@ -3,6 +3,7 @@
 
 mod agent;
 mod archive;
+mod bitrot;
 mod common;
 mod core;
 mod damage;
@@ -20,4 +21,5 @@ mod pgat;
 mod pitr;
 mod privilege;
 mod prune;
+mod repair;
 mod wal;
