@@ -5,7 +5,7 @@
 //! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
 //! file could not be restored; 13 snapshot, path or repository not found; 14 WAL file already
-//! archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
+//! archived with different content (`wal-push`, `copy --wal`); 15 WAL segment of another cluster; 16 `status`: a source
 //! or WAL cluster is LATE or FAILING, or the last drill or check failed; 17 the repository's
 //! file system is full; 18 `drill`: a drill failed for another reason than damaged data (which
 //! is 12); 141: stdout was closed before everything was written (a pipe whose reader exited
@@ -37,6 +37,7 @@ mod backup;
 mod check;
 mod common;
 mod completions;
+mod copy;
 mod diff;
 mod drill;
 mod forget;
@@ -132,6 +133,9 @@ pub enum Cmd {
     Restore(restore::Args),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::Args),
+    /// Copy snapshots (and with --wal the WAL archive) to a second repository, sending only
+    /// what it lacks, re-encrypted under its key (exit 14: a WAL file there differs).
+    Copy(copy::Args),
     /// Compare two snapshots at the cost of the change (exit 0 same, 1 different, 2 trouble).
     Diff(diff::Args),
     /// Versions of one path across a source's snapshots, newest first.
@@ -195,6 +199,7 @@ pub fn main_entry() -> i32 {
         Cmd::Cat(a) => ls::run_cat(&cli.repo, a),
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
+        Cmd::Copy(a) => copy::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
         Cmd::Forget(a) => forget::run(&cli.repo, a),
         Cmd::Prune(a) => prune::run(&cli.repo, a),

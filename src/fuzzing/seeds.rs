@@ -105,6 +105,7 @@ fn snapshots() -> Vec<Snapshot> {
         warnings: vec!["a.txt changed while read".into()],
         complete: false,
         db: None,
+        copied_from: None,
     };
     let mut base = plain.clone();
     base.kind = SnapshotKind::Basebackup;

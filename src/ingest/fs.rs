@@ -410,6 +410,7 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
         complete: warnings.is_empty(),
         warnings,
         db: None,
+        copied_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)

@@ -4,6 +4,7 @@
 mod agent;
 mod archive;
 mod common;
+mod copy;
 mod core;
 mod damage;
 mod diff;
