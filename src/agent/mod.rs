@@ -13,6 +13,7 @@ pub mod cron;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod offsite;
 pub mod sock;
 pub mod state;
 
@@ -236,8 +237,9 @@ pub fn socket_path(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| cfg.repo.join("agent.sock"))
 }
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
+/// Runs the agent until SIGINT/SIGTERM. `copy_pass`: the passphrase of the scheduled copy's
+/// destination (`copy = {...}`), read once at start like `pass`.
+pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()> {
     let repo = Arc::new(Repository::open(&cfg.repo, &pass, Access::Write)?);
     let now = Utc::now();
     // A restarted agent keeps reporting what failed before it stopped until the source's
@@ -352,7 +354,12 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
             }
             None => None,
         };
-        let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
+        let sched = tokio::spawn(schedule(
+            cfg.clone(),
+            repo,
+            shared.clone(),
+            Arc::new(copy_pass),
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("signal", &sock, e))?;
         tokio::select! {
@@ -383,6 +390,8 @@ enum Task {
     Drill(usize),
     /// Scheduled check (agent-wide).
     Check,
+    /// Scheduled off-site copy (agent-wide).
+    Copy,
 }
 
 /// Next run of a task's schedule after `now` (intervals: one interval after `now`, so a drill
@@ -404,6 +413,7 @@ fn task_next(cfg: &Config, task: Task, now: DateTime<Utc>) -> Option<DateTime<Ut
             .and_then(|d| config::cron_or_interval(d).ok())
             .and_then(|s| next_of(&s, now)),
         Task::Check => cfg.check.as_ref().and_then(|c| next_of(&c.schedule(), now)),
+        Task::Copy => cfg.copy.as_ref().and_then(|c| next_of(&c.schedule(), now)),
     }
 }
 
@@ -521,11 +531,16 @@ fn run_check(cfg: &Config, repo: &Repository) {
 /// Jobs, retention, prunes, drills and checks run one at a time in this loop: a prune beside a
 /// backup of the same process could delete a pack the backup just deduplicated against, and a
 /// drill or check beside a backup would only slow both down.
-async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
+async fn schedule(
+    cfg: Config,
+    repo: Arc<Repository>,
+    shared: Arc<Shared>,
+    copy_pass: Arc<Option<Vec<u8>>>,
+) {
     let start = Utc::now();
     let mut tasks: Vec<(Option<DateTime<Utc>>, Task)> = std::iter::once(Task::Prune)
         .chain((0..cfg.sources.len()).map(Task::Drill))
-        .chain(std::iter::once(Task::Check))
+        .chain([Task::Check, Task::Copy])
         .map(|t| (task_next(&cfg, t, start), t))
         .collect();
     loop {
@@ -551,9 +566,10 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
             }
             let task = tasks[k].1;
             if task != Task::Prune {
-                let (c2, r2) = (cfg.clone(), repo.clone());
+                let (c2, r2, p2) = (cfg.clone(), repo.clone(), copy_pass.clone());
                 let res = tokio::task::spawn_blocking(move || match task {
                     Task::Drill(i) => run_drill(&c2, &r2, i),
+                    Task::Copy => offsite::run_copy(&c2, &r2, (*p2).as_deref()),
                     _ => run_check(&c2, &r2),
                 })
                 .await;

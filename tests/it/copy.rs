@@ -393,3 +393,54 @@ fn copy_refuses_its_own_repository_and_a_wrong_destination_passphrase() {
 fn all(o: &Output) -> String {
     crate::common::all_output(o)
 }
+
+#[test]
+fn the_agent_copies_on_its_schedule() {
+    let r1 = Repo::new();
+    let r2 = Repo::with_password(OTHER_PASSWORD);
+    let data = r1.scratch("data");
+    gen_small_tree(&data, 8);
+    let pf = r1.scratch("offsite-pass");
+    fs::write(&pf, format!("{OTHER_PASSWORD}\n")).unwrap();
+    let cfg = r1.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\ncopy = {{ to = \"{}\", every = \"1s\", password_file = \"{}\" }}\n\n\
+             [[source]]\nname = \"files\"\ntype = \"paths\"\npaths = [\"{}\"]\nevery = \"1h\"\n",
+            s(&r1.path),
+            s(&r2.path),
+            s(&pf),
+            s(&data)
+        ),
+    )
+    .unwrap();
+    r1.ok(&["agent", "--config", s(&cfg), "--check-config"]);
+    let agent = crate::common::KillOnDrop(
+        r1.cmd(&["agent", "--config", s(&cfg)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The agent backs up at start, then copies within a second or two.
+    let appeared = crate::common::wait_until(Duration::from_secs(20), || {
+        fs::read_dir(r2.path.join("snapshots")).is_ok_and(|d| d.count() > 0)
+    });
+    assert!(appeared, "the scheduled copy did not arrive");
+    drop(agent);
+    check_read_data(&r2);
+    assert_every_snapshot_restores_identically(&r1, &r2);
+    // A copy into the agent's own repository is refused when the config is read.
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{0}\"\ncopy = {{ to = \"{0}\", cron = \"0 3 * * *\" }}\n",
+            s(&r1.path)
+        ),
+    )
+    .unwrap();
+    let o = r1.wb(&["agent", "--config", s(&cfg), "--check-config"]);
+    assert_code(&o, 2, "copy into the agent's own repository");
+    assert!(all(&o).contains("own repository"), "{o:?}");
+}
