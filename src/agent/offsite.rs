@@ -18,6 +18,7 @@ use crate::wal::WalError;
 pub fn run_copy(cfg: &Config, repo: &Repository, pass: Option<&[u8]>) {
     let Some(cc) = &cfg.copy else { return };
     let t = Instant::now();
+    let started = chrono::Utc::now();
     tracing::info!(to = %cc.to.display(), "scheduled copy starting");
     let res = (|| -> Result<(copy::SnapshotsCopied, WalCopied)> {
         let pass = pass.ok_or_else(|| {
@@ -67,12 +68,28 @@ pub fn run_copy(cfg: &Config, repo: &Repository, pass: Option<&[u8]>) {
                 seconds = t.elapsed().as_secs_f64(),
                 "scheduled copy done"
             );
+            copy::record(
+                repo,
+                &cc.to,
+                &cc.sources,
+                started,
+                Some(&s.in_copy),
+                w.conflicts.first().cloned(),
+            );
             if let Some(c) = w.conflicts.first() {
                 tracing::error!(conflicts = w.conflicts.len(), first = %c, "scheduled copy: WAL conflicts");
                 hooks::on_copy_failure(cfg, &format!("copy: {c}"));
             }
         }
         Err(e) => {
+            copy::record(
+                repo,
+                &cc.to,
+                &cc.sources,
+                started,
+                None,
+                Some(e.to_string()),
+            );
             tracing::error!(to = %cc.to.display(), error = %e, "scheduled copy FAILED");
             hooks::on_copy_failure(cfg, &format!("copy to {} failed: {e}", cc.to.display()));
         }

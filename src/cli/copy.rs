@@ -61,6 +61,9 @@ pub struct Summary {
     pub wal_conflicts: Vec<String>,
     /// Each snapshot copied.
     pub copied: Vec<copy::Copied>,
+    /// Source snapshots the destination holds a copy of (recorded for `status`).
+    #[serde(skip)]
+    pub in_copy: Vec<crate::id::SnapshotId>,
 }
 
 impl Summary {
@@ -77,6 +80,7 @@ impl Summary {
             wal_bytes: w.bytes,
             wal_conflicts: w.conflicts,
             copied: s.copied,
+            in_copy: s.in_copy,
         }
     }
 
@@ -179,7 +183,27 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let src = ra.open(Access::Read)?;
     let dst = open_destination(&a.to, a.to_password_file.as_deref())?;
     let wal = a.wal.then_some(a.clusters.as_slice());
-    let sum = match run_copy(&src, &dst, &a.sources, wal, true) {
+    let started = chrono::Utc::now();
+    let res = run_copy(&src, &dst, &a.sources, wal, true);
+    match &res {
+        Ok(s) => copy::record(
+            &src,
+            &a.to,
+            &a.sources,
+            started,
+            Some(&s.in_copy),
+            s.wal_conflicts.first().cloned(),
+        ),
+        Err(e) => copy::record(
+            &src,
+            &a.to,
+            &a.sources,
+            started,
+            None,
+            Some(format!("{e:#}")),
+        ),
+    }
+    let sum = match res {
         Ok(s) => s,
         Err(e) => {
             if let Some(WalError::OtherCluster { .. }) = e.downcast_ref::<WalError>() {

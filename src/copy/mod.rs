@@ -72,6 +72,38 @@ pub struct SnapshotsCopied {
     pub bytes_sent: u64,
     /// Chunk bytes read and decrypted from the source.
     pub bytes_read: u64,
+    /// Every source snapshot the destination holds a copy of after the run (for `status`).
+    #[serde(skip)]
+    pub in_copy: Vec<SnapshotId>,
+}
+
+/// What `status` remembers of a run: `error` (a failure, or a WAL conflict) and, when it got
+/// through the snapshots, which source snapshots the destination holds.
+pub fn record(
+    src: &Repository,
+    to: &std::path::Path,
+    sources: &[String],
+    started: chrono::DateTime<chrono::Utc>,
+    in_copy: Option<&[SnapshotId]>,
+    error: Option<String>,
+) {
+    let copied = in_copy
+        .map(|ids| ids.iter().map(|i| i.to_hex()).collect())
+        .unwrap_or_default();
+    let ok = error.is_none();
+    let rec = crate::agent::state::CopyRecord {
+        to: to.display().to_string(),
+        time: started.to_rfc3339(),
+        ok,
+        duration_s: (chrono::Utc::now() - started).num_milliseconds() as f64 / 1000.0,
+        sources: sources.to_vec(),
+        copied,
+        error,
+        last_success: None,
+    };
+    if let Err(e) = crate::agent::state::record_copy(src, rec) {
+        tracing::warn!(error = %e, "copy result not recorded for `status`");
+    }
 }
 
 /// Refuses to copy a repository into itself (the same id: one repository, or a file-level
@@ -162,6 +194,7 @@ pub fn copy_snapshots(
     out.plain_bytes_sent = counters.bytes_added.load(Ordering::Relaxed);
     out.bytes_sent = counters.bytes_stored.load(Ordering::Relaxed);
     out.bytes_read = counters.bytes_read.load(Ordering::Relaxed);
+    out.in_copy = plan.copies.into_keys().collect();
     Ok(out)
 }
 

@@ -75,6 +75,14 @@ fn assert_every_snapshot_restores_identically(src: &Repo, dst: &Repo) {
     }
 }
 
+/// The one copy destination in `status --json` of the source.
+fn copy_status(src: &Repo) -> Value {
+    let v = parse_json(&src.wb(&["status", "--json"]));
+    let copies = v["copies"].as_array().expect("copies in status");
+    assert_eq!(copies.len(), 1, "{v:#}");
+    copies[0].clone()
+}
+
 fn check_read_data(r: &Repo) {
     let o = r.ok(&["check", "--read-data"]);
     assert!(
@@ -191,6 +199,14 @@ fn copies_files_dumps_and_wal_then_sends_nothing_twice_and_only_new_blobs() {
     fs::write(data.join("one_byte"), b"y").unwrap();
     write_random(&data.join("sizes/4096"), 4096, 1234);
     r1.backup_dir(&data, "files");
+    // `status` of the source says how far behind the copy is.
+    let st = copy_status(&r1);
+    assert_eq!(str_of(&st, "/state"), "OK", "{st:#}");
+    assert_eq!(u64_of(&st, "/behind"), 1, "{st:#}");
+    assert!(
+        str_of(&st, "/oldest_missing").starts_with("files@"),
+        "{st:#}"
+    );
     let total = r2.stored_bytes();
     let third = copy_ok(&r1, &r2, &[]);
     assert_eq!(u64_of(&third, "/snapshots_copied"), 1, "{third:#}");
@@ -205,6 +221,7 @@ fn copies_files_dumps_and_wal_then_sends_nothing_twice_and_only_new_blobs() {
         read < 100 * 1024,
         "read {read} bytes for a 4 KiB change: {third:#}"
     );
+    assert_eq!(u64_of(&copy_status(&r1), "/behind"), 0);
     check_read_data(&r2);
     let latest = r2.scratch("latest");
     r2.restore("latest", &latest, &["--source", "files"]);
@@ -350,8 +367,13 @@ fn a_wal_file_the_copy_has_with_other_bytes_is_a_conflict_and_left_untouched() {
         s(&out),
     ]);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&next).unwrap());
-    // And it stays a conflict on every run.
+    // And it stays a conflict on every run; `status` shows the copy FAILING (exit 16).
     assert_code(&run(copy_cmd(&r1, &r2, &["--wal"])), 14, "second copy");
+    let st = copy_status(&r1);
+    assert_eq!(str_of(&st, "/state"), "FAILING", "{st:#}");
+    assert!(str_of(&st, "/error").contains(name), "{st:#}");
+    assert_eq!(u64_of(&st, "/behind"), 0, "{st:#}");
+    assert_code(&r1.wb(&["status"]), 16, "status with a failing copy");
 }
 
 #[test]
