@@ -68,6 +68,7 @@ pub fn run_copy(cfg: &Config, repo: &Repository, pass: Option<&[u8]>) {
                 seconds = t.elapsed().as_secs_f64(),
                 "scheduled copy done"
             );
+            copy::audit(repo, &cc.to, s.copied.len(), w.copied);
             copy::record(
                 repo,
                 &cc.to,

@@ -186,14 +186,17 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     let started = chrono::Utc::now();
     let res = run_copy(&src, &dst, &a.sources, wal, true);
     match &res {
-        Ok(s) => copy::record(
-            &src,
-            &a.to,
-            &a.sources,
-            started,
-            Some(&s.in_copy),
-            s.wal_conflicts.first().cloned(),
-        ),
+        Ok(s) => {
+            copy::audit(&src, &a.to, s.snapshots_copied, s.wal_copied);
+            copy::record(
+                &src,
+                &a.to,
+                &a.sources,
+                started,
+                Some(&s.in_copy),
+                s.wal_conflicts.first().cloned(),
+            )
+        }
         Err(e) => copy::record(
             &src,
             &a.to,

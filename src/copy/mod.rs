@@ -106,6 +106,21 @@ pub fn record(
     }
 }
 
+/// Notes in the source's audit log that its data went to `to` (only runs that copied
+/// something: a scheduled copy with nothing new is not news).
+pub fn audit(src: &Repository, to: &std::path::Path, snapshots: usize, wal_files: u64) {
+    if snapshots > 0 || wal_files > 0 {
+        crate::audit::note(
+            src,
+            "copy",
+            &format!(
+                "to {}: {snapshots} snapshot(s), {wal_files} WAL file(s)",
+                to.display()
+            ),
+        );
+    }
+}
+
 /// Refuses to copy a repository into itself (the same id: one repository, or a file-level
 /// copy of one, whose keys are the same).
 pub fn check_distinct(src: &Repository, dst: &Repository) -> Result<()> {

@@ -181,6 +181,20 @@ fn copies_files_dumps_and_wal_then_sends_nothing_twice_and_only_new_blobs() {
         assert_eq!(fs::read(&out).unwrap(), fs::read(p).unwrap(), "{name}");
     }
 
+    // The source's audit log says where its data went.
+    let audit = r1.json(&["audit", "--json"]);
+    let copies: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["op"] == "copy")
+        .collect();
+    assert_eq!(copies.len(), 1, "{audit:#}");
+    assert!(
+        str_of(copies[0], "/what").contains(s(&r2.path)),
+        "{audit:#}"
+    );
+
     // Again: nothing new to send.
     let second = copy_ok(&r1, &r2, &["--wal"]);
     for (k, want) in [
