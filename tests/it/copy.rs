@@ -382,12 +382,22 @@ fn a_wal_file_the_copy_has_with_other_bytes_is_a_conflict_and_left_untouched() {
     ]);
     assert_eq!(fs::read(&out).unwrap(), fs::read(&next).unwrap());
     // And it stays a conflict on every run; `status` shows the copy FAILING (exit 16).
-    assert_code(&run(copy_cmd(&r1, &r2, &["--wal"])), 14, "second copy");
+    assert_code(
+        &run(copy_cmd(&r1, &r2, &["--wal", "--cluster", "main"])),
+        14,
+        "second copy",
+    );
     let st = copy_status(&r1);
     assert_eq!(str_of(&st, "/state"), "FAILING", "{st:#}");
     assert!(str_of(&st, "/error").contains(name), "{st:#}");
     assert_eq!(u64_of(&st, "/behind"), 0, "{st:#}");
     assert_code(&r1.wb(&["status"]), 16, "status with a failing copy");
+    // A cluster the source has no archive of is not found (13), not silently nothing.
+    assert_code(
+        &run(copy_cmd(&r1, &r2, &["--wal", "--cluster", "nosuch"])),
+        13,
+        "copy of a missing cluster",
+    );
 }
 
 #[test]
