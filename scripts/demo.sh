@@ -64,5 +64,11 @@ rm -rf "$WAYBACK_REPO/index" && "$WB" index rebuild
 "$WB" drill                                    # restore each source into scratch, verify every byte
 "$WB" status                                   # exit 16 if a source were LATE or FAILING
 "$WB" audit                                    # who restored and mounted what, when
+WAYBACK_PASSWORD="offsite passphrase" "$WB" --repo "$work/offsite" init   # a second repository, its own key
+WAYBACK_TO_PASSWORD="offsite passphrase" "$WB" copy --to "$work/offsite"
+WAYBACK_TO_PASSWORD="offsite passphrase" "$WB" copy --to "$work/offsite" --source etc --json   # nothing new
+WAYBACK_PASSWORD="offsite passphrase" "$WB" --repo "$work/offsite" check --read-data
+WAYBACK_PASSWORD="offsite passphrase" "$WB" --repo "$work/offsite" restore latest --source etc --target "$work/offsite-restored"
+diff -r "$work/etc" "$work/offsite-restored"
 set +x
-echo "demo finished: repository, backup, restore, mount, check and drill all worked"
+echo "demo finished: repository, backup, restore, mount, check, drill and copy all worked"

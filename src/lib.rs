@@ -9,6 +9,7 @@ pub mod agent;
 pub mod audit;
 pub mod chunker;
 pub mod cli;
+pub mod copy;
 pub mod crypto;
 pub mod diff;
 pub mod error;

@@ -115,6 +115,12 @@ pub struct Snapshot {
     /// manifests without it are byte-for-byte what they were before the field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repaired_from: Option<SnapshotId>,
+    /// For a snapshot written by `wayback copy`: its id in the repository it was copied from.
+    /// Why recorded: the next copy skips what was already copied (and resumes after a kill)
+    /// by this field alone. Absent (not `null`) on every other manifest, so manifests written
+    /// before it existed keep their bytes and ids; older readers ignore it (unknown fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<SnapshotId>,
 }
 
 fn yes() -> bool {
@@ -240,7 +246,32 @@ mod tests {
             complete: true,
             db: None,
             repaired_from: None,
+            copied_from: None,
         }
+    }
+
+    #[test]
+    fn copied_from_is_optional_and_absent_unless_set() {
+        let key = MasterKey::generate();
+        // A manifest written before the field existed reads as "not a copy".
+        let mut old = serde_json::to_value(snap("a", 1, 1)).unwrap();
+        old.as_object_mut().unwrap().remove("copied_from");
+        let plain = serde_json::to_vec(&old).unwrap();
+        let name = SnapshotId(key.keyed_hash("snapshot", &plain)).to_hex();
+        assert_eq!(
+            Snapshot::decode(&key, &name, &plain).unwrap().copied_from,
+            None
+        );
+        // Not a copy: no field at all, so such manifests keep their bytes (and ids).
+        let v = serde_json::to_value(snap("a", 1, 1)).unwrap();
+        assert!(v.get("copied_from").is_none(), "{v}");
+        // A copy round-trips its origin.
+        let mut c = snap("a", 1, 1);
+        c.copied_from = Some(SnapshotId([9; 32]));
+        let plain = serde_json::to_vec(&c).unwrap();
+        let name = SnapshotId(key.keyed_hash("snapshot", &plain)).to_hex();
+        let back = Snapshot::decode(&key, &name, &plain).unwrap();
+        assert_eq!(back.copied_from, Some(SnapshotId([9; 32])));
     }
 
     #[test]

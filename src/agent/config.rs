@@ -26,6 +26,8 @@
 //! on_failure = "mail -s \"wayback: $WAYBACK_SOURCE failed\" root"   # optional, also per source
 //! metrics = "127.0.0.1:9469"               # optional Prometheus endpoint (GET /metrics)
 //! check = { cron = "0 3 * * *", read_data_subset = "1/30" }   # or every = "1d"; or "5%"
+//! copy = { to = "/mnt/offsite", cron = "30 2 * * *", password_file = "/etc/wayback/offsite" }
+//!                                          # optional: off-site copy (`wayback copy --wal`)
 //! drill_scratch = "/var/tmp/wayback"       # optional; where drills restore (default: cache)
 //! pg_bin = "/usr/lib/postgresql/15/bin"    # optional; PostgreSQL for base-backup drills
 //! wal_late = "15m"                         # optional; a cluster whose newest WAL is older is LATE
@@ -70,6 +72,8 @@ pub struct Config {
     pub metrics: Option<String>,
     /// Scheduled verification of the repository.
     pub check: Option<CheckConfig>,
+    /// Scheduled off-site copy into a second repository.
+    pub copy: Option<CopyConfig>,
     /// Parent directory of drill scratch directories (default: the repository's cache).
     pub drill_scratch: Option<PathBuf>,
     /// PostgreSQL binaries for base-backup drills (default /usr/lib/postgresql/15/bin).
@@ -106,6 +110,40 @@ fn schedule_of(cron: Option<&str>, every: Option<&str>) -> Schedule {
         Schedule::Every(d)
     } else {
         Schedule::Passive
+    }
+}
+
+/// `copy = { to = "/mnt/offsite", cron = "30 2 * * *", password_file = "/etc/wayback/offsite" }`:
+/// the agent runs `wayback copy --to ... --wal` on this schedule (the off-site copy of 3-2-1),
+/// sending what the second repository lacks.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CopyConfig {
+    /// Destination repository.
+    pub to: PathBuf,
+    /// Five-field cron expression (UTC).
+    pub cron: Option<String>,
+    /// Or an interval (humantime), first run one interval after start.
+    pub every: Option<String>,
+    /// File whose first line is the destination's passphrase (else $WAYBACK_TO_PASSWORD as
+    /// the agent was started with).
+    pub password_file: Option<PathBuf>,
+    /// Only these sources (default: all).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Also copy the WAL archive (default true).
+    #[serde(default = "default_true")]
+    pub wal: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl CopyConfig {
+    /// When to copy.
+    pub fn schedule(&self) -> Schedule {
+        schedule_of(self.cron.as_deref(), self.every.as_deref())
     }
 }
 
@@ -345,6 +383,21 @@ pub fn load(path: &std::path::Path) -> Result<Config, String> {
     parse(&text).map_err(|e| format!("{}:{e}", path.display()))
 }
 
+/// Validates the schedule of an agent-wide task (`check`, `copy`): exactly one of a cron
+/// expression or an interval.
+fn validate_when(what: &str, cron: Option<&str>, every: Option<&str>) -> Result<(), String> {
+    match (cron, every) {
+        (Some(_), Some(_)) => Err(format!("0: {what}: give either cron or every, not both")),
+        (None, None) => Err(format!("0: {what} needs cron = \"...\" or every = \"...\"")),
+        (Some(cr), None) => Cron::parse(cr)
+            .map(|_| ())
+            .map_err(|m| format!("0: {what}.cron = \"{cr}\": {m}")),
+        (None, Some(e)) => parse_interval(e)
+            .map(|_| ())
+            .map_err(|m| format!("0: {what}.every: {m}")),
+    }
+}
+
 /// Parses and validates text; errors are `line: what`.
 pub fn parse(text: &str) -> Result<Config, String> {
     let cfg: Config = toml::from_str(text).map_err(|e| {
@@ -381,23 +434,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
             ));
         }
     }
-    if let Some(c) = &cfg.check {
-        match (&c.cron, &c.every) {
-            (Some(_), Some(_)) => {
-                return Err("0: check: give either cron or every, not both".into())
-            }
-            (None, None) => return Err("0: check needs cron = \"...\" or every = \"...\"".into()),
-            (Some(cr), None) => {
-                if let Err(m) = Cron::parse(cr) {
-                    return Err(format!("0: check.cron = \"{cr}\": {m}"));
-                }
-            }
-            (None, Some(e)) => {
-                if let Err(m) = parse_interval(e) {
-                    return Err(format!("0: check.every: {m}"));
-                }
-            }
+    if let Some(c) = &cfg.copy {
+        validate_when("copy", c.cron.as_deref(), c.every.as_deref())?;
+        if std::path::absolute(&c.to).ok() == std::path::absolute(&cfg.repo).ok() {
+            return Err("0: copy.to is the agent's own repository; give a second one".into());
         }
+    }
+    if let Some(c) = &cfg.check {
+        validate_when("check", c.cron.as_deref(), c.every.as_deref())?;
         if let Some(s) = &c.read_data_subset {
             parse_fraction(s).map_err(|m| format!("0: check.{m}"))?;
         }
@@ -488,6 +532,31 @@ mod tests {
         assert!(parse(&bad_cron).unwrap_err().contains("prune"));
         let wal = format!("{base}[[source]]\nname = \"w\"\ntype = \"postgres-wal\"\ncluster = \"c\"\nkeep = {{ last = 1 }}\n");
         assert!(parse(&wal).unwrap_err().contains("basebackup"));
+    }
+
+    #[test]
+    fn copy_settings_are_validated() {
+        let base = "repo = \"/r\"\n";
+        let c = parse(&format!(
+            "{base}copy = {{ to = \"/off\", every = \"6h\" }}\n"
+        ))
+        .unwrap();
+        let cc = c.copy.unwrap();
+        assert!(cc.wal && cc.sources.is_empty());
+        assert!(matches!(cc.schedule(), Schedule::Every(_)));
+        for (bad, why) in [
+            ("copy = { to = \"/off\" }", "copy needs cron"),
+            (
+                "copy = { to = \"/off\", cron = \"0 3 * * *\", every = \"1h\" }",
+                "either cron or every",
+            ),
+            ("copy = { to = \"/off\", cron = \"nope\" }", "copy.cron"),
+            ("copy = { to = \"/r\", every = \"1h\" }", "own repository"),
+            ("copy = { to = \"/off\", every = \"1h\", typo = 1 }", "typo"),
+        ] {
+            let e = parse(&format!("{base}{bad}\n")).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 
     #[test]

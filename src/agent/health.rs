@@ -137,6 +137,31 @@ pub struct CheckHealth {
     pub last_success: Option<String>,
 }
 
+/// How far an off-site copy (`wayback copy`, the agent's `copy = {...}`) is behind.
+#[derive(Serialize, Clone, Debug)]
+pub struct CopyHealth {
+    /// Destination.
+    pub to: String,
+    /// OK when the last run had no error and no WAL conflict, FAILING when not.
+    pub state: Verdict,
+    /// When the last run started (RFC 3339), and its age in seconds.
+    pub time: String,
+    /// Age of the last run, seconds.
+    pub age_s: f64,
+    /// Source snapshots (of the sources it copies) not in the copy as of its last run.
+    pub behind: usize,
+    /// The oldest of them (`source@time`) and its age, seconds: how far behind the copy is.
+    pub oldest_missing: Option<String>,
+    /// Age of `oldest_missing`, seconds.
+    pub oldest_missing_age_s: Option<f64>,
+    /// The newest of them (`source@time`).
+    pub newest_missing: Option<String>,
+    /// The last run's error or first WAL conflict.
+    pub error: Option<String>,
+    /// The newest run without a problem (RFC 3339).
+    pub last_success: Option<String>,
+}
+
 /// The whole report (`wayback status --json`).
 #[derive(Serialize, Clone, Debug)]
 pub struct Report {
@@ -160,6 +185,8 @@ pub struct Report {
     pub drills: Vec<DrillHealth>,
     /// The last check (by the agent or by hand); one that found problems makes `ok` false.
     pub last_check: Option<CheckHealth>,
+    /// Off-site copies by destination; a failed last run makes `ok` false.
+    pub copies: Vec<CopyHealth>,
 }
 
 fn age_of(t: &str, now: DateTime<Utc>) -> f64 {
@@ -341,7 +368,9 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             error: c.error,
             last_success: c.last_success,
         });
-    let ok = sources.iter().all(|s| s.state == Verdict::Ok)
+    let copies = copy_health(repo, &snaps, now);
+    let ok = copies.iter().all(|c| c.state == Verdict::Ok)
+        && sources.iter().all(|s| s.state == Verdict::Ok)
         && clusters.iter().all(|c| c.state == Verdict::Ok)
         && drills.iter().all(|d| d.state == Verdict::Ok)
         && last_check.as_ref().is_none_or(|c| c.state == Verdict::Ok);
@@ -360,5 +389,47 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
         },
         drills,
         last_check,
+        copies,
     })
+}
+
+/// Each recorded copy destination against the source's snapshots now.
+fn copy_health(
+    repo: &Repository,
+    snaps: &[crate::snapshot::Snapshot],
+    now: DateTime<Utc>,
+) -> Vec<CopyHealth> {
+    let records = state::load_copies(repo).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "copy records unreadable");
+        Vec::new()
+    });
+    records
+        .into_iter()
+        .map(|c| {
+            let have: std::collections::HashSet<&str> =
+                c.copied.iter().map(String::as_str).collect();
+            let mut missing: Vec<&crate::snapshot::Snapshot> = snaps
+                .iter()
+                .filter(|s| c.sources.is_empty() || c.sources.contains(&s.source))
+                .filter(|s| !have.contains(s.id.to_hex().as_str()))
+                .collect();
+            missing.sort_by_key(|s| s.time);
+            let name = |s: &crate::snapshot::Snapshot| format!("{}@{}", s.source, s.time_name());
+            let now_ms = now.timestamp_millis();
+            CopyHealth {
+                state: verdict(c.ok),
+                age_s: age_of(&c.time, now),
+                behind: missing.len(),
+                oldest_missing: missing.first().map(|s| name(s)),
+                oldest_missing_age_s: missing
+                    .first()
+                    .map(|s| now_ms.saturating_sub(s.time) as f64 / 1000.0),
+                newest_missing: missing.last().map(|s| name(s)),
+                to: c.to,
+                time: c.time,
+                error: c.error,
+                last_success: c.last_success,
+            }
+        })
+        .collect()
 }

@@ -33,6 +33,11 @@ pub fn on_check_failure(cfg: &Config, error: &str) {
     run(cfg.on_failure.as_deref(), "check", "", error, None);
 }
 
+/// Runs the agent's failure hook for a scheduled copy that failed or met a WAL conflict.
+pub fn on_copy_failure(cfg: &Config, error: &str) {
+    run(cfg.on_failure.as_deref(), "copy", "", error, None);
+}
+
 /// Runs `cmd` (if any) with the hook environment.
 fn run(cmd: Option<&str>, job: &str, source: &str, error: &str, snapshot: Option<&str>) {
     let Some(cmd) = cmd else {

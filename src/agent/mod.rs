@@ -13,6 +13,7 @@ pub mod cron;
 pub mod health;
 pub mod hooks;
 pub mod metrics;
+pub mod offsite;
 pub mod sock;
 pub mod state;
 
@@ -237,8 +238,9 @@ pub fn socket_path(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| cfg.repo.join("agent.sock"))
 }
 
-/// Runs the agent until SIGINT/SIGTERM.
-pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
+/// Runs the agent until SIGINT/SIGTERM. `copy_pass`: the passphrase of the scheduled copy's
+/// destination (`copy = {...}`), read once at start like `pass`.
+pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()> {
     let repo = Arc::new(Repository::open(&cfg.repo, &pass, Access::Write)?);
     let now = Utc::now();
     // A restarted agent keeps reporting what failed before it stopped until the source's
@@ -353,7 +355,7 @@ pub fn run(cfg: Config, pass: Vec<u8>) -> Result<()> {
             }
             None => None,
         };
-        let verifier = tokio::spawn(verify(cfg.clone(), repo.clone()));
+        let verifier = tokio::spawn(verify(cfg.clone(), repo.clone(), Arc::new(copy_pass)));
         let sched = tokio::spawn(schedule(cfg.clone(), repo, shared.clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| Error::io("signal", &sock, e))?;
@@ -387,6 +389,8 @@ enum Task {
     Drill(usize),
     /// Scheduled check (agent-wide).
     Check,
+    /// Scheduled off-site copy (agent-wide).
+    Copy,
 }
 
 /// Next run of a task's schedule after `now` (intervals: one interval after `now`, so a drill
@@ -408,6 +412,7 @@ fn task_next(cfg: &Config, task: Task, now: DateTime<Utc>) -> Option<DateTime<Ut
             .and_then(|d| config::cron_or_interval(d).ok())
             .and_then(|s| next_of(&s, now)),
         Task::Check => cfg.check.as_ref().and_then(|c| next_of(&c.schedule(), now)),
+        Task::Copy => cfg.copy.as_ref().and_then(|c| next_of(&c.schedule(), now)),
     }
 }
 
@@ -522,16 +527,17 @@ fn run_check(cfg: &Config, repo: &Repository) {
     }
 }
 
-/// Drills and checks, in their own lane beside [`schedule`]'s: they only read, and a
-/// base-backup drill (a whole restore and a PostgreSQL recovery, an hour for a large database)
-/// run in the backup loop held every backup of every source back that long, turning an RPO of
-/// minutes into one of hours. They read complete snapshots, which backups never change, and
-/// prune's grace period protects them like any other reader (the mount, `restore`).
-async fn verify(cfg: Config, repo: Arc<Repository>) {
+/// Drills, checks and off-site copies, in their own lane beside [`schedule`]'s: they only read
+/// this repository, and a base-backup drill (a whole restore and a PostgreSQL recovery, an
+/// hour for a large database) or a first copy run in the backup loop held every backup of every
+/// source back that long, turning an RPO of minutes into one of hours. They read complete
+/// snapshots, which backups never change, and prune's grace period protects them like any
+/// other reader (the mount, `restore`).
+async fn verify(cfg: Config, repo: Arc<Repository>, copy_pass: Arc<Option<Vec<u8>>>) {
     let start = Utc::now();
     let mut tasks: Vec<(Option<DateTime<Utc>>, Task)> = (0..cfg.sources.len())
         .map(Task::Drill)
-        .chain(std::iter::once(Task::Check))
+        .chain([Task::Check, Task::Copy])
         .map(|t| (task_next(&cfg, t, start), t))
         .collect();
     loop {
@@ -546,9 +552,10 @@ async fn verify(cfg: Config, repo: Arc<Repository>) {
         let wait = (when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         tokio::time::sleep(wait).await;
         let task = tasks[k].1;
-        let (c2, r2) = (cfg.clone(), repo.clone());
+        let (c2, r2, p2) = (cfg.clone(), repo.clone(), copy_pass.clone());
         let res = tokio::task::spawn_blocking(move || match task {
             Task::Drill(i) => run_drill(&c2, &r2, i),
+            Task::Copy => offsite::run_copy(&c2, &r2, (*p2).as_deref()),
             _ => run_check(&c2, &r2),
         })
         .await;
@@ -560,8 +567,8 @@ async fn verify(cfg: Config, repo: Arc<Repository>) {
 }
 
 /// Jobs, retention and prunes run one at a time in this loop: a prune beside a backup of the
-/// same process could delete a pack the backup just deduplicated against. Drills and checks
-/// run beside it ([`verify`]).
+/// same process could delete a pack the backup just deduplicated against. Drills, checks and
+/// copies run beside it ([`verify`]).
 async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
     let start = Utc::now();
     let mut prune_at = task_next(&cfg, Task::Prune, start);

@@ -220,6 +220,82 @@ pub fn record_drill(repo: &Repository, mut rec: DrillRecord) -> Result<()> {
     )
 }
 
+/// Object path of the off-site copy records (one per destination, the newest run each),
+/// written by `wayback copy` and the agent's scheduled copy, read by `status`. Optional like
+/// the others: a repository without it never copied.
+pub const COPIES_PATH: &str = "state/copies";
+/// Associated data of the sealed copy records.
+const COPIES_AD: &[u8] = b"wayback copy state v1";
+
+/// The newest copy run into one destination.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct CopyRecord {
+    /// Destination as given (`--to`, `copy.to`).
+    pub to: String,
+    /// When the run started (RFC 3339).
+    pub time: String,
+    /// It finished without an error or a WAL conflict.
+    pub ok: bool,
+    /// How long it took, seconds.
+    pub duration_s: f64,
+    /// Sources it was limited to (empty: all).
+    pub sources: Vec<String>,
+    /// Source snapshot ids (hex) the destination held a copy of after the newest run that
+    /// got through its snapshots (kept across failures): `status` counts what is not there yet.
+    pub copied: Vec<String>,
+    /// The error or first WAL conflict, when not ok.
+    pub error: Option<String>,
+    /// The newest run without a problem (RFC 3339), kept across failures.
+    pub last_success: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Copies {
+    version: u32,
+    copies: Vec<CopyRecord>,
+}
+
+/// Every destination's newest copy run.
+pub fn load_copies(repo: &Repository) -> Result<Vec<CopyRecord>> {
+    Ok(load_sealed::<Copies>(repo, COPIES_PATH, COPIES_AD)?
+        .map(|c| c.copies)
+        .unwrap_or_default())
+}
+
+/// Records `rec` as its destination's newest run. A failed run (empty `copied`) keeps what
+/// the previous record knew was copied, and its `last_success`.
+pub fn record_copy(repo: &Repository, mut rec: CopyRecord) -> Result<()> {
+    let mut all = load_copies(repo).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "previous copy records unreadable; starting afresh");
+        Vec::new()
+    });
+    let prev = all.iter().position(|c| c.to == rec.to);
+    if let Some(i) = prev {
+        if rec.copied.is_empty() {
+            rec.copied = std::mem::take(&mut all[i].copied);
+        }
+    }
+    rec.last_success = if rec.ok {
+        Some(rec.time.clone())
+    } else {
+        prev.and_then(|i| all[i].last_success.clone())
+    };
+    match prev {
+        Some(i) => all[i] = rec,
+        None => all.push(rec),
+    }
+    all.sort_by(|a, b| a.to.cmp(&b.to));
+    save_sealed(
+        repo,
+        COPIES_PATH,
+        COPIES_AD,
+        &Copies {
+            version: VERSION,
+            copies: all,
+        },
+    )
+}
+
 /// The last check, if any was recorded.
 pub fn load_check(repo: &Repository) -> Result<Option<CheckRecord>> {
     load_sealed(repo, CHECK_PATH, CHECK_AD)

@@ -57,6 +57,18 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             .to_vec(),
         None => ra.password(false)?,
     };
-    agent::run(cfg, pass)?;
+    // The scheduled copy's destination passphrase: its file, else $WAYBACK_TO_PASSWORD; asked
+    // for now, so a missing one stops the agent at start rather than at the first copy.
+    let copy_pass = match &cfg.copy {
+        Some(c) => Some(crate::cli::common::passphrase(
+            c.password_file.as_deref(),
+            "WAYBACK_TO_PASSWORD",
+            "copy.password_file",
+            "copy destination passphrase: ",
+            false,
+        )?),
+        None => None,
+    };
+    agent::run(cfg, pass, copy_pass)?;
     Ok(0)
 }

@@ -13,7 +13,7 @@ use crate::repo::{Access, Repository};
 /// Passphrases given in the environment, taken out of it when the process starts.
 static ENV_SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
 
-/// Moves `WAYBACK_PASSWORD` and `WAYBACK_NEW_PASSWORD` out of this process's environment
+/// Moves `WAYBACK_PASSWORD`, `WAYBACK_NEW_PASSWORD` and `WAYBACK_TO_PASSWORD` out of this process's environment
 /// into memory, before any thread or child exists. Why: every program wayback starts (dump
 /// commands, pg_basebackup, PostgreSQL, diff(1), fusermount3, the agent's jobs) would
 /// otherwise inherit the passphrase; removing it at each spawn point is easy to forget at the
@@ -62,22 +62,13 @@ impl RepoArgs {
 
     /// The passphrase from file, environment or terminal; never from the command line.
     pub fn password(&self, confirm: bool) -> anyhow::Result<Vec<u8>> {
-        if let Some(f) = &self.password_file {
-            let s = std::fs::read_to_string(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
-            return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
-        }
-        if let Some(p) = env_secret("WAYBACK_PASSWORD") {
-            return Ok(p.into_bytes());
-        }
-        if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("wayback passphrase: ")?;
-            if confirm && rpassword::prompt_password("again: ")? != p {
-                bail!("passphrases do not match");
-            }
-            return Ok(p.into_bytes());
-        }
-        bail!("no passphrase: set WAYBACK_PASSWORD, use --password-file, or run on a terminal")
+        passphrase(
+            self.password_file.as_deref(),
+            "WAYBACK_PASSWORD",
+            "--password-file",
+            "wayback passphrase: ",
+            confirm,
+        )
     }
 
     /// Opens the repository with the key cached by `wayback key unlock`, else the passphrase.
@@ -96,6 +87,34 @@ impl RepoArgs {
         let pass = self.password(false)?;
         Ok(Repository::open(&path, &pass, access)?)
     }
+}
+
+/// A passphrase by the rules every command follows: the first line of `file`, else the
+/// environment variable `env` (taken at start, see [`take_secrets_from_env`]), else a prompt
+/// on a terminal; never argv. `flag` names the file option in the error.
+pub fn passphrase(
+    file: Option<&std::path::Path>,
+    env: &str,
+    flag: &str,
+    prompt: &str,
+    confirm: bool,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(s.lines().next().unwrap_or("").as_bytes().to_vec());
+    }
+    if let Some(p) = env_secret(env) {
+        return Ok(p.into_bytes());
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password(prompt)?;
+        if confirm && rpassword::prompt_password("again: ")? != p {
+            bail!("passphrases do not match");
+        }
+        return Ok(p.into_bytes());
+    }
+    bail!("no passphrase: set {env}, use {flag}, or run on a terminal")
 }
 
 /// Maps an error chain to the documented exit codes.

@@ -5,7 +5,8 @@
 //! unreadable while backing up; like restic); `diff` follows diff(1): 0 same, 1 differ, 2 trouble;
 //! 10 wrong passphrase; 11 repository locked by another writer; 12 damaged data found or a
 //! file could not be restored (for `repair`: damage remains that the step cannot fix); 13
-//! snapshot, path or repository not found; 14 WAL file already archived with different content; 15 WAL segment of another cluster; 16 `status`: a source
+//! snapshot, path or repository not found; 14 WAL file already archived with different content
+//! (`wal-push`, `copy --wal`); 15 WAL segment of another cluster; 16 `status`: a source
 //! or WAL cluster is LATE or FAILING, or the last drill or check failed; 17 the repository's
 //! file system is full; 18 `drill`: a drill failed for another reason than damaged data (which
 //! is 12); 141: stdout was closed before everything was written (a pipe whose reader exited
@@ -37,6 +38,7 @@ mod backup;
 mod check;
 mod common;
 mod completions;
+mod copy;
 mod diff;
 mod drill;
 mod forget;
@@ -133,6 +135,9 @@ pub enum Cmd {
     Restore(restore::Args),
     /// Verify the repository's structure and, with --read-data, every byte.
     Check(check::Args),
+    /// Copy snapshots (and with --wal the WAL archive) to a second repository, sending only
+    /// what it lacks, re-encrypted under its key (exit 14: a WAL file there differs).
+    Copy(copy::Args),
     /// Compare two snapshots at the cost of the change (exit 0 same, 1 different, 2 trouble).
     Diff(diff::Args),
     /// Versions of one path across a source's snapshots, newest first.
@@ -200,6 +205,7 @@ pub fn main_entry() -> i32 {
         Cmd::Cat(a) => ls::run_cat(&cli.repo, a),
         Cmd::Restore(a) => restore::run(&cli.repo, a),
         Cmd::Check(a) => check::run(&cli.repo, a),
+        Cmd::Copy(a) => copy::run(&cli.repo, a),
         Cmd::Index(c) => index::run(&cli.repo, c),
         Cmd::Repair(c) => repair::run(&cli.repo, c),
         Cmd::Forget(a) => forget::run(&cli.repo, a),

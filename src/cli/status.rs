@@ -129,6 +129,29 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
             ),
             None => outln!("no check recorded"),
         }
+        for c in &r.copies {
+            let behind = match (&c.oldest_missing, c.oldest_missing_age_s) {
+                (Some(m), Some(a)) => format!(
+                    "{} snapshot(s) behind, oldest missing {m} ({} old)",
+                    c.behind,
+                    age(a)
+                ),
+                _ => "up to date".into(),
+            };
+            outln!(
+                "{:<8} copy to {}: last run {} ago, {behind}{}",
+                c.state.to_string(),
+                c.to,
+                age(c.age_s),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(
+                        "; error: {e}; last success: {}",
+                        c.last_success.as_deref().unwrap_or("never")
+                    ))
+                    .unwrap_or_default()
+            );
+        }
         outln!(
             "repository {} in packs, {} free of {}",
             gib(r.repository.bytes),

@@ -106,6 +106,7 @@ fn snapshots() -> Vec<Snapshot> {
         complete: false,
         db: None,
         repaired_from: None,
+        copied_from: None,
     };
     let mut base = plain.clone();
     base.kind = SnapshotKind::Basebackup;

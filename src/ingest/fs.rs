@@ -411,6 +411,7 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
         warnings,
         db: None,
         repaired_from: None,
+        copied_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)

@@ -77,6 +77,15 @@ impl Saver<'_> {
         self.save(BlobKind::Tree, &bytes)
     }
 
+    /// True when a blob with this id was handed to the pipeline and is not yet durable
+    /// (`copy` checks ids it learnt from elsewhere before it references them).
+    pub fn is_pending(&self, kind: BlobKind, id: &BlobId) -> bool {
+        self.pending
+            .lock()
+            .expect("poisoned")
+            .contains(&(kind, *id))
+    }
+
     fn is_known(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
         if self
             .pending

@@ -79,7 +79,11 @@ pub fn store_stream(
 /// dump command, `pg_basebackup`, anything it starts, would otherwise see the repository's
 /// passphrase in its environment and in `/proc/PID/environ`). `WAYBACK_PASSWORD_FILE` and
 /// `WAYBACK_REPO` stay: they name files, which a child can only read if its uid already may.
-pub const SECRET_ENV: [&str; 2] = ["WAYBACK_PASSWORD", "WAYBACK_NEW_PASSWORD"];
+pub const SECRET_ENV: [&str; 3] = [
+    "WAYBACK_PASSWORD",
+    "WAYBACK_NEW_PASSWORD",
+    "WAYBACK_TO_PASSWORD",
+];
 
 /// Runs `sh -c cmd` without the passphrase variables ([`SECRET_ENV`]), hands its stdout to
 /// `consume`, then fails if either failed. A consumer that gives up early drops the pipe (the
@@ -175,6 +179,7 @@ pub fn backup(repo: &Repository, req: &StreamBackup, counters: Arc<Counters>) ->
         complete: true,
         db: None,
         repaired_from: None,
+        copied_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)
@@ -267,6 +272,7 @@ pub fn backup_basebackup(
         complete: true,
         db: Some(db_point(&un.kept, cluster)),
         repaired_from: None,
+        copied_from: None,
     };
     repo.save_snapshot(&mut snap)?;
     Ok(snap)

@@ -11,10 +11,12 @@ use std::ffi::OsStr;
 use std::process::Command;
 
 /// Variables that carry a passphrase or point to one; removed from every child's environment.
-pub const SECRET_VARS: [&str; 3] = [
+pub const SECRET_VARS: [&str; 5] = [
     "WAYBACK_PASSWORD",
     "WAYBACK_NEW_PASSWORD",
     "WAYBACK_PASSWORD_FILE",
+    "WAYBACK_TO_PASSWORD",
+    "WAYBACK_TO_PASSWORD_FILE",
 ];
 
 /// A [`Command`] for `program` whose environment is ours without [`SECRET_VARS`].

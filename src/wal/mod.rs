@@ -15,7 +15,7 @@
 pub mod names;
 mod push;
 
-pub use push::{push, push_file, Pushed};
+pub use push::{push, push_file, push_with_origin, Origin, Pushed};
 
 use std::path::Path;
 
@@ -311,8 +311,9 @@ pub fn verify(repo: &Repository, rec: &WalRecord) -> Result<()> {
 }
 
 /// Reads an archived file's chunks in order, handing each to `each`; fails with `Corrupt`
-/// when the whole does not match the size and digest recorded at push time.
-fn reassemble(
+/// when the whole does not match the size and digest recorded at push time (after `each`
+/// saw every chunk: a caller that keeps the bytes must drop them on an error).
+pub(crate) fn reassemble(
     repo: &Repository,
     rec: &WalRecord,
     each: &mut dyn FnMut(&[u8]) -> Result<()>,

@@ -67,6 +67,31 @@ pub fn push_file(
     f: &File,
     path: &Path,
 ) -> Result<Pushed, WalError> {
+    push_with_origin(repo, cluster, name, f, path, None)
+}
+
+/// Where an archived file came from when it is not the file itself: `wayback copy` archives
+/// another repository's copy, and the record keeps that copy's owner and push time (the
+/// mount's modes, `wal status`'s age and the PITR window describe the original archiving,
+/// not the copy run).
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    /// Owner, group and mode of the originally pushed file.
+    pub owner: (u32, u32, u32),
+    /// When it was originally archived (UTC ms).
+    pub pushed: crate::timespec::TimeMs,
+}
+
+/// [`push_file`] with the record's owner and push time taken from `origin` when given (see
+/// [`Origin`]); everything else (no-replace commit, conflict, other system) is the same.
+pub fn push_with_origin(
+    repo: &Repository,
+    cluster: &str,
+    name: &str,
+    f: &File,
+    path: &Path,
+    origin: Option<Origin>,
+) -> Result<Pushed, WalError> {
     super::check_cluster_name(cluster)?;
     let name = name.to_string();
     let kind = names::parse(&name).ok_or_else(|| WalError::BadName(name.clone()))?;
@@ -96,11 +121,14 @@ pub fn push_file(
         digest: s.digest,
         content: s.content,
         locations: s.locations,
-        pushed: now_ms(),
-        owner: {
-            use std::os::unix::fs::MetadataExt;
-            let md = f.metadata().map_err(|e| Error::io("stat", path, e))?;
-            (md.uid(), md.gid(), md.mode() & 0o7777)
+        pushed: origin.map_or_else(now_ms, |o| o.pushed),
+        owner: match origin {
+            Some(o) => o.owner,
+            None => {
+                use std::os::unix::fs::MetadataExt;
+                let md = f.metadata().map_err(|e| Error::io("stat", path, e))?;
+                (md.uid(), md.gid(), md.mode() & 0o7777)
+            }
         },
     };
     let plain = serde_json::to_vec(&rec).expect("record serializes");

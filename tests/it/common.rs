@@ -58,6 +58,11 @@ pub struct Repo {
 impl Repo {
     /// Creates a temporary directory and runs `wayback init` in `<tmp>/repo`.
     pub fn new() -> Repo {
+        Repo::with_password(PASSWORD)
+    }
+
+    /// [`Repo::new`] protected by another passphrase (a second repository with its own key).
+    pub fn with_password(password: &str) -> Repo {
         let tmp = tempfile::Builder::new()
             .prefix("wayback-it-")
             .tempdir()
@@ -66,7 +71,7 @@ impl Repo {
         let r = Repo {
             tmp,
             path,
-            password: PASSWORD.to_string(),
+            password: password.to_string(),
         };
         r.ok(&["init"]);
         r

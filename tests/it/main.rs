@@ -5,6 +5,7 @@ mod agent;
 mod archive;
 mod bitrot;
 mod common;
+mod copy;
 mod core;
 mod damage;
 mod diff;
