@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
 use crate::id::{BlobId, BlobKind};
-use crate::pack::{pack_path, seal_blob, PackWriter, SealedBlob, TARGET_PACK_SIZE};
+use crate::pack::{pack_path, seal_blob, PackWriter, SealedBlob};
 use crate::repo::Repository;
 use crate::tree::Tree;
 
@@ -192,7 +192,7 @@ fn run_packer(
             .bytes_stored
             .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
         pw.add(&blob);
-        if pw.len() >= TARGET_PACK_SIZE {
+        if pw.is_full() {
             flush_pack(repo, std::mem::take(&mut pw), pending)?;
         }
     }

@@ -30,9 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::blob_ad;
 use crate::error::{Error, Result};
 use crate::id::{BlobKind, PackId};
-use crate::pack::{
-    open_blob, pack_path, read_pack_header, BlobEntry, PackWriter, TARGET_PACK_SIZE,
-};
+use crate::pack::{open_blob, pack_path, read_pack_header, BlobEntry, PackWriter};
 use crate::repo::Repository;
 use crate::timespec::now_ms;
 
@@ -374,7 +372,7 @@ fn feed_repacks(
             Ok(blobs) => {
                 for (e, bytes) in blobs {
                     pw.add_sealed(e.kind, e.id, e.raw_length, &bytes);
-                    if pw.len() >= TARGET_PACK_SIZE && tx.send(std::mem::take(&mut pw)).is_err() {
+                    if pw.is_full() && tx.send(std::mem::take(&mut pw)).is_err() {
                         return Ok(None);
                     }
                 }

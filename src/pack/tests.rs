@@ -169,3 +169,23 @@ fn the_most_compressible_chunks_still_fit_the_expansion_bound() {
         }
     }
 }
+
+#[test]
+fn a_pack_of_tiny_blobs_is_full_at_max_pack_blobs_not_only_at_its_size() {
+    let mut pw = PackWriter::new();
+    for i in 0..MAX_PACK_BLOBS {
+        assert!(!pw.is_full(), "full after {i} blobs of 8 bytes");
+        let id = crate::id::BlobId(*blake3::hash(&(i as u64).to_le_bytes()).as_bytes());
+        pw.add_sealed(BlobKind::Data, id, 8, &[0u8; 8]);
+    }
+    assert!(pw.is_full());
+    assert!(pw.len() < TARGET_PACK_SIZE);
+    let mut big = PackWriter::new();
+    big.add_sealed(
+        BlobKind::Data,
+        crate::id::BlobId([1; 32]),
+        1,
+        &vec![0u8; TARGET_PACK_SIZE],
+    );
+    assert!(big.is_full());
+}

@@ -153,6 +153,12 @@ impl PackWriter {
         self.entries.len()
     }
 
+    /// True once the pack should be closed: [`TARGET_PACK_SIZE`](super::TARGET_PACK_SIZE)
+    /// bytes or [`MAX_PACK_BLOBS`](super::MAX_PACK_BLOBS) blobs.
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= super::TARGET_PACK_SIZE || self.entries.len() >= super::MAX_PACK_BLOBS
+    }
+
     /// True when no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

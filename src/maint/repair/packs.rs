@@ -22,7 +22,7 @@ use crate::id::{BlobId, BlobKind, PackId};
 use crate::index::rebuild::list_pack_files;
 use crate::pack::{
     decode_entries, decode_trailer, open_blob, pack_path, BlobEntry, PackWriter, HEADER_AD,
-    TARGET_PACK_SIZE, TRAILER_LEN,
+    TRAILER_LEN,
 };
 use crate::repo::Repository;
 
@@ -221,7 +221,7 @@ fn salvage(
                 salvaged += 1;
                 let sealed = &image[e.offset as usize..e.offset as usize + e.length as usize];
                 pw.add_sealed(e.kind, e.id, e.raw_length, sealed);
-                if !dry_run && pw.len() >= TARGET_PACK_SIZE {
+                if !dry_run && pw.is_full() {
                     flush(repo, std::mem::take(&mut pw))?;
                     written += 1;
                 }
