@@ -102,6 +102,46 @@ fn private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Name prefix of an index being rebuilt beside the live one (see `rebuild_index_inner`).
+const REBUILDING_PREFIX: &str = "index.rebuilding-";
+
+/// Removes what killed rebuilds left in `dir` (only called under the writer lock, so no
+/// rebuild is running).
+fn remove_stale_rebuilds(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(REBUILDING_PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            // remove_dir_all does not follow symlinks inside (std's fix for CVE-2022-21658).
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Puts the index built at `fresh` in place of `live`: atomically exchanged when `live`
+/// exists (readers see the old index or the new one, never none), then the old one removed.
+fn swap_in(fresh: &Path, live: &Path) -> Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags};
+    let r = if live.exists() {
+        renameat2(None, fresh, None, live, RenameFlags::RENAME_EXCHANGE)
+    } else {
+        renameat2(None, fresh, None, live, RenameFlags::RENAME_NOREPLACE)
+    };
+    r.map_err(|e| Error::io("swap in the rebuilt index", live, std::io::Error::from(e)))?;
+    if let Some(dir) = live.parent() {
+        backend::fsync_dir(dir)?;
+    }
+    if fresh.exists() {
+        std::fs::remove_dir_all(fresh).map_err(|e| Error::io("remove", fresh, e))?;
+    }
+    Ok(())
+}
+
 /// How a command uses the repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -521,11 +561,30 @@ impl Repository {
             }
             false => Vec::new(),
         };
-        if idx.exists() {
-            std::fs::remove_dir_all(&idx).map_err(|e| Error::io("remove", &idx, e))?;
-        }
-        // Opening as the writer indexes every pack (`index_missing_packs`); the second scan
-        // only collects the report (damaged packs) and costs a listing.
+        // Built aside and swapped in whole. Why: wiped first and rebuilt in place, a rebuild
+        // killed in between left an index RocksDB had half created, which every reader then
+        // refused ("column family not found", exit 1) until the next writer; found by the kill
+        // matrix (tests/it/killmatrix.rs). Now a killed rebuild leaves the old index in place
+        // and a `index.rebuilding-*` directory the next rebuild removes.
+        let parent = idx.parent().unwrap_or(root).to_path_buf();
+        remove_stale_rebuilds(&parent);
+        let fresh = parent.join(format!(
+            "{REBUILDING_PREFIX}{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let key = keys::unlock(be.as_ref(), pass)?.1;
+        let rep = {
+            let built = Index::open_writer(&fresh)?;
+            built.set_barrier(be.clone());
+            let rep = rebuild::index_missing_packs(be.as_ref(), &key, &built, |_, _| {})?;
+            for (p, size, entries) in &kept {
+                built.add_pack(p, *size, entries)?;
+            }
+            rep
+        };
+        swap_in(&fresh, &idx)?;
+        // Opening as the writer finds nothing left to index (the new index has every pack).
         let repo = Self::open_inner(
             root,
             be,
@@ -534,11 +593,6 @@ impl Repository {
             false,
             Some(lock),
         )?;
-        let rep =
-            rebuild::index_missing_packs(repo.be.as_ref(), &repo.key, &repo.index, |_, _| {})?;
-        for (p, size, entries) in &kept {
-            repo.index.add_pack(p, *size, entries)?;
-        }
         Ok((repo, rep, kept.len()))
     }
 

@@ -14,6 +14,7 @@ mod forget;
 mod fuzz_corpus;
 mod hostile;
 mod integrity;
+mod killmatrix;
 mod monitor;
 mod mount;
 mod ops;
