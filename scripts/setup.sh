@@ -26,3 +26,10 @@ fi
 # /dev/fuse must exist for the mount tests.
 [[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing; FUSE mounts will fail" >&2; }
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+# Garage (a Rust distributed object store): the S3 tests start a 3-node cluster of it
+# (scripts/garage-cluster.sh). Built from crates.io, ~13 minutes on 2 cores; skipped when present.
+if ! command -v garage >/dev/null; then
+  echo "setup: building garage 2.5.0 (about 13 minutes)" >&2
+  cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb \
+    --root /usr/local >&2
+fi

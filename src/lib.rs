@@ -24,6 +24,7 @@ pub mod pack;
 pub mod pg;
 pub mod repo;
 pub mod restore;
+pub mod secrets;
 pub mod snapshot;
 pub mod timespec;
 pub mod tree;

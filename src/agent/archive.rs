@@ -44,8 +44,8 @@ pub fn socket_path(root: &Path) -> PathBuf {
 /// Binds the archive socket and serves pushes on background threads until the process ends.
 /// Returns the socket's owner (for [`sock::remove_if_ours`] at shutdown).
 pub fn serve(repo: Arc<Repository>) -> Result<Owner> {
-    let sock = socket_path(&repo.root);
-    let meta = std::fs::metadata(&repo.root).map_err(|e| Error::io("stat", &repo.root, e))?;
+    let sock = socket_path(&repo.home);
+    let meta = std::fs::metadata(&repo.home).map_err(|e| Error::io("stat", &repo.home, e))?;
     let me = Owner::current();
     // Root makes the socket the repository owner's (who runs wal-push); anyone else can only
     // make it their own, which serves pushes by the same user.

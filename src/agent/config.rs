@@ -54,7 +54,7 @@ pub const DEFAULT_WAL_LATE: Duration = Duration::from_secs(15 * 60);
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Repository directory.
+    /// Repository: a directory or an `s3://bucket/prefix?endpoint=...` location.
     pub repo: PathBuf,
     /// Passphrase file.
     pub password_file: Option<PathBuf>,
@@ -377,6 +377,16 @@ impl Source {
     }
 }
 
+/// The local directory the agent keeps for its repository (sockets): the repository itself
+/// when local, its cache directory for S3 ([`crate::repo::Location::home`]). `repo` was
+/// checked by [`parse`]; should the cache directory be unusable the path as written is used,
+/// and opening the repository reports why.
+pub fn repo_home(cfg: &Config) -> PathBuf {
+    crate::repo::Location::parse(cfg.repo.as_os_str())
+        .and_then(|l| l.home())
+        .unwrap_or_else(|_| cfg.repo.clone())
+}
+
 /// Parses and validates; errors say `file:line: what`.
 pub fn load(path: &std::path::Path) -> Result<Config, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -404,6 +414,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
         format!("{line}: {}", e.message())
     })?;
+    if let Err(e) = crate::repo::Location::parse(cfg.repo.as_os_str()) {
+        return Err(format!("0: repo: {e}"));
+    }
     if let Some(c) = &cfg.prune {
         if let Err(m) = Cron::parse(c) {
             return Err(format!("0: prune = \"{c}\": {m}"));

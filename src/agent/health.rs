@@ -325,7 +325,12 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
         })
         .collect::<Vec<_>>();
     let bytes: u64 = repo.index.packs()?.iter().map(|(_, s)| s).sum();
-    let (free_bytes, fs_bytes) = nix::sys::statvfs::statvfs(&repo.root)
+    // An object store reports no free space (0, 0: unknown).
+    let (free_bytes, fs_bytes) = repo
+        .be
+        .local_root()
+        .map(nix::sys::statvfs::statvfs)
+        .unwrap_or(Err(nix::errno::Errno::ENOTSUP))
         .map(|v| {
             let f = v.fragment_size();
             (v.blocks_available() * f, v.blocks() * f)

@@ -120,11 +120,14 @@ pub fn apply_retention(repo: &Repository, s: &Source) {
 
 /// Logs a warning when the repository's filesystem is [`FULL_WARNING`] full or more.
 pub fn warn_if_full(repo: &Repository) {
-    if let Some(used) = crate::maint::stats::fs_used_fraction(&repo.root) {
+    let Some(root) = repo.be.local_root() else {
+        return;
+    };
+    if let Some(used) = crate::maint::stats::fs_used_fraction(root) {
         if used >= FULL_WARNING {
             tracing::warn!(
                 used_percent = (used * 100.0).round() as u64,
-                repo = %repo.root.display(),
+                repo = %root.display(),
                 "repository filesystem is over 80% full: forget and prune, or add space"
             );
         }
@@ -235,13 +238,17 @@ fn save_state(repo: &Repository, st: &state::AgentState) {
 pub fn socket_path(cfg: &Config) -> PathBuf {
     cfg.socket
         .clone()
-        .unwrap_or_else(|| cfg.repo.join("agent.sock"))
+        .unwrap_or_else(|| config::repo_home(cfg).join("agent.sock"))
 }
 
 /// Runs the agent until SIGINT/SIGTERM. `copy_pass`: the passphrase of the scheduled copy's
 /// destination (`copy = {...}`), read once at start like `pass`.
 pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()> {
-    let repo = Arc::new(Repository::open(&cfg.repo, &pass, Access::Write)?);
+    let repo = Arc::new(Repository::open_at(
+        &crate::repo::Location::parse(cfg.repo.as_os_str())?,
+        &pass,
+        Access::Write,
+    )?);
     let now = Utc::now();
     // A restarted agent keeps reporting what failed before it stopped until the source's
     // next run says otherwise.
@@ -293,6 +300,7 @@ pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()>
         save_state(&repo, &snapshot_state(&cfg, &st));
     }
     let sock = socket_path(&cfg);
+    let wal_sock = archive::socket_path(&repo.home);
     let me = sock::Owner::current();
     // Only this user (and root) may ask the agent to run jobs or show its status.
     let control = sock::bind(&sock, 0o600, me)?;
@@ -310,7 +318,7 @@ pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()>
             Some(Ok(l)) => Some(l),
             Some(Err(e)) => {
                 sock::remove_if_ours(&sock, me.uid);
-                sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
+                sock::remove_if_ours(&wal_sock, wal_owner.uid);
                 return Err(Error::Invalid(format!(
                     "metrics = \"{}\": cannot listen: {e}",
                     cfg.metrics.as_deref().unwrap_or_default()
@@ -371,7 +379,7 @@ pub fn run(cfg: Config, pass: Vec<u8>, copy_pass: Option<Vec<u8>>) -> Result<()>
             m.abort();
         }
         sock::remove_if_ours(&sock, me.uid);
-        sock::remove_if_ours(&archive::socket_path(&cfg.repo), wal_owner.uid);
+        sock::remove_if_ours(&wal_sock, wal_owner.uid);
         Ok(())
     })
 }

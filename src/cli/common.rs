@@ -8,43 +8,23 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::Error;
-use crate::repo::{Access, Repository};
+use crate::repo::{Access, Location, Repository};
 
-/// Passphrases given in the environment, taken out of it when the process starts.
-static ENV_SECRETS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
-
-/// Moves `WAYBACK_PASSWORD`, `WAYBACK_NEW_PASSWORD` and `WAYBACK_TO_PASSWORD` out of this process's environment
-/// into memory, before any thread or child exists. Why: every program wayback starts (dump
-/// commands, pg_basebackup, PostgreSQL, diff(1), fusermount3, the agent's jobs) would
-/// otherwise inherit the passphrase; removing it at each spawn point is easy to forget at the
-/// next one. Call once, first thing in `main`.
+/// See [`crate::secrets::take_from_env`].
 pub fn take_secrets_from_env() {
-    let mut taken = Vec::new();
-    for name in crate::ingest::stream::SECRET_ENV {
-        if let Some(v) = std::env::var_os(name) {
-            if let Ok(v) = v.into_string() {
-                taken.push((name, v));
-            }
-            // Still single-threaded here, so this cannot race a reader of the environment.
-            std::env::remove_var(name);
-        }
-    }
-    let _ = ENV_SECRETS.set(taken);
+    crate::secrets::take_from_env()
 }
 
-/// A passphrase from the environment as it was when the process started (see
-/// [`take_secrets_from_env`]; falls back to the live environment when that was not called).
+/// See [`crate::secrets::get`].
 pub fn env_secret(name: &str) -> Option<String> {
-    match ENV_SECRETS.get() {
-        Some(t) => t.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()),
-        None => std::env::var(name).ok(),
-    }
+    crate::secrets::get(name)
 }
 
 /// Where the repository is and how to unlock it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RepoArgs {
-    /// Repository directory.
+    /// Repository: a directory, or s3://bucket/prefix?endpoint=URL&region=R (S3 keys from
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a 0600 credentials file, never here).
     #[arg(long, env = "WAYBACK_REPO", global = true)]
     pub repo: Option<PathBuf>,
     /// File whose first line is the passphrase (else $WAYBACK_PASSWORD, else a prompt).
@@ -53,11 +33,16 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    /// The repository path or a clear error.
+    /// The repository location as given, or a clear error.
     pub fn path(&self) -> anyhow::Result<PathBuf> {
         self.repo
             .clone()
             .context("no repository given: use --repo DIR or set WAYBACK_REPO")
+    }
+
+    /// The parsed repository location (a directory or an `s3://` URL).
+    pub fn location(&self) -> anyhow::Result<Location> {
+        Ok(Location::parse(self.path()?.as_os_str())?)
     }
 
     /// The passphrase from file, environment or terminal; never from the command line.
@@ -73,19 +58,19 @@ impl RepoArgs {
 
     /// Opens the repository with the key cached by `wayback key unlock`, else the passphrase.
     pub fn open(&self, access: Access) -> anyhow::Result<Repository> {
-        let path = self.path()?;
+        let loc = self.location()?;
         let ask = || {
             self.password(false)
                 .map_err(|e| Error::Invalid(format!("{e:#}")))
         };
-        Ok(Repository::open_cached(&path, &ask, access)?)
+        Ok(Repository::open_cached(&loc, &ask, access)?)
     }
 
     /// Opens the repository with the passphrase, never the cached key (to prove the passphrase).
     pub fn open_with_passphrase(&self, access: Access) -> anyhow::Result<Repository> {
-        let path = self.path()?;
+        let loc = self.location()?;
         let pass = self.password(false)?;
-        Ok(Repository::open(&path, &pass, access)?)
+        Ok(Repository::open_at(&loc, &pass, access)?)
     }
 }
 

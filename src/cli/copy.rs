@@ -122,7 +122,8 @@ pub fn open_destination(
         )
         .map_err(|e| Error::Invalid(format!("destination: {e:#}")))
     };
-    Ok(Repository::open_cached(to, &ask, Access::Write)?)
+    let loc = crate::repo::Location::parse(to.as_os_str())?;
+    Ok(Repository::open_cached(&loc, &ask, Access::Write)?)
 }
 
 /// Runs one copy: plans the snapshots, copies the WAL (with `wal`), then the snapshots.

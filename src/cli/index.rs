@@ -1,7 +1,6 @@
 //! `wayback index rebuild`.
 
 use crate::cli::common::{progress_bar, RepoArgs};
-use crate::repo::backend::LocalBackend;
 use crate::repo::Repository;
 
 /// Index subcommands.
@@ -19,12 +18,12 @@ pub enum IndexCmd {
 pub fn run(ra: &RepoArgs, cmd: IndexCmd) -> anyhow::Result<i32> {
     match cmd {
         IndexCmd::Rebuild { json } => {
-            let path = ra.path()?;
+            let loc = ra.location()?;
             let pass = ra.password(false)?;
-            let be = std::sync::Arc::new(LocalBackend::new(&path));
+            let be = crate::repo::open_backend(&loc)?;
             let pb = progress_bar(None, "{spinner} {msg}");
             pb.set_message("reading pack headers");
-            let (repo, rep) = Repository::rebuild_index(&path, be, &pass)?;
+            let (repo, rep) = Repository::rebuild_index_at(&loc, be, &pass)?;
             pb.finish_and_clear();
             let packs = repo.index.packs()?.len();
             if json {

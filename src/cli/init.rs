@@ -9,13 +9,12 @@ pub struct Args {}
 
 /// Creates the repository.
 pub fn run(ra: &RepoArgs, _a: Args) -> anyhow::Result<i32> {
-    let path = ra.path()?;
+    let loc = ra.location()?;
     let pass = ra.password(true)?;
-    let repo = Repository::init(&path, &pass)?;
+    let repo = Repository::init_at(&loc, &pass)?;
     outln!(
-        "created wayback repository {} at {}",
+        "created wayback repository {} at {loc}",
         &repo.config.id[..8],
-        path.display()
     );
     Ok(0)
 }

@@ -102,9 +102,9 @@ pub fn run(ra: &RepoArgs, cmd: KeyCmd) -> anyhow::Result<i32> {
             );
         }
         KeyCmd::Lock => {
-            let path = ra.path()?;
-            if !crate::repo::Repository::forget_cached_key(&path)? {
-                eprintln!("no cached key for {}", path.display());
+            let loc = ra.location()?;
+            if !crate::repo::Repository::forget_cached_key(&loc)? {
+                eprintln!("no cached key for {loc}");
             }
         }
         KeyCmd::List { json } => {

@@ -51,7 +51,11 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                 .transpose()?;
             wal_fetch_restore_command(
                 &std::env::current_exe()?,
-                &std::path::absolute(ra.path()?)?,
+                &match ra.location()? {
+                    crate::repo::Location::Local(p) => std::path::absolute(p)?,
+                    // An S3 URL is passed as written.
+                    crate::repo::Location::S3(_) => ra.path()?,
+                },
                 pw.as_deref(),
                 &cluster,
             )?

@@ -79,8 +79,8 @@ pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
         None => default_cluster(&a.path)?,
     };
     // A running agent has the key unlocked and the repository open: hand the file over.
-    let root = ra.path()?;
-    match crate::agent::archive::push_via_agent(&root, &cluster, &a.path) {
+    let home = ra.location()?.home()?;
+    match crate::agent::archive::push_via_agent(&home, &cluster, &a.path) {
         Some(AgentReply::Archived) => return Ok(0),
         Some(AgentReply::Conflict(m)) => {
             eprintln!("wayback wal-push: {m}");
@@ -123,9 +123,8 @@ pub fn run_push(ra: &RepoArgs, a: PushArgs) -> anyhow::Result<i32> {
 
 /// Restores one file; exit 1 quickly and silently when it is not archived.
 pub fn run_fetch(ra: &RepoArgs, a: FetchArgs) -> anyhow::Result<i32> {
-    let root = ra.path()?;
-    let be = crate::repo::backend::LocalBackend::new(&root);
-    if !wal::exists(&be, &a.cluster, &a.name)? {
+    let be = crate::repo::open_backend(&ra.location()?)?;
+    if !wal::exists(be.as_ref(), &a.cluster, &a.name)? {
         return Ok(1);
     }
     let repo = ra.open(Access::Read)?;

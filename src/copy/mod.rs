@@ -127,8 +127,8 @@ pub fn check_distinct(src: &Repository, dst: &Repository) -> Result<()> {
     if src.config.id == dst.config.id {
         return Err(Error::Invalid(format!(
             "{} and {} are the same repository (id {}); copy needs a second one (`wayback init`)",
-            src.root.display(),
-            dst.root.display(),
+            src.location,
+            dst.location,
             src.config.id
         )));
     }
@@ -154,7 +154,7 @@ pub fn plan(src: &Repository, dst: &Repository, sources: &[String]) -> Result<Pl
         if !all.iter().any(|s| &s.source == name) {
             return Err(Error::NotFound(format!(
                 "no snapshots of source '{name}' in {}",
-                src.root.display()
+                src.location
             )));
         }
     }

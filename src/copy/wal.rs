@@ -47,7 +47,7 @@ pub fn copy_wal(
             if !all.contains(c) {
                 return Err(Error::NotFound(format!(
                     "no WAL archive '{c}' in {}",
-                    src.root.display()
+                    src.location
                 ))
                 .into());
             }
@@ -86,7 +86,7 @@ pub fn copy_wal(
                 owner: rec.owner,
                 pushed: rec.pushed,
             };
-            let what = format!("{cluster}/{name} of {}", src.root.display());
+            let what = format!("{cluster}/{name} of {}", src.location);
             match wal::push_with_origin(
                 dst,
                 cluster,

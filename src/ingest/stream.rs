@@ -79,11 +79,7 @@ pub fn store_stream(
 /// dump command, `pg_basebackup`, anything it starts, would otherwise see the repository's
 /// passphrase in its environment and in `/proc/PID/environ`). `WAYBACK_PASSWORD_FILE` and
 /// `WAYBACK_REPO` stay: they name files, which a child can only read if its uid already may.
-pub const SECRET_ENV: [&str; 3] = [
-    "WAYBACK_PASSWORD",
-    "WAYBACK_NEW_PASSWORD",
-    "WAYBACK_TO_PASSWORD",
-];
+pub use crate::secrets::SECRET_ENV;
 
 /// Runs `sh -c cmd` without the passphrase variables ([`SECRET_ENV`]), hands its stdout to
 /// `consume`, then fails if either failed. A consumer that gives up early drops the pipe (the

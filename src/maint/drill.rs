@@ -120,11 +120,11 @@ pub fn pick(snaps: &[Snapshot], source: &str, random: bool) -> Result<Snapshot> 
 /// The default parent of drill scratch directories: `scratch/` in the repository's cache
 /// directory (beside its index).
 pub fn default_scratch_parent(repo: &Repository) -> Result<PathBuf> {
-    let idx = crate::repo::index_dir(&repo.root, &repo.config.id)?;
+    let idx = repo.index_path()?;
     Ok(idx
         .parent()
         .map(|p| p.join("scratch"))
-        .unwrap_or_else(|| repo.root.join("scratch")))
+        .unwrap_or_else(|| repo.home.join("scratch")))
 }
 
 /// A drill's scratch directory; removed on drop unless something is still mounted in it.

@@ -161,7 +161,11 @@ pub fn stats(repo: &Repository, sources: &[String]) -> Result<Stats> {
             unique_bytes: unique[i],
         })
         .collect();
-    let (fs_free_bytes, fs_total_bytes) = nix::sys::statvfs::statvfs(&repo.root)
+    let (fs_free_bytes, fs_total_bytes) = repo
+        .be
+        .local_root()
+        .map(nix::sys::statvfs::statvfs)
+        .unwrap_or(Err(nix::errno::Errno::ENOTSUP))
         .map(|v| {
             let f = v.fragment_size();
             (v.blocks_available() * f, v.blocks() * f)

@@ -1,7 +1,10 @@
 //! The repository: config, keys, locks, snapshots, and reading blobs.
 //!
 //! Layout on disk (see docs/format.md): `config`, `keys/`, `packs/`, `snapshots/`, `locks/`,
-//! `index/` (RocksDB cache), `tmp/` (staging for atomic puts).
+//! `index/` (RocksDB cache), `tmp/` (staging for atomic puts). A repository lives at a
+//! [`Location`]: a local directory, or a bucket prefix on S3-compatible storage holding the
+//! same objects, with the local parts (index, writer lock, sockets) in a cache directory
+//! ([`Location::home`]).
 
 pub mod backend;
 pub mod beneath;
@@ -9,7 +12,9 @@ pub mod beneath;
 pub mod fault;
 pub mod keycache;
 pub mod keys;
+pub mod location;
 pub mod lock;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,7 @@ use crate::pack::{open_blob, pack_path};
 use crate::snapshot::{Snapshot, SNAPSHOT_AD, SNAPSHOT_VERSION};
 use crate::tree::Tree;
 use backend::{Backend, LocalBackend};
+pub use location::Location;
 use lock::WriterLock;
 
 /// Repository format version written in `config` (never reuse; old versions refused clearly).
@@ -83,9 +89,39 @@ pub fn index_dir(root: &Path, repo_id: &str) -> Result<PathBuf> {
     Ok(dir.join("index"))
 }
 
+/// Where the index of the repository at `loc` with id `repo_id` lives: [`index_dir`] for a
+/// local repository, `index/` in the cache directory ([`Location::home`]) for S3.
+pub fn index_path(loc: &Location, repo_id: &str) -> Result<PathBuf> {
+    match loc {
+        Location::Local(root) => index_dir(root, repo_id),
+        Location::S3(_) => Ok(loc.home()?.join("index")),
+    }
+}
+
+/// The storage of the repository at `loc`: the local directory, or the S3 bucket prefix with
+/// credentials from the environment or a credentials file (see [`location`]).
+pub fn open_backend(loc: &Location) -> Result<Arc<dyn Backend>> {
+    match loc {
+        Location::Local(root) => Ok(Arc::new(LocalBackend::new(root))),
+        Location::S3(s) => Ok(Arc::new(s3::S3Backend::new(s, &s.credentials()?)?)),
+    }
+}
+
+/// [`private_dir`] of `dir`, creating its missing parents first (with default modes: only
+/// `dir` itself must be private; `~/.cache` may not exist yet).
+pub(crate) fn private_dir_all(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create cache directory", parent, e))?;
+        }
+    }
+    private_dir(dir)
+}
+
 /// Creates `dir` (0700) if missing and refuses it unless it is a real directory owned by this
 /// user that nobody else can write.
-fn private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -159,8 +195,11 @@ pub struct Repository {
     pub key: MasterKey,
     /// Settings.
     pub config: Config,
-    /// Local root directory.
-    pub root: PathBuf,
+    /// Where the repository is.
+    pub location: Location,
+    /// The local directory this host keeps for it (writer lock, sockets, scratch): the
+    /// repository root when local, the cache directory for S3 (see [`Location::home`]).
+    pub home: PathBuf,
     /// Blob locations.
     pub index: Index,
     /// Id of the key file that opened the repository.
@@ -206,7 +245,7 @@ mod backend_mode {
     pub const DIR: u32 = super::beneath::DIR_MODE;
 }
 
-fn read_config_over(be: &dyn Backend, root: &Path, pass: &[u8]) -> Result<Config> {
+fn read_config_over(be: &dyn Backend, root: &Location, pass: &[u8]) -> Result<Config> {
     let sealed = read_config_header(be, root)?;
     let (_, key) = keys::unlock(be, pass)?;
     let plain = key.open(b"wayback-config", &sealed, &|| "config".into())?;
@@ -220,22 +259,20 @@ fn holds_repository_data(be: &dyn Backend) -> bool {
     any("keys") && any("packs")
 }
 
-fn read_config_header(be: &dyn Backend, root: &Path) -> Result<Vec<u8>> {
+fn read_config_header(be: &dyn Backend, root: &Location) -> Result<Vec<u8>> {
     let raw = be.get("config").map_err(|e| match e {
         // Key files and packs without a config: a repository that lost its config, which is
         // damage (exit 12), not a directory that was never a repository.
         Error::NotFound(_) if holds_repository_data(be) => Error::Corrupt(format!(
-            "{}/config is missing, yet the directory holds key files and packs: the repository \
-             is damaged",
-            root.display()
+            "{root}/config is missing, yet the directory holds key files and packs: the repository \
+             is damaged"
         )),
         Error::NotFound(_) => Error::NotFound(format!(
-            "{} is not a wayback repository (no config; run `wayback init`)",
-            root.display()
+            "{root} is not a wayback repository (no config; run `wayback init`)"
         )),
         e => e,
     })?;
-    Ok(config_sealed_part(&raw, &format!("{}/config", root.display()))?.to_vec())
+    Ok(config_sealed_part(&raw, &format!("{root}/config"))?.to_vec())
 }
 
 /// The sealed part of the bytes of a `config` file (`what` names it in errors), after checking
@@ -272,6 +309,80 @@ pub fn decode_config(plain: &[u8]) -> Result<Config> {
 impl Repository {
     /// Creates a new repository at `root` (must be absent or empty) protected by `pass`.
     pub fn init(root: &Path, pass: &[u8]) -> Result<Repository> {
+        Self::init_at(&Location::Local(root.to_path_buf()), pass)
+    }
+
+    /// Creates a new repository at `loc` (an absent or empty directory, or an empty bucket
+    /// prefix) protected by `pass`.
+    pub fn init_at(loc: &Location, pass: &[u8]) -> Result<Repository> {
+        let be = match loc {
+            Location::Local(root) => {
+                Self::prepare_local_init(root)?;
+                open_backend(loc)?
+            }
+            Location::S3(_) => {
+                let be = open_backend(loc)?;
+                Self::prepare_s3_init(be.as_ref(), loc)?;
+                be
+            }
+        };
+        let key = MasterKey::generate();
+        keys::add_key(be.as_ref(), &key, pass)?;
+        let config = Config {
+            version: REPO_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            chunker: ChunkerParams::DEFAULT,
+            zstd_level: 3,
+            created: chrono::Utc::now().to_rfc3339(),
+        };
+        let mut raw = CONFIG_MAGIC.to_vec();
+        raw.extend_from_slice(&REPO_VERSION.to_le_bytes());
+        raw.extend_from_slice(&key.seal(
+            b"wayback-config",
+            &serde_json::to_vec(&config).expect("json"),
+        ));
+        if let Location::Local(root) = loc {
+            let local = LocalBackend::new(root);
+            for d in ["packs", "snapshots", "locks", "tmp", "wal"] {
+                local
+                    .beneath()
+                    .make_dirs(d)
+                    .map_err(|e| Error::io("create", root.join(d), e))?;
+            }
+        }
+        // The index first, config last: config is what makes the directory a repository, so
+        // an init killed before it can simply be run again (the directory then holds only
+        // what init creates, see `only_init_leftovers`).
+        drop(Index::open_writer(&index_path(loc, &config.id)?)?);
+        be.put("config", &raw)?;
+        if let Location::Local(root) = loc {
+            backend::fsync_dir(root)?;
+        }
+        Self::open_at(loc, pass, Access::Read)
+    }
+
+    /// Refuses a bucket prefix that holds anything but what a killed `init` leaves (key
+    /// files, no config), and removes those.
+    fn prepare_s3_init(be: &dyn Backend, loc: &Location) -> Result<()> {
+        let top = be.list("")?;
+        if top.iter().any(|n| n == "config") {
+            return Err(Error::Invalid(format!("{loc} already holds a repository")));
+        }
+        if top.iter().any(|n| n != "keys") {
+            return Err(Error::Invalid(format!(
+                "{loc} is not empty; refusing to init there"
+            )));
+        }
+        let stale: Vec<String> = be
+            .list("keys")?
+            .into_iter()
+            .map(|k| format!("keys/{k}"))
+            .collect();
+        be.delete_many(&stale)
+    }
+
+    /// The checks and cleanup of `init` in a local directory.
+    fn prepare_local_init(root: &Path) -> Result<()> {
         if root.join("config").exists() {
             return Err(Error::Invalid(format!(
                 "{} already holds a repository",
@@ -296,53 +407,28 @@ impl Repository {
                 }
             }
         }
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(backend_mode::DIR)
-                .create(root)
-                .map_err(|e| Error::io("create", root, e))?;
-        }
-        let be = LocalBackend::new(root);
-        let key = MasterKey::generate();
-        keys::add_key(&be, &key, pass)?;
-        let config = Config {
-            version: REPO_VERSION,
-            id: hex::encode(rand::random::<[u8; 16]>()),
-            chunker: ChunkerParams::DEFAULT,
-            zstd_level: 3,
-            created: chrono::Utc::now().to_rfc3339(),
-        };
-        let mut raw = CONFIG_MAGIC.to_vec();
-        raw.extend_from_slice(&REPO_VERSION.to_le_bytes());
-        raw.extend_from_slice(&key.seal(
-            b"wayback-config",
-            &serde_json::to_vec(&config).expect("json"),
-        ));
-        for d in ["packs", "snapshots", "locks", "tmp", "wal"] {
-            be.beneath()
-                .make_dirs(d)
-                .map_err(|e| Error::io("create", root.join(d), e))?;
-        }
-        // The index first, config last: config is what makes the directory a repository, so
-        // an init killed before it can simply be run again (the directory then holds only
-        // what init creates, see `only_init_leftovers`).
-        drop(Index::open_writer(&index_dir(root, &config.id)?)?);
-        be.put("config", &raw)?;
-        backend::fsync_dir(root)?;
-        Self::open(root, pass, Access::Read)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(backend_mode::DIR)
+            .create(root)
+            .map_err(|e| Error::io("create", root, e))
     }
 
     /// Opens an existing repository.
     pub fn open(root: &Path, pass: &[u8], access: Access) -> Result<Repository> {
-        Self::open_unlocking(root, &|| Ok(pass.to_vec()), access, false)
+        Self::open_at(&Location::Local(root.to_path_buf()), pass, access)
+    }
+
+    /// Opens an existing repository at `loc`.
+    pub fn open_at(loc: &Location, pass: &[u8], access: Access) -> Result<Repository> {
+        Self::open_unlocking(loc, &|| Ok(pass.to_vec()), access, false)
     }
 
     /// Opens with the key cached by `wayback key unlock` when there is one (skipping the KDF),
     /// else with the passphrase `ask` returns (called only then, so no prompt appears).
     pub fn open_cached(
-        root: &Path,
+        root: &Location,
         ask: &dyn Fn() -> Result<Vec<u8>>,
         access: Access,
     ) -> Result<Repository> {
@@ -359,29 +445,29 @@ impl Repository {
         pass: &[u8],
         access: Access,
     ) -> Result<Repository> {
-        Self::open_inner(root, be, &|| Ok(pass.to_vec()), access, false, None)
+        let loc = Location::Local(root.to_path_buf());
+        Self::open_inner(&loc, be, &|| Ok(pass.to_vec()), access, false, None)
     }
 
     fn open_unlocking(
-        root: &Path,
+        loc: &Location,
         ask: &dyn Fn() -> Result<Vec<u8>>,
         access: Access,
         use_cache: bool,
     ) -> Result<Repository> {
-        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(root));
-        Self::open_inner(root, be, ask, access, use_cache, None)
+        Self::open_inner(loc, open_backend(loc)?, ask, access, use_cache, None)
     }
 
     /// `held`: the writer lock when the caller already took it (index rebuild).
     fn open_inner(
-        root: &Path,
+        loc: &Location,
         be: Arc<dyn Backend>,
         ask: &dyn Fn() -> Result<Vec<u8>>,
         access: Access,
         use_cache: bool,
         held: Option<WriterLock>,
     ) -> Result<Repository> {
-        let sealed = read_config_header(be.as_ref(), root)?;
+        let sealed = read_config_header(be.as_ref(), loc)?;
         let open_config =
             |key: &MasterKey| key.open(b"wayback-config", &sealed, &|| "config".into());
         let cached = use_cache
@@ -396,12 +482,13 @@ impl Repository {
             }
         };
         let config = decode_config(&plain)?;
+        let home = loc.home()?;
         let lock = match (access, held) {
             (Access::Write, Some(l)) => Some(l),
-            (Access::Write, None) => Some(WriterLock::acquire(root, lock::operation())?),
+            (Access::Write, None) => Some(WriterLock::acquire(&home, lock::operation())?),
             (Access::Read, _) => None,
         };
-        if access == Access::Write {
+        if let (Access::Write, Location::Local(root)) = (access, loc) {
             // Staging files of killed writers (an hour is far beyond any live put's staging).
             match LocalBackend::new(root).clean_tmp(std::time::Duration::from_secs(3600)) {
                 Ok(0) => {}
@@ -409,18 +496,19 @@ impl Repository {
                 Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
             }
         }
-        let index_path = index_dir(root, &config.id)?;
-        if access == Access::Read
-            && backend::foreign_owner(root).is_some()
-            && !index_path.join("CURRENT").exists()
-        {
+        let index_path = index_path(loc, &config.id)?;
+        // A reader whose index is private and missing (a root reader in another user's
+        // repository; any host's first reader of an S3 repository) builds it first.
+        let private = match loc {
+            Location::Local(root) => backend::foreign_owner(root).is_some(),
+            Location::S3(_) => true,
+        };
+        if access == Access::Read && private && !index_path.join("CURRENT").exists() {
             Self::bootstrap_index(be.as_ref(), &key, &index_path);
         }
         let index = match access {
             Access::Write => Index::open_writer(&index_path)?,
-            Access::Read if backend::foreign_owner(root).is_some() => {
-                Self::open_reader_when_ready(&index_path)?
-            }
+            Access::Read if private => Self::open_reader_when_ready(&index_path)?,
             Access::Read => Index::open_reader(&index_path)?,
         };
         index.set_barrier(be.clone());
@@ -428,7 +516,8 @@ impl Repository {
             be,
             key,
             config,
-            root: root.to_path_buf(),
+            location: loc.clone(),
+            home,
             index,
             key_id,
             snapshots: Mutex::new(HashMap::new()),
@@ -516,7 +605,8 @@ impl Repository {
     /// Decrypts only the config (no index, no lock): what `index rebuild` needs to find the
     /// index of a repository whose index it is about to throw away.
     pub fn read_config(root: &Path, pass: &[u8]) -> Result<Config> {
-        read_config_over(&LocalBackend::new(root), root, pass)
+        let loc = Location::Local(root.to_path_buf());
+        read_config_over(&LocalBackend::new(root), &loc, pass)
     }
 
     /// `wayback index rebuild` over `be`: under the writer lock (held throughout, so no writer
@@ -528,7 +618,17 @@ impl Repository {
         be: Arc<dyn Backend>,
         pass: &[u8],
     ) -> Result<(Repository, rebuild::ScanReport)> {
-        Self::rebuild_index_inner(root, be, pass, false).map(|(r, s, _)| (r, s))
+        Self::rebuild_index_inner(&Location::Local(root.to_path_buf()), be, pass, false)
+            .map(|(r, s, _)| (r, s))
+    }
+
+    /// [`Repository::rebuild_index`] of the repository at `loc`.
+    pub fn rebuild_index_at(
+        loc: &Location,
+        be: Arc<dyn Backend>,
+        pass: &[u8],
+    ) -> Result<(Repository, rebuild::ScanReport)> {
+        Self::rebuild_index_inner(loc, be, pass, false).map(|(r, s, _)| (r, s))
     }
 
     /// `wayback repair index`: [`Repository::rebuild_index`], except that what the old index
@@ -542,18 +642,19 @@ impl Repository {
         be: Arc<dyn Backend>,
         pass: &[u8],
     ) -> Result<(Repository, rebuild::ScanReport, usize)> {
-        Self::rebuild_index_inner(root, be, pass, true)
+        Self::rebuild_index_inner(&Location::Local(root.to_path_buf()), be, pass, true)
     }
 
     fn rebuild_index_inner(
-        root: &Path,
+        root: &Location,
         be: Arc<dyn Backend>,
         pass: &[u8],
         keep_damaged: bool,
     ) -> Result<(Repository, rebuild::ScanReport, usize)> {
-        let lock = WriterLock::acquire(root, "index rebuild")?;
+        let home = root.home()?;
+        let lock = WriterLock::acquire(&home, "index rebuild")?;
         let config = read_config_over(be.as_ref(), root, pass)?;
-        let idx = index_dir(root, &config.id)?;
+        let idx = index_path(root, &config.id)?;
         let kept = match keep_damaged && idx.exists() {
             true => {
                 let key = keys::unlock(be.as_ref(), pass)?.1;
@@ -566,7 +667,7 @@ impl Repository {
         // refused ("column family not found", exit 1) until the next writer; found by the kill
         // matrix (tests/it/killmatrix.rs). Now a killed rebuild leaves the old index in place
         // and a `index.rebuilding-*` directory the next rebuild removes.
-        let parent = idx.parent().unwrap_or(root).to_path_buf();
+        let parent = idx.parent().map_or(home.clone(), Path::to_path_buf);
         remove_stale_rebuilds(&parent);
         let fresh = parent.join(format!(
             "{REBUILDING_PREFIX}{}-{:016x}",
@@ -598,7 +699,7 @@ impl Repository {
 
     /// Caches the unlocked key in the kernel keyring for `timeout` (`wayback key unlock`).
     pub fn cache_key(&self, timeout: std::time::Duration) -> Result<()> {
-        let sealed = read_config_header(self.be.as_ref(), &self.root)?;
+        let sealed = read_config_header(self.be.as_ref(), &self.location)?;
         keycache::store(
             &keycache::entry_name(&sealed),
             &self.key_id,
@@ -608,10 +709,15 @@ impl Repository {
     }
 
     /// Drops this repository's cached key (`wayback key lock`); whether one was cached.
-    pub fn forget_cached_key(root: &Path) -> Result<bool> {
-        let be = LocalBackend::new(root);
-        let sealed = read_config_header(&be, root)?;
+    pub fn forget_cached_key(root: &Location) -> Result<bool> {
+        let be = open_backend(root)?;
+        let sealed = read_config_header(be.as_ref(), root)?;
         Ok(keycache::forget(&keycache::entry_name(&sealed)))
+    }
+
+    /// Where this repository's index lives (see [`index_path`]).
+    pub fn index_path(&self) -> Result<PathBuf> {
+        index_path(&self.location, &self.config.id)
     }
 
     /// Reads, decrypts and verifies one blob. Damage anywhere is `Corrupt` naming the pack.
