@@ -127,9 +127,7 @@ pub fn check_distinct(src: &Repository, dst: &Repository) -> Result<()> {
     if src.config.id == dst.config.id {
         return Err(Error::Invalid(format!(
             "{} and {} are the same repository (id {}); copy needs a second one (`wayback init`)",
-            src.location,
-            dst.location,
-            src.config.id
+            src.location, dst.location, src.config.id
         )));
     }
     Ok(())

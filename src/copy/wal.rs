@@ -45,11 +45,9 @@ pub fn copy_wal(
     } else {
         for c in clusters {
             if !all.contains(c) {
-                return Err(Error::NotFound(format!(
-                    "no WAL archive '{c}' in {}",
-                    src.location
-                ))
-                .into());
+                return Err(
+                    Error::NotFound(format!("no WAL archive '{c}' in {}", src.location)).into(),
+                );
             }
         }
         clusters.to_vec()
