@@ -20,4 +20,5 @@ mod pgat;
 mod pitr;
 mod privilege;
 mod prune;
+mod s3;
 mod wal;
