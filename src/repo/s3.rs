@@ -425,7 +425,10 @@ mod tests {
 
     #[test]
     fn repeated_store_messages_are_shown_once() {
-        assert_eq!(short_message("E: x &quot;y&quot;: E: x &quot;y&quot;"), "E: x \"y\"");
+        assert_eq!(
+            short_message("E: x &quot;y&quot;: E: x &quot;y&quot;"),
+            "E: x \"y\""
+        );
         assert_eq!(short_message("plain: message"), "plain: message");
     }
 

@@ -313,7 +313,10 @@ fn backup_while_nodes_die(g: &Garage, r: &Repo, src: &Path, nodes: &[u32]) -> st
     eprintln!(
         "backup while nodes {nodes:?} died: exit {:?}, {}",
         o.status.code(),
-        String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or("")
     );
     o
 }
@@ -359,7 +362,10 @@ fn s3_two_nodes_killed_mid_backup_fails_clearly_and_leaves_no_partial_snapshot()
     g.restart(2);
     g.restart(3);
     assert!(
-        wait_until(Duration::from_secs(20), || r.wb(&["snapshots"]).status.success()),
+        wait_until(Duration::from_secs(20), || r
+            .wb(&["snapshots"])
+            .status
+            .success()),
         "cluster back"
     );
     // Only a complete snapshot is ever visible: one if the backup finished first, else none.
