@@ -7,6 +7,7 @@
 #                                         one S3 endpoint per node)
 #   scripts/garage-cluster.sh stop DIR    stop every node started under DIR
 #   scripts/garage-cluster.sh kill DIR N  SIGKILL node N (1-3): the fault tests
+#   scripts/garage-cluster.sh restart DIR N  start node N again with its data
 #
 # Ports: GARAGE_PORTS="rpc1 s3_1 admin1 rpc2 ... admin3" (9 ports) when given (the Rust test
 # helper picks free ones), else 3901.. on the first free base among a few.
@@ -31,8 +32,23 @@ stop() {
 case $cmd in
 stop) stop; exit 0 ;;
 kill) kill -9 "$(cat "$dir/n${3:?node number}/pid")"; exit 0 ;;
+restart)
+  n=${3:?node number}
+  RUST_LOG=${GARAGE_LOG:-warn} setsid "$G" -c "$dir/n$n/garage.toml" server \
+    >>"$dir/n$n/log" 2>&1 </dev/null &
+  echo $! >"$dir/n$n/pid"
+  # The others retry a dead peer only slowly: introduce it again once it answers.
+  for i in $(seq 100); do
+    id=$("$G" -c "$dir/n$n/garage.toml" node id -q 2>/dev/null) && break
+    ((i < 100)) || { echo "garage-cluster: node $n did not restart" >&2; exit 1; }
+    sleep 0.1
+  done
+  for m in 1 2 3; do
+    [[ $m == "$n" ]] || "$G" -c "$dir/n$m/garage.toml" node connect "$id" >/dev/null 2>&1 || true
+  done
+  exit 0 ;;
 start) ;;
-*) echo "usage: garage-cluster.sh start|stop|kill DIR [N]" >&2; exit 2 ;;
+*) echo "usage: garage-cluster.sh start|stop|kill|restart DIR [N]" >&2; exit 2 ;;
 esac
 
 command -v "$G" >/dev/null || { echo "garage-cluster: garage is not installed (scripts/setup.sh)" >&2; exit 3; }

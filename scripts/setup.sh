@@ -28,8 +28,8 @@ fi
 [[ -e /dev/fuse ]] || { echo "setup: /dev/fuse is missing; FUSE mounts will fail" >&2; }
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 # Garage (a Rust distributed object store): scripts/garage-cluster.sh starts a 3-node cluster of
-# it. Built from crates.io, ~13 minutes on 2 cores; skipped when present. Only with --s3 until the
-# Garage integration tests are in the suite (then scripts/test.sh passes --s3).
+# it for the S3 integration tests (tests/it/s3.rs), so scripts/test.sh passes --s3. Built from
+# crates.io, ~13 minutes on 2 cores; skipped when present.
 if [[ "${1:-}" == "--s3" ]] && ! command -v garage >/dev/null; then
   echo "setup: building garage 2.5.0 (about 13 minutes)" >&2
   cargo install garage --version 2.5.0 --locked --no-default-features --features bundled-libs,lmdb \

@@ -147,7 +147,7 @@ impl S3Backend {
             e => Error::io(
                 what,
                 format!("{}/{path}", self.name),
-                std::io::Error::other(e.to_string()),
+                std::io::Error::other(short_message(&e.to_string())),
             ),
         }
     }
@@ -336,6 +336,17 @@ impl Backend for S3Backend {
     }
 }
 
+/// object_store's message without its repetition (its `Display` appends the source, which
+/// says the same again) and with the server's XML escapes undone.
+fn short_message(m: &str) -> String {
+    let n = m.len().saturating_sub(2) / 2;
+    let m = match (m.get(..n), m.get(n..n + 2), m.get(n + 2..)) {
+        (Some(a), Some(": "), Some(b)) if a == b => a,
+        _ => m,
+    };
+    m.replace("&quot;", "\"").replace("&amp;", "&")
+}
+
 /// True for the server's or object_store's refusal of a range outside the object.
 fn is_bad_range(e: &object_store::Error) -> bool {
     let m = e.to_string();
@@ -411,6 +422,15 @@ impl RangeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_store_messages_are_shown_once() {
+        assert_eq!(
+            short_message("E: x &quot;y&quot;: E: x &quot;y&quot;"),
+            "E: x \"y\""
+        );
+        assert_eq!(short_message("plain: message"), "plain: message");
+    }
 
     #[test]
     fn the_range_cache_stays_within_its_budget_and_forgets_deleted_packs() {

@@ -53,6 +53,10 @@ pub struct Repo {
     pub path: PathBuf,
     /// Passphrase used by [`Repo::wb`].
     pub password: String,
+    /// `WAYBACK_REPO` when not [`Repo::path`] (an `s3://` location, see `s3.rs`).
+    pub location: Option<String>,
+    /// Environment every command gets (the S3 keys of an `s3://` repository).
+    pub env: Vec<(String, String)>,
 }
 
 impl Repo {
@@ -72,6 +76,27 @@ impl Repo {
             tmp,
             path,
             password: password.to_string(),
+            location: None,
+            env: Vec::new(),
+        };
+        r.ok(&["init"]);
+        r
+    }
+
+    /// Runs `wayback init` at `location` (e.g. `s3://...`) with `env` given to every command;
+    /// scratch space is a fresh temporary directory ([`Repo::path`] is unused there).
+    pub fn at(location: String, env: Vec<(String, String)>) -> Repo {
+        let tmp = tempfile::Builder::new()
+            .prefix("wayback-it-")
+            .tempdir()
+            .expect("tempdir");
+        let path = tmp.path().join("repo");
+        let r = Repo {
+            tmp,
+            path,
+            password: PASSWORD.to_string(),
+            location: Some(location),
+            env,
         };
         r.ok(&["init"]);
         r
@@ -96,6 +121,8 @@ impl Repo {
             tmp,
             path,
             password: self.password.clone(),
+            location: None,
+            env: Vec::new(),
         }
     }
 
@@ -119,8 +146,13 @@ impl Repo {
     /// A `Command` for the binary with this repository's environment and the given passphrase.
     pub fn cmd_with_password(&self, password: &str, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
+        let repo = match &self.location {
+            Some(l) => std::ffi::OsString::from(l),
+            None => self.path.clone().into_os_string(),
+        };
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.args(args)
-            .env("WAYBACK_REPO", &self.path)
+            .env("WAYBACK_REPO", repo)
             .env("WAYBACK_PASSWORD", password)
             .env("WAYBACK_INSECURE_FAST_KDF", "1")
             .env("TMPDIR", self.tmp.path())

@@ -24,4 +24,5 @@ mod pitr;
 mod privilege;
 mod prune;
 mod repair;
+mod s3;
 mod wal;
