@@ -29,6 +29,11 @@ pub struct Args {
     /// Read WAL from this wayback mount (`cp MOUNT/wal/<cluster>/%f`) instead of `wal-fetch`.
     #[arg(long)]
     pub mount: Option<PathBuf>,
+    /// S3 credentials file (0600, owned by the server's user) that `restore_command`'s
+    /// `wal-fetch` uses: the recovered server runs as another user and gets no keys from this
+    /// command's environment. Only for an `s3://` repository.
+    #[arg(long, value_name = "FILE")]
+    pub wal_credentials: Option<PathBuf>,
     /// JSON report: `{base_backup, base_time, target, recovery_target_time, cluster}`.
     #[arg(long)]
     pub json: bool,
@@ -36,6 +41,11 @@ pub struct Args {
 
 /// Restores the base backup at or before the target and writes the recovery settings.
 pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
+    if a.wal_credentials.is_some()
+        && (a.mount.is_some() || !matches!(ra.location()?, crate::repo::Location::S3(_)))
+    {
+        anyhow::bail!("--wal-credentials is for wal-fetch from an s3:// repository");
+    }
     let t = parse_time(&a.to, now_ms()).with_context(|| format!("'{}' is not a time", a.to))?;
     let repo = ra.open(Access::Read)?;
     let snaps = repo.snapshots()?;
@@ -53,8 +63,14 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                 &std::env::current_exe()?,
                 &match ra.location()? {
                     crate::repo::Location::Local(p) => std::path::absolute(p)?,
-                    // An S3 URL is passed as written.
-                    crate::repo::Location::S3(_) => ra.path()?,
+                    // An S3 URL is passed as written, or naming the server's credentials.
+                    crate::repo::Location::S3(_) => match &a.wal_credentials {
+                        Some(f) => PathBuf::from(crate::repo::location::with_credentials_file(
+                            &ra.path()?.to_string_lossy(),
+                            &std::path::absolute(f)?,
+                        )?),
+                        None => ra.path()?,
+                    },
                 },
                 pw.as_deref(),
                 &cluster,

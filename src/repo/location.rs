@@ -84,6 +84,37 @@ fn percent_decode(s: &str) -> Result<String> {
     String::from_utf8(out).map_err(|_| Error::Invalid(format!("location is not UTF-8: {s}")))
 }
 
+/// `url` (an `s3://` location as written) naming `file` as its credentials file instead of
+/// any it named: `pitr` writes this into `restore_command`, because the recovered server runs
+/// as another user who cannot use the caller's environment keys, and a location shows in `ps`
+/// so it may name a file but never hold a key.
+pub fn with_credentials_file(url: &str, file: &Path) -> Result<String> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::Invalid(format!("{url} is not an s3:// location")))?;
+    let path = file
+        .to_str()
+        .ok_or_else(|| Error::Invalid(format!("{} is not UTF-8", file.display())))?;
+    let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("credentials="))
+        .map(str::to_string)
+        .collect();
+    let mut enc = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            enc.push_str(&format!("%{b:02X}"));
+        }
+    }
+    parts.push(format!("credentials={enc}"));
+    let out = format!("s3://{base}?{}", parts.join("&"));
+    S3Location::parse(&out["s3://".len()..])?;
+    Ok(out)
+}
+
 impl Location {
     /// Parses a location string: `s3://...` is S3, anything else a path.
     pub fn parse(s: &OsStr) -> Result<Location> {
@@ -344,6 +375,22 @@ mod tests {
         ] {
             assert!(Location::parse(OsStr::new(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_credentials_file_replaces_the_one_named_and_survives_odd_paths() {
+        let u = with_credentials_file(
+            "s3://bkt/pre?endpoint=http://h:1&credentials=/old&region=r",
+            Path::new("/tmp/a b&c=d/creds"),
+        )
+        .unwrap();
+        let Location::S3(l) = Location::parse(OsStr::new(&u)).unwrap() else {
+            panic!("{u}")
+        };
+        assert_eq!(l.credentials_file.unwrap(), Path::new("/tmp/a b&c=d/creds"));
+        assert_eq!(l.region, "r");
+        assert_eq!(l.endpoint.as_deref(), Some("http://h:1"));
+        assert!(with_credentials_file("/local/repo", Path::new("/c")).is_err());
     }
 
     #[test]
