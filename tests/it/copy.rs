@@ -34,7 +34,7 @@ fn copy_ok(src: &Repo, dst: &Repo, extra: &[&str]) -> Value {
 }
 
 /// Source snapshot id (hex) -> the destination's copy of it, from `snapshots --json`.
-fn copies_of(dst: &Repo) -> BTreeMap<String, Value> {
+pub fn copies_of(dst: &Repo) -> BTreeMap<String, Value> {
     dst.snapshots()
         .into_iter()
         .map(|v| {
@@ -51,7 +51,7 @@ fn copies_of(dst: &Repo) -> BTreeMap<String, Value> {
 
 /// Every snapshot of `src` has exactly one copy in `dst`, and each restores to the same tree
 /// (content and metadata, plus `diff -r`) as the original.
-fn assert_every_snapshot_restores_identically(src: &Repo, dst: &Repo) {
+pub fn assert_every_snapshot_restores_identically(src: &Repo, dst: &Repo) {
     let copies = copies_of(dst);
     let originals = src.snapshots();
     assert_eq!(copies.len(), originals.len(), "{copies:#?}");
@@ -83,7 +83,7 @@ fn copy_status(src: &Repo) -> Value {
     copies[0].clone()
 }
 
-fn check_read_data(r: &Repo) {
+pub fn check_read_data(r: &Repo) {
     let o = r.ok(&["check", "--read-data"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no errors found"),
@@ -91,7 +91,7 @@ fn check_read_data(r: &Repo) {
     );
 }
 
-fn wal_names(r: &Repo) -> Vec<(String, String, String)> {
+pub fn wal_names(r: &Repo) -> Vec<(String, String, String)> {
     r.json(&["wal", "list", "--json"])
         .as_array()
         .unwrap()
