@@ -86,7 +86,7 @@ pub struct UmountArgs {
 /// Mounts and serves until unmounted or interrupted.
 pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     if a.daemon {
-        return daemonize(ra, &a);
+        return daemonize(&a);
     }
     if wayback_mount::is_stale_mount(&a.mountpoint) {
         bail!(
@@ -130,7 +130,7 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
+fn daemonize(a: &Args) -> anyhow::Result<i32> {
     let exe = std::env::current_exe()?;
     // The child serves in the foreground: drop --daemon and --log-file (with its value).
     let mut args = Vec::new();
@@ -150,21 +150,17 @@ fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
         Some(p) => Stdio::from(open_log(p)?),
         None => Stdio::inherit(),
     };
-    // The passphrase left this process's environment at start (no child inherits it), so a
-    // passphrase given as WAYBACK_PASSWORD reaches the daemon through a pipe on its stdin,
-    // never through its environment or command line.
-    let pass = match ra.password_file {
-        None => crate::cli::common::env_secret("WAYBACK_PASSWORD"),
-        Some(_) => None,
-    };
+    // The secrets (passphrase, S3 keys) left this process's environment at start (no child
+    // inherits them), so they reach the daemon through a pipe on its stdin, never through
+    // its environment or command line.
+    let secrets = crate::secrets::handoff();
     let mut cmd = Command::new(exe);
     cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    if pass.is_some() {
-        cmd.arg("--password-file")
-            .arg("/dev/stdin")
+    if secrets.is_some() {
+        cmd.env(crate::secrets::HANDOFF_ENV, "1")
             .stdin(Stdio::piped());
     }
     if std::env::var_os("RUST_LOG").is_none() {
@@ -179,13 +175,11 @@ fn daemonize(ra: &RepoArgs, a: &Args) -> anyhow::Result<i32> {
         });
     }
     let mut child = cmd.spawn().context("starting the mount daemon")?;
-    if let (Some(p), Some(mut stdin)) = (pass, child.stdin.take()) {
+    if let (Some(b), Some(mut stdin)) = (secrets, child.stdin.take()) {
         use std::io::Write;
-        let mut line = zeroize::Zeroizing::new(p.into_bytes());
-        line.push(b'\n');
         stdin
-            .write_all(&line)
-            .context("handing the passphrase to the mount daemon")?;
+            .write_all(&b)
+            .context("handing the secrets to the mount daemon")?;
         // Dropping `stdin` closes the pipe: the daemon reads to end of file.
     }
     let deadline = Instant::now() + Duration::from_secs(30);

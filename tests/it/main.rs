@@ -25,6 +25,6 @@ mod privilege;
 mod prune;
 mod repair;
 mod s3;
-mod s3_copy;
+mod s3_ops;
 mod s3_pitr;
 mod wal;

@@ -1,8 +1,9 @@
-//! `wayback copy` to and from S3 on a real 3-node Garage: the off-site copy of 3-2-1 where the
-//! off-site repository is a bucket. A local repository is copied into the bucket (snapshots and
+//! Operations on S3 repositories on a real 3-node Garage. `wayback copy` to and from S3: the
+//! off-site copy of 3-2-1 where the off-site repository is a bucket. A local repository is copied into the bucket (snapshots and
 //! WAL) with kills in between, the copy is checked with `--read-data` and restored byte for byte,
 //! a second run sends nothing; then the bucket is copied back to a fresh local repository, as a
-//! host that lost its disks would.
+//! host that lost its disks would. `mount --daemon` with the S3 keys and the passphrase in the
+//! environment (which both leave it at start: the daemon gets them on a pipe).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -96,4 +97,44 @@ fn s3_copy_into_a_bucket_resumes_after_kills_verifies_and_copies_back() {
     local.restore("latest", &a, &[]);
     back.restore("latest", &b, &[]);
     crate::common::assert_trees_equal(&a, &b);
+}
+
+#[test]
+fn s3_mount_daemon_gets_the_keys_and_passphrase_through_a_pipe() {
+    let Some(g) = Garage::start() else { return };
+    let r = g.repo("daemon");
+    let data = r.scratch("data");
+    gen_small_tree(&data, 3);
+    r.backup_dir(&data, "files");
+    let mp = r.scratch("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let log = r.scratch("mount.log");
+    let o = r.ok(&["mount", s(&mp), "--daemon", "--log-file", s(&log)]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("mounted at"),
+        "{o:?}"
+    );
+    // The daemon's environment holds neither the keys nor the passphrase.
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let pid = out
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_else(|| panic!("no pid in {out}"));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for (k, _) in g.env() {
+        assert!(!environ.contains(&k), "{k} in the daemon's environment");
+    }
+    assert!(!environ.contains("WAYBACK_PASSWORD="), "{environ}");
+    let diff = std::process::Command::new("diff")
+        .args(["-r", s(&data), s(&mp.join("latest/files"))])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("fusermount3")
+        .args(["-u", s(&mp)])
+        .status();
+    assert!(diff.status.success(), "{diff:?}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains(&g.env()[1].1), "a key in the daemon's log");
 }
