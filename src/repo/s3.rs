@@ -20,6 +20,8 @@
 //! synchronous, and its callers include the agent's tokio tasks, where `Runtime::block_on`
 //! would panic. A calling thread only ever waits on a channel.
 
+mod readahead;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +60,8 @@ pub struct S3Backend {
     name: String,
     /// Dropped with `shutdown_background` (see `Drop`), so `Option`.
     rt: Option<tokio::runtime::Runtime>,
-    cache: RangeCache,
+    cache: Arc<RangeCache>,
+    ahead: Arc<readahead::ReadAhead>,
 }
 
 impl S3Backend {
@@ -110,7 +113,8 @@ impl S3Backend {
             name: format!("s3://{}/{}", loc.bucket, loc.prefix),
             prefix,
             rt: Some(rt),
-            cache: RangeCache::new(loc.cache_mib << 20),
+            cache: Arc::new(RangeCache::new(loc.cache_mib << 20)),
+            ahead: Arc::default(),
         })
     }
 
@@ -180,6 +184,36 @@ impl S3Backend {
                 "{path}: truncated (nothing at offset {start}): {e}"
             ))),
             Err(e) => Err(self.err("get range", path, e)),
+        }
+    }
+
+    /// Starts fetching the windows after `w` of `path` in the background when the reader is
+    /// sequential (see [`readahead`]); they land in the range cache.
+    fn read_ahead(&self, path: &str, w: u64, len: usize) {
+        let plan = self.ahead.advance(path, w, len, WINDOW as usize, |x| {
+            self.cache.get(path, x).is_some()
+        });
+        let rt = self.rt.as_ref().expect("runtime lives until drop");
+        for (x, slot) in plan {
+            let (store, key, cache, ahead) = (
+                self.store.clone(),
+                self.key(path),
+                self.cache.clone(),
+                self.ahead.clone(),
+            );
+            let path = path.to_string();
+            rt.spawn(async move {
+                let start = x * WINDOW;
+                let opts = GetOptions::new().with_range(Some(start..start + WINDOW));
+                let got = match store.get_opts(&key, opts).await {
+                    Ok(r) => r.bytes().await.ok(),
+                    Err(_) => None,
+                };
+                if let Some(b) = &got {
+                    cache.insert(&path, x, b.clone());
+                }
+                ahead.finish(&path, x, &slot, got);
+            });
         }
     }
 
@@ -255,12 +289,16 @@ impl Backend for S3Backend {
         for w in first..=last {
             let win = match self.cache.get(path, w) {
                 Some(b) => b,
-                None => {
-                    let b = self.fetch_window(path, w)?;
-                    self.cache.insert(path, w, b.clone());
-                    b
-                }
+                None => match self.ahead.wait(path, w).or_else(|| self.cache.get(path, w)) {
+                    Some(b) => b,
+                    None => {
+                        let b = self.fetch_window(path, w)?;
+                        self.cache.insert(path, w, b.clone());
+                        b
+                    }
+                },
             };
+            self.read_ahead(path, w, win.len());
             let (ws, we) = (w * WINDOW, w * WINDOW + win.len() as u64);
             let (from, to) = (offset.max(ws), end.min(we));
             if from >= to || (to < end && win.len() as u64 != WINDOW) {
