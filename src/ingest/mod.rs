@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! walker thread: read -> chunk -> keyed blake3 id -> dedup (pending set + index)
-//!     -> new blobs -> N workers: zstd + AES-GCM-SIV -> packer: pack image -> put (fsync) -> index
+//!     -> new blobs -> N workers: zstd + AES-GCM-SIV -> packer: pack image
+//!     -> flusher(s): put (fsync) -> index      (1 locally, 2 to an object store)
 //! ```
 //! Why this split: chunking and hashing are sequential per stream and fast; compression and
 //! encryption are the CPU-heavy part and parallelize per blob, so they use every core. Channels
@@ -180,26 +181,71 @@ pub fn with_saver<T>(
     })
 }
 
+/// Packs uploaded at once to a remote store: a PUT of a 16 MiB pack to a replicated object
+/// store is a long round trip that a single flusher would serialize behind sealing; a local
+/// put is a write and an fsync, one at a time beside the packer is enough.
+const REMOTE_FLUSHERS: usize = 2;
+
 fn run_packer(
     repo: &Repository,
     rx: Receiver<SealedBlob>,
     pending: &Mutex<HashSet<(BlobKind, BlobId)>>,
     counters: &Counters,
 ) -> Result<()> {
-    let mut pw = PackWriter::new();
-    for blob in rx {
-        counters
-            .bytes_stored
-            .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
-        pw.add(&blob);
-        if pw.is_full() {
-            flush_pack(repo, std::mem::take(&mut pw), pending)?;
+    let flushers = if repo.be.local_root().is_some() {
+        1
+    } else {
+        REMOTE_FLUSHERS
+    };
+    // Sealing goes on while full packs are stored: before, the packer wrote each pack
+    // itself and the workers stalled on the full channel for the whole put + fsync.
+    let (pack_tx, pack_rx) = bounded::<PackWriter>(1);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..flushers)
+            .map(|_| {
+                let (pack_rx, failed) = (pack_rx.clone(), &failed);
+                s.spawn(move || -> Result<()> {
+                    for pw in pack_rx {
+                        if let Err(e) = flush_pack(repo, pw, pending) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop(pack_rx);
+        let mut pw = PackWriter::new();
+        for blob in rx {
+            counters
+                .bytes_stored
+                .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+            pw.add(&blob);
+            if pw.is_full() {
+                if failed.load(Ordering::Relaxed) || pack_tx.send(std::mem::take(&mut pw)).is_err()
+                {
+                    // A flusher failed: its error is returned below.
+                    break;
+                }
+            }
         }
-    }
-    if !pw.is_empty() {
-        flush_pack(repo, pw, pending)?;
-    }
-    Ok(())
+        if !pw.is_empty() && !failed.load(Ordering::Relaxed) {
+            let _ = pack_tx.send(pw);
+        }
+        drop(pack_tx);
+        let mut first = Ok(());
+        for h in handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(Error::Invalid("pack flusher thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
 }
 
 fn flush_pack(
