@@ -223,12 +223,12 @@ fn run_packer(
                 .bytes_stored
                 .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
             pw.add(&blob);
-            if pw.is_full() {
-                if failed.load(Ordering::Relaxed) || pack_tx.send(std::mem::take(&mut pw)).is_err()
-                {
-                    // A flusher failed: its error is returned below.
-                    break;
-                }
+            if pw.is_full()
+                && (failed.load(Ordering::Relaxed)
+                    || pack_tx.send(std::mem::take(&mut pw)).is_err())
+            {
+                // A flusher failed: its error is returned below.
+                break;
             }
         }
         if !pw.is_empty() && !failed.load(Ordering::Relaxed) {
