@@ -45,6 +45,7 @@ mod forget;
 mod index;
 mod init;
 mod key;
+mod locks;
 mod log;
 mod ls;
 mod mount;
@@ -127,6 +128,10 @@ pub enum Cmd {
     Backup(backup::Args),
     /// List snapshots.
     Snapshots(snapshots::Args),
+    /// List the lease objects of an S3 repository (writers on every host, and prunes).
+    Locks(locks::LocksArgs),
+    /// Remove lease objects left by killed writers (--stale-only) or all of them.
+    Unlock(locks::UnlockArgs),
     /// List files in a snapshot.
     Ls(ls::Args),
     /// Write one file of a snapshot to stdout.
@@ -201,6 +206,8 @@ pub fn main_entry() -> i32 {
         Cmd::Key(k) => key::run(&cli.repo, k),
         Cmd::Backup(a) => backup::run(&cli.repo, a),
         Cmd::Snapshots(a) => snapshots::run(&cli.repo, a),
+        Cmd::Locks(a) => locks::run_locks(&cli.repo, a),
+        Cmd::Unlock(a) => locks::run_unlock(&cli.repo, a),
         Cmd::Ls(a) => ls::run(&cli.repo, a),
         Cmd::Cat(a) => ls::run_cat(&cli.repo, a),
         Cmd::Restore(a) => restore::run(&cli.repo, a),

@@ -25,4 +25,5 @@ mod privilege;
 mod prune;
 mod repair;
 mod s3;
+mod s3_writers;
 mod wal;
