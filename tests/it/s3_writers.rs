@@ -162,6 +162,12 @@ fn s3_a_killed_writers_lease_goes_stale_and_a_lost_lease_publishes_nothing() {
     assert_eq!(gone.as_array().unwrap().len(), 1, "{gone:#}");
     assert_eq!(gone[0]["body"]["pid"], w.id());
     assert!(locks(&r, "p").is_empty());
+    let o = run(on_host(&r, "p", &["unlock", "--stale-only"]));
+    assert!(
+        all_output(&o).contains("no lock objects removed"),
+        "{}",
+        all_output(&o)
+    );
     // A second killed writer: the next prune ignores its stale lease and removes it.
     let mut w = slow_backup(&r, "a", &src, 15, "a");
     assert!(wait_until(Duration::from_secs(20), || fresh_shared(
@@ -243,4 +249,64 @@ impl WaitRef for Child {
             stderr: err,
         }
     }
+}
+
+fn count(log: &Path, needle: &str) -> usize {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+#[test]
+fn s3_the_agent_holds_a_shared_lease_and_prunes_only_when_no_other_host_writes() {
+    let Some(g) = Garage::start() else { return };
+    let r = g.repo("agent");
+    let cfg = r.scratch("agent.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\nprune_every = \"2s\"\nprune_grace = \"0s\"\n\n[[source]]\nname = \"rnd\"\ntype = \"command\"\ncommand = \"head -c 262144 /dev/urandom\"\nfile = \"r.bin\"\nevery = \"1s\"\nkeep = {{ last = 2 }}\n",
+            g.location("agent")
+        ),
+    )
+    .unwrap();
+    // Another host's backup holds its shared lease for 8 s from the start.
+    let src = r.mkdir("src");
+    write_random(&src.join("f.bin"), 1 << 20, 7);
+    let other = slow_backup(&r, "b", &src, 8, "other");
+    assert!(wait_until(Duration::from_secs(20), || fresh_shared(
+        &locks(&r, "p")
+    ) == 1));
+    let log = r.scratch("agent.log");
+    let _agent = crate::common::KillOnDrop(
+        on_host(&r, "a", &["-v", "agent", "--config", s(&cfg)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&log, "prune skipped")
+            >= 1),
+        "the agent pruned beside another host's lease: {}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(count(&log, "prune done"), 0);
+    let l = locks(&r, "p");
+    assert!(
+        l.iter()
+            .any(|l| l["body"]["operation"] == "agent" && l["fresh"] == true),
+        "{l:?}"
+    );
+    let o = other.wait_with_output().unwrap();
+    assert_code(&o, 0, "the other host's backup beside the agent");
+    // Alone now: its next prune runs, beside its own shared lease.
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&log, "prune done") >= 1),
+        "no prune after the other host finished: {}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    let snaps = r.snapshots();
+    assert!(snaps.iter().any(|s| s["source"] == "other"), "{snaps:?}");
 }
