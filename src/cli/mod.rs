@@ -109,6 +109,10 @@ pub struct Cli {
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// On an S3 repository, retry for up to SECS seconds while another host's lease is in
+    /// the way (a prune beside backups, a backup beside a prune) instead of exiting 11.
+    #[arg(long, value_name = "SECS", default_value_t = 0, global = true)]
+    pub wait: u64,
     /// The command.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -200,6 +204,7 @@ pub fn main_entry() -> i32 {
     };
     crate::repo::lock::set_operation(matches.subcommand_name().unwrap_or("wayback"));
     common::init_tracing(cli.verbose);
+    crate::repo::lease::set_wait(std::time::Duration::from_secs(cli.wait));
     let r = match cli.cmd {
         Cmd::Init(a) => init::run(&cli.repo, a),
         Cmd::Agent(a) => agent::run(&cli.repo, a),

@@ -192,6 +192,14 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp().saturating_add(off)
 }
 
+static WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// How long a writer opening the repository retries a lease another host is in the way of
+/// (`--wait SECS`; default: not at all, exit 11 at once).
+pub fn set_wait(d: Duration) {
+    let _ = WAIT.set(d);
+}
+
 /// One lock object as `wayback locks` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct LockInfo {
@@ -360,6 +368,28 @@ fn name_part(s: &str, n: usize) -> String {
 }
 
 impl Lease {
+    /// [`Lease::acquire`], retried while it is `Locked` for up to the time set by
+    /// [`set_wait`], 0.5 to 2 s apart at random (two hosts that both backed off must not retry
+    /// in lockstep).
+    pub fn acquire_waiting(
+        be: Arc<dyn Backend>,
+        key: &MasterKey,
+        kind: LeaseKind,
+        operation: &str,
+    ) -> Result<Lease> {
+        let deadline = Instant::now() + WAIT.get().copied().unwrap_or_default();
+        loop {
+            match Lease::acquire(be.clone(), key, kind, operation, None) {
+                Err(Error::Locked(holder)) if Instant::now() < deadline => {
+                    let pause = Duration::from_millis(500 + rand::random::<u64>() % 1500);
+                    tracing::info!(%holder, "lease in the way; waiting");
+                    std::thread::sleep(pause.min(deadline - Instant::now()));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Takes a lease of `kind` for `operation` or says who is in the way (`Locked`, exit 11).
     /// `ignore`: the object name of a lease this process already holds (the agent's shared
     /// lease when it takes an exclusive one for its own prune). Stale leases an exclusive

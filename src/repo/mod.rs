@@ -498,12 +498,11 @@ impl Repository {
         // maps flock to NFS byte-range locks); an S3 repository's flock lives in one host's
         // cache, so its writers also take a lease object in the bucket.
         let lease = match (access, loc) {
-            (Access::Write, Location::S3(_)) => Some(lease::Lease::acquire(
+            (Access::Write, Location::S3(_)) => Some(lease::Lease::acquire_waiting(
                 be.clone(),
                 &key,
                 lease::LeaseKind::for_operation(lock::operation()),
                 lock::operation(),
-                None,
             )?),
             _ => None,
         };

@@ -77,8 +77,8 @@ fn s3_two_hosts_back_up_at_once_prune_refuses_meanwhile_then_runs_and_dedups() {
         .wait_with_output()
         .unwrap();
     assert_code(&o, 0, "first backup on host a");
-    let mut wa = slow_backup(&r, "a", &a, 4, "host-a");
-    let mut wb = slow_backup(&r, "b", &b, 4, "host-b");
+    let mut wa = slow_backup(&r, "a", &a, 6, "host-a");
+    let mut wb = slow_backup(&r, "b", &b, 6, "host-b");
     assert!(
         wait_until(Duration::from_secs(20), || fresh_shared(&locks(&r, "p"))
             == 2),
@@ -93,18 +93,33 @@ fn s3_two_hosts_back_up_at_once_prune_refuses_meanwhile_then_runs_and_dedups() {
         err.contains("shared lease") && err.contains("backup"),
         "{err}"
     );
+    // With --wait it retries until the writers are done, then runs.
+    let waiting = on_host(
+        &r,
+        "p",
+        &["-v", "--wait", "40", "prune", "--grace", "0", "--json"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     for w in [&mut wa, &mut wb] {
         let o = w.wait_with_output_ref();
         assert_code(&o, 0, "concurrent backup");
     }
+    // Nothing is unused: both snapshots keep every pack.
+    let o = waiting.wait_with_output().unwrap();
+    assert_code(&o, 0, "prune --wait beside the writers");
+    assert!(
+        all_output(&o).contains("lease in the way; waiting"),
+        "{}",
+        all_output(&o)
+    );
     assert!(
         locks(&r, "p").is_empty(),
         "leases left: {:?}",
         locks(&r, "p")
     );
-    // Now it runs (nothing is unused: both snapshots keep every pack).
-    let o = run(on_host(&r, "p", &["prune", "--grace", "0", "--json"]));
-    assert_code(&o, 0, "prune after the writers");
     assert_eq!(u64_of(&parse_json(&o), "/packs_deleted"), 0);
     // Both snapshots restore byte-identical, on a fourth host.
     for (src, name) in [(&a, "host-a"), (&b, "host-b")] {
