@@ -602,6 +602,9 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                     grace,
                     ..Default::default()
                 };
+                // On S3 the agent holds a shared lease; its prune needs an exclusive one,
+                // which it gets only while no other host's lease is fresh.
+                let _ex = r2.exclusive_lease("prune")?;
                 let r = crate::maint::prune::prune(&r2, &opts, &mut |_| {});
                 if let Ok(rep) = &r {
                     crate::audit::note(&r2, "prune", &format!("agent: {}", rep.summary()));
@@ -617,6 +620,10 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                     bytes_before = rep.bytes_before,
                     bytes_after = rep.bytes_after,
                     "prune done"
+                ),
+                Ok(Err(crate::error::Error::Locked(holder))) => tracing::warn!(
+                    %holder,
+                    "prune skipped: another host's lease is fresh; the next schedule retries"
                 ),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "prune failed; nothing it had not finished was deleted")
@@ -643,7 +650,8 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
         let started = Utc::now();
         let clock = std::time::Instant::now();
         let res = tokio::task::spawn_blocking(move || {
-            let r = run_job(&r2, &src);
+            // A lease lost meanwhile (S3: this host stalled past it) is taken again first.
+            let r = r2.ensure_lease().and_then(|()| run_job(&r2, &src));
             if r.is_ok() {
                 apply_retention(&r2, &src);
             }

@@ -45,6 +45,7 @@ mod forget;
 mod index;
 mod init;
 mod key;
+mod locks;
 mod log;
 mod ls;
 mod mount;
@@ -108,6 +109,10 @@ pub struct Cli {
     /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// On an S3 repository, retry for up to SECS seconds while another host's lease is in
+    /// the way (a prune beside backups, a backup beside a prune) instead of exiting 11.
+    #[arg(long, value_name = "SECS", default_value_t = 0, global = true)]
+    pub wait: u64,
     /// The command.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -127,6 +132,10 @@ pub enum Cmd {
     Backup(backup::Args),
     /// List snapshots.
     Snapshots(snapshots::Args),
+    /// List the lease objects of an S3 repository (writers on every host, and prunes).
+    Locks(locks::LocksArgs),
+    /// Remove lease objects left by killed writers (--stale-only) or all of them.
+    Unlock(locks::UnlockArgs),
     /// List files in a snapshot.
     Ls(ls::Args),
     /// Write one file of a snapshot to stdout.
@@ -195,12 +204,15 @@ pub fn main_entry() -> i32 {
     };
     crate::repo::lock::set_operation(matches.subcommand_name().unwrap_or("wayback"));
     common::init_tracing(cli.verbose);
+    crate::repo::lease::set_wait(std::time::Duration::from_secs(cli.wait));
     let r = match cli.cmd {
         Cmd::Init(a) => init::run(&cli.repo, a),
         Cmd::Agent(a) => agent::run(&cli.repo, a),
         Cmd::Key(k) => key::run(&cli.repo, k),
         Cmd::Backup(a) => backup::run(&cli.repo, a),
         Cmd::Snapshots(a) => snapshots::run(&cli.repo, a),
+        Cmd::Locks(a) => locks::run_locks(&cli.repo, a),
+        Cmd::Unlock(a) => locks::run_unlock(&cli.repo, a),
         Cmd::Ls(a) => ls::run(&cli.repo, a),
         Cmd::Cat(a) => ls::run_cat(&cli.repo, a),
         Cmd::Restore(a) => restore::run(&cli.repo, a),

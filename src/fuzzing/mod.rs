@@ -107,6 +107,10 @@ pub const TARGETS: &[Target] = &[
         name: "agent_config",
         run: agent_config,
     },
+    Target {
+        name: "lock_body",
+        run: lock_body,
+    },
 ];
 
 /// The target named `name`.
@@ -571,5 +575,19 @@ pub fn agent_config(data: &[u8]) {
         if let Some(k) = &s.keep {
             k.policy().expect("parse checked the policy");
         }
+    }
+}
+
+/// Target `lock_body`: the decrypted body of a lease object (`locks/*` of an S3 repository,
+/// written by any host with the key) through [`crate::repo::lease::LockBody::decode`]. Never
+/// panics; a body it accepts encodes and decodes to itself, and the freshness test and the
+/// holder's description (shown in refusals) work on any times it holds.
+pub fn lock_body(data: &[u8]) {
+    use crate::repo::lease::LockBody;
+    if let Ok(b) = LockBody::decode(data) {
+        assert_eq!(LockBody::decode(&b.encode()).ok().as_ref(), Some(&b));
+        let _ = b.fresh_at(i64::MIN, u64::MAX);
+        let _ = b.fresh_at(i64::MAX, 0);
+        assert!(!b.describe().chars().any(char::is_control));
     }
 }

@@ -377,5 +377,16 @@ cluster = "main"
     out.push(("agent_config", agent.as_bytes().to_vec()));
     let every = "repo = \"/r\"\nprune_every = \"6h\"\n[[source]]\nname = \"x\"\ntype = \"command\"\ncommand = \"true\"\nfile = \"f\"\nevery = \"1h 30m\"\n";
     out.push(("agent_config", every.as_bytes().to_vec()));
+    let lock = crate::repo::lease::LockBody {
+        version: crate::repo::lease::LOCK_VERSION,
+        kind: crate::repo::lease::LeaseKind::Exclusive,
+        host: "db-1.example".into(),
+        pid: 4242,
+        operation: "prune".into(),
+        created: 1_764_000_000,
+        refreshed: 1_764_000_100,
+        lease_secs: 300,
+    };
+    out.push(("lock_body", lock.encode()));
     out
 }

@@ -331,6 +331,9 @@ pub fn prune(
         save_pending(repo, &pending)?;
     }
     progress(&format!("deleting {} packs", delete.len()));
+    // A prune whose lease was lost (this host stalled past it) may now run beside a writer
+    // that deduplicated against these packs: delete nothing.
+    repo.check_lease()?;
     delete_packs(repo, &delete)?;
     for p in &delete {
         pending.packs.remove(&p.to_hex());

@@ -53,6 +53,12 @@ pub trait Backend: Send + Sync {
     }
     /// Local path of the repository root, when the backend is a local directory.
     fn local_root(&self) -> Option<&Path>;
+    /// The store's time of the last write of `path`, Unix seconds (S3's `Last-Modified`, a
+    /// file's mtime), or `None` when the backend cannot tell. Why: leases compare this host's
+    /// clock with the store's (see `repo::lease`).
+    fn modified(&self, _path: &str) -> Result<Option<i64>> {
+        Ok(None)
+    }
     /// Called by the local index (a RocksDB cache next to, not inside, the backend) before
     /// each of its synced writes. Why the backend hears of it: those writes are durability
     /// barriers too, and a fault-injecting backend ([`super::fault`]) must stop them at the
@@ -203,6 +209,17 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 }
 
 impl Backend for LocalBackend {
+    fn modified(&self, path: &str) -> Result<Option<i64>> {
+        let full = self.full(path);
+        let m = self
+            .fs
+            .open_read(path)
+            .and_then(|f| f.metadata())
+            .map_err(|e| not_found_or_io(e, "stat", &full, path))?;
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some(m.mtime()))
+    }
+
     fn put(&self, path: &str, data: &[u8]) -> Result<()> {
         self.put_inner(path, data, false).map(|_| ())
     }

@@ -12,6 +12,7 @@ pub mod beneath;
 pub mod fault;
 pub mod keycache;
 pub mod keys;
+pub mod lease;
 pub mod location;
 pub mod lock;
 pub mod s3;
@@ -210,6 +211,11 @@ pub struct Repository {
     /// Blobs of packs this reader found on disk but not in its index (see `learn_packs`).
     unindexed: Mutex<Unindexed>,
     _lock: Option<WriterLock>,
+    /// The lease of a writer of an S3 repository (see [`lease`]); replaced by
+    /// [`Repository::ensure_lease`] once lost.
+    lease: Mutex<Option<lease::Lease>>,
+    /// Leases taken beside it ([`Repository::exclusive_lease`]), checked with it.
+    watches: Mutex<Vec<lease::LeaseWatch>>,
 }
 
 /// Directories `init` creates, in the order it creates them.
@@ -488,6 +494,18 @@ impl Repository {
             (Access::Write, None) => Some(WriterLock::acquire(&home, lock::operation())?),
             (Access::Read, _) => None,
         };
+        // A local repository's flock is seen by every process that opens it (on NFS too: Linux
+        // maps flock to NFS byte-range locks); an S3 repository's flock lives in one host's
+        // cache, so its writers also take a lease object in the bucket.
+        let lease = match (access, loc) {
+            (Access::Write, Location::S3(_)) => Some(lease::Lease::acquire_waiting(
+                be.clone(),
+                &key,
+                lease::LeaseKind::for_operation(lock::operation()),
+                lock::operation(),
+            )?),
+            _ => None,
+        };
         if let (Access::Write, Location::Local(root)) = (access, loc) {
             // Staging files of killed writers (an hour is far beyond any live put's staging).
             match LocalBackend::new(root).clean_tmp(std::time::Duration::from_secs(3600)) {
@@ -524,6 +542,8 @@ impl Repository {
             hints: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(Unindexed::default()),
             _lock: lock,
+            lease: Mutex::new(lease),
+            watches: Mutex::new(Vec::new()),
         };
         if access == Access::Write {
             // Packs a killed writer made durable but never indexed: record them, so their
@@ -824,8 +844,67 @@ impl Repository {
         Tree::decode(&self.read_blob(BlobKind::Tree, id)?, id)
     }
 
-    /// Stores a snapshot manifest (the commit point of a backup); fills in its id.
+    /// `Ok` unless this writer's lease was lost (see [`lease::Lease::check`]): then it must not
+    /// publish or delete anything, since an exclusive taker (a prune) may be running.
+    pub fn check_lease(&self) -> Result<()> {
+        if let Some(l) = &*self.lease.lock().expect("lease poisoned") {
+            l.check()?;
+        }
+        let mut w = self.watches.lock().expect("lease poisoned");
+        w.retain(|w| w.check().is_some());
+        w.iter().try_for_each(|w| w.check().unwrap_or(Ok(())))
+    }
+
+    /// Takes a new lease of the same kind when the one held was lost (a long-running agent
+    /// between its jobs; a job that ran while it was lost has already failed to publish).
+    pub fn ensure_lease(&self) -> Result<()> {
+        let mut g = self.lease.lock().expect("lease poisoned");
+        let Some(l) = g.as_ref() else { return Ok(()) };
+        if l.check().is_ok() {
+            return Ok(());
+        }
+        let kind = lease::LeaseKind::for_operation(lock::operation());
+        let fresh =
+            lease::Lease::acquire(self.be.clone(), &self.key, kind, lock::operation(), None)?;
+        tracing::info!(
+            lock = fresh.name(),
+            "took a new lease after losing the old one"
+        );
+        *g = Some(fresh);
+        Ok(())
+    }
+
+    /// An exclusive lease for `operation` beside this process's shared one (the agent's own
+    /// prune): `Locked` while another lease is fresh. `None` when there is nothing to take: a
+    /// local repository (its flock already makes this writer the only one) or a process that
+    /// already holds an exclusive lease.
+    pub fn exclusive_lease(&self, operation: &str) -> Result<Option<lease::Lease>> {
+        let g = self.lease.lock().expect("lease poisoned");
+        let Some(own) = g.as_ref() else {
+            return Ok(None);
+        };
+        if lease::LeaseKind::for_operation(lock::operation()) == lease::LeaseKind::Exclusive {
+            return Ok(None);
+        }
+        own.check()?;
+        let ex = lease::Lease::acquire(
+            self.be.clone(),
+            &self.key,
+            lease::LeaseKind::Exclusive,
+            operation,
+            Some(own.name()),
+        )?;
+        self.watches
+            .lock()
+            .expect("lease poisoned")
+            .push(ex.watch());
+        Ok(Some(ex))
+    }
+
+    /// Stores a snapshot manifest (the commit point of a backup); fills in its id. Refused
+    /// once this writer's lease is lost ([`Repository::check_lease`]).
     pub fn save_snapshot(&self, snap: &mut Snapshot) -> Result<SnapshotId> {
+        self.check_lease()?;
         snap.version = SNAPSHOT_VERSION;
         let plain = serde_json::to_vec(snap).expect("snapshot serializes");
         let id = SnapshotId(self.key.keyed_hash("snapshot", &plain));

@@ -339,6 +339,14 @@ impl Backend for S3Backend {
             .map_err(|e| self.err("stat", path, e))
     }
 
+    fn modified(&self, path: &str) -> Result<Option<i64>> {
+        let store = self.store.clone();
+        let key = self.key(path);
+        self.run("stat", path, async move { store.head(&key).await })?
+            .map(|m| Some(m.last_modified.timestamp()))
+            .map_err(|e| self.err("stat", path, e))
+    }
+
     fn delete(&self, path: &str) -> Result<()> {
         self.delete_many(&[path.to_string()])
     }

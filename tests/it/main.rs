@@ -27,4 +27,5 @@ mod repair;
 mod s3;
 mod s3_ops;
 mod s3_pitr;
+mod s3_writers;
 mod wal;
