@@ -34,6 +34,7 @@ use fuser::{
 use libc::c_int;
 use tracing::{debug, error, info, warn};
 
+use crate::stats::{Op, Stats};
 use crate::view::{Attr, DirEntry, Entry, Errno, Ino, Kind, OpenFlags, View, ROOT_INO};
 
 /// Worker threads used when the caller asks for zero.
@@ -184,6 +185,8 @@ struct Shared<V> {
     /// cosmetic (`ls -ai`) and may be missing.
     parents: Mutex<HashMap<Ino, Ino>>,
     next_fh: AtomicU64,
+    /// Requests served, per operation (logged at unmount).
+    stats: Stats,
 }
 
 /// Result of a lookup as the kernel should see it.
@@ -473,7 +476,7 @@ fn code(e: Errno) -> c_int {
 /// Logs a failed request at a level matching how surprising the error is.
 fn log_err(op: &str, ino: Ino, e: Errno) {
     match e.0 {
-        libc::ENOENT | libc::ENODATA | libc::ERANGE => {}
+        libc::ENOENT | libc::ENODATA | libc::ENOTSUP | libc::ERANGE => {}
         libc::EIO => warn!(op, ino, "I/O error"),
         _ => debug!(op, ino, errno = e.0, "request failed"),
     }
@@ -556,6 +559,14 @@ impl<V: View> std::fmt::Debug for Driver<V> {
     }
 }
 
+/// Logs the request table when the session ends (fuser calls `destroy` only when the kernel
+/// sends FUSE_DESTROY, which an external unmount does not; dropping always happens).
+impl<V: View> Drop for Driver<V> {
+    fn drop(&mut self) {
+        debug!("FUSE requests served:\n{}", self.shared.stats.table());
+    }
+}
+
 impl<V: View> Driver<V> {
     /// Wraps `view`, serving requests on `workers` threads (0 means [`DEFAULT_WORKERS`]).
     pub fn new(view: V, workers: usize) -> Driver<V> {
@@ -565,6 +576,7 @@ impl<V: View> Driver<V> {
                 dirs: Mutex::new(HashMap::new()),
                 parents: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
+                stats: Stats::default(),
             }),
             pool: Pool::new(workers),
         }
@@ -574,6 +586,20 @@ impl<V: View> Driver<V> {
     fn spawn(&self, f: impl FnOnce(&Shared<V>) + Send + 'static) {
         let shared = Arc::clone(&self.shared);
         self.pool.run(move || f(&shared));
+    }
+
+    /// [`Self::spawn`], counting the request as `op` once `f` has replied.
+    fn spawn_op(&self, op: Op, f: impl FnOnce(&Shared<V>) + Send + 'static) {
+        let t = Stats::start(op);
+        self.spawn(move |s| {
+            f(s);
+            s.stats.done(t);
+        });
+    }
+
+    /// The per-operation request table so far (what is logged at unmount).
+    pub fn stats_table(&self) -> String {
+        self.shared.stats.table()
     }
 }
 
@@ -620,33 +646,51 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let t = Stats::start(Op::Lookup);
         if let Some(r) = self.shared.lookup_cached(parent, name) {
             reply_lookup(parent, r, reply);
+            self.shared.stats.done_inline(t);
             return;
         }
         let name = name.to_os_string();
-        self.spawn(move |s| reply_lookup(parent, s.lookup(parent, &name), reply));
+        self.spawn(move |s| {
+            reply_lookup(parent, s.lookup(parent, &name), reply);
+            s.stats.done(t);
+        });
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
-        self.spawn(move |s| s.forget(&[(ino, nlookup)]));
+        let t = Stats::start(Op::Forget);
+        self.spawn(move |s| {
+            s.forget(&[(ino, nlookup)]);
+            s.stats.done(t);
+        });
     }
 
     fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
         let nodes: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid, n.nlookup)).collect();
-        self.spawn(move |s| s.forget(&nodes));
+        let t = Stats::start(Op::Forget);
+        self.spawn(move |s| {
+            s.forget(&nodes);
+            s.stats.done(t);
+        });
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let t = Stats::start(Op::Getattr);
         if let Some(r) = self.shared.getattr_cached(ino) {
             reply_attr(ino, r, reply);
+            self.shared.stats.done_inline(t);
             return;
         }
-        self.spawn(move |s| reply_attr(ino, s.getattr(ino), reply));
+        self.spawn(move |s| {
+            reply_attr(ino, s.getattr(ino), reply);
+            s.stats.done(t);
+        });
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        self.spawn(move |s| match s.view.readlink(ino) {
+        self.spawn_op(Op::Readlink, move |s| match s.view.readlink(ino) {
             Ok(target) => reply.data(&target),
             Err(e) => {
                 log_err("readlink", ino, e);
@@ -661,7 +705,7 @@ impl<V: View> Filesystem for Driver<V> {
             reply.error(libc::EROFS);
             return;
         }
-        self.spawn(move |s| match s.open(ino, write) {
+        self.spawn_op(Op::Open, move |s| match s.open(ino, write) {
             Ok(open_flags) => reply.opened(0, open_flags),
             Err(e) => {
                 log_err("open", ino, e);
@@ -681,7 +725,7 @@ impl<V: View> Filesystem for Driver<V> {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        self.spawn(move |s| match s.read(ino, offset, size) {
+        self.spawn_op(Op::Read, move |s| match s.read(ino, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 log_err("read", ino, e);
@@ -700,16 +744,18 @@ impl<V: View> Filesystem for Driver<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         reply.ok();
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         reply.ok();
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
         // Nothing is ever dirty in a read-only view; writable views make their writes durable.
-        self.spawn(move |s| match s.view.fsync(ino) {
+        self.spawn_op(Op::Other, move |s| match s.view.fsync(ino) {
             Ok(()) => reply.ok(),
             Err(e) => {
                 log_err("fsync", ino, e);
@@ -723,7 +769,7 @@ impl<V: View> Filesystem for Driver<V> {
             reply.error(libc::EROFS);
             return;
         }
-        self.spawn(move |s| match s.opendir(ino) {
+        self.spawn_op(Op::Opendir, move |s| match s.opendir(ino) {
             // KEEP_CACHE too: without it every open would drop the cached listing.
             Ok(fh) if s.view.cache_dir(ino) => reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE),
             Ok(fh) => reply.opened(fh, 0),
@@ -742,11 +788,13 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |s| match s.readdirplus(ino, fh, offset, &mut reply) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log_err("readdirplus", ino, e);
-                reply.error(code(e))
+        self.spawn_op(Op::Readdirplus, move |s| {
+            match s.readdirplus(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdirplus", ino, e);
+                    reply.error(code(e))
+                }
             }
         });
     }
@@ -759,11 +807,13 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |s| match s.readdir(ino, fh, offset, &mut reply) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log_err("readdir", ino, e);
-                reply.error(code(e))
+        self.spawn_op(Op::Readdir, move |s| {
+            match s.readdir(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdir", ino, e);
+                    reply.error(code(e))
+                }
             }
         });
     }
@@ -776,8 +826,10 @@ impl<V: View> Filesystem for Driver<V> {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
+        let t = Stats::start(Op::Releasedir);
         let listing = lock(&self.shared.dirs).remove(&fh);
         reply.ok();
+        self.shared.stats.done_inline(t);
         // Freeing a huge listing can take a moment; do it off the session thread.
         if let Some(listing) = listing {
             self.pool.run(move || drop(listing));
@@ -789,6 +841,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         // No meaningful capacity: report a full, read-only filesystem of nominal block size.
         reply.statfs(0, 0, 0, 0, 0, STATFS_BSIZE, NAME_MAX, STATFS_BSIZE);
     }
@@ -801,6 +854,7 @@ impl<V: View> Filesystem for Driver<V> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        let t = Stats::start(Op::Getxattr);
         if let Some(found) = self.shared.view.getxattr_cached(ino, name) {
             match found.and_then(|v| xattr_reply(v, size)) {
                 Ok(XattrReply::Size(n)) => reply.size(n),
@@ -810,10 +864,11 @@ impl<V: View> Filesystem for Driver<V> {
                     reply.error(code(e))
                 }
             }
+            self.shared.stats.done_inline(t);
             return;
         }
         let name = name.to_os_string();
-        self.spawn(move |s| match s.getxattr(ino, &name, size) {
+        self.spawn_op(Op::Getxattr, move |s| match s.getxattr(ino, &name, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => {
@@ -824,7 +879,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        self.spawn(move |s| match s.listxattr(ino, size) {
+        self.spawn_op(Op::Listxattr, move |s| match s.listxattr(ino, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => {
@@ -835,6 +890,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn access(&mut self, _req: &Request<'_>, _ino: u64, mask: i32, reply: ReplyEmpty) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         // Only reached without `default_permissions`; the kernel checks modes otherwise.
         if mask & libc::W_OK != 0 && !self.shared.view.writable() {
             reply.error(libc::EROFS);
@@ -973,7 +1029,7 @@ impl<V: View> Filesystem for Driver<V> {
             return;
         }
         let data = data.to_vec();
-        self.spawn(move |s| match s.view.write(ino, offset, &data) {
+        self.spawn_op(Op::Other, move |s| match s.view.write(ino, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => {
                 log_err("write", ino, e);

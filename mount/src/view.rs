@@ -37,6 +37,8 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     /// Reply buffer too small.
     pub const ERANGE: Errno = Errno(libc::ERANGE);
+    /// Operation (here: an extended attribute namespace) not supported.
+    pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
 }
 
 /// File type of an inode, mirroring the POSIX kinds a backup can hold.

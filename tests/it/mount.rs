@@ -446,6 +446,11 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
         "setfattr -n system.posix_acl_access -v {ACL_U1234_R} {}/etc/secret",
         s(&src)
     ));
+    // A stored SELinux label (root may set one on ext4/tmpfs without an LSM loaded).
+    sh_ok(&format!(
+        "setfattr -n security.selinux -v system_u:object_r:etc_t:s0 {}/etc/nginx/sites/s0.conf",
+        s(&src)
+    ));
     r.backup_dir(&src, "files");
     let mp = r.mkdir("mnt");
     let o = r.ok(&["mount", s(&mp), "--daemon", "--cache-mib", "2"]);
@@ -500,6 +505,26 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
                 .status
                 .success(),
                 "round {round}: xattr on a file without it"
+            );
+            // The label is served as stored; a missing one is "not supported", which `ls -l`
+            // remembers per device instead of asking every entry again.
+            assert_eq!(
+                sh_ok(&format!(
+                    "getfattr --only-values -n security.selinux {}/etc/nginx/sites/s0.conf",
+                    s(&snap)
+                )),
+                "system_u:object_r:etc_t:s0",
+                "round {round}"
+            );
+            let unlabelled = sh(&format!(
+                "getfattr -n security.selinux {}/etc/nginx/sites/s1.conf",
+                s(&snap)
+            ));
+            assert!(
+                !unlabelled.status.success()
+                    && String::from_utf8_lossy(&unlabelled.stderr).contains("not supported"),
+                "round {round}: {}",
+                crate::common::describe(&unlabelled)
             );
             assert_eq!(
                 fs::read_link(snap.join("etc/link")).unwrap(),
