@@ -54,6 +54,10 @@ const CONGESTION_THRESHOLD: u16 = 48;
 /// since each FUSE request costs a context switch.
 const BLKSIZE: u32 = 128 * 1024;
 
+/// Entries of a listing checked for in-memory attributes before a readdirplus is answered on
+/// the session thread: more than one reply page holds.
+const READDIRPLUS_INLINE: usize = 64;
+
 /// Block size reported by `statfs`.
 const STATFS_BSIZE: u32 = 4096;
 
@@ -268,18 +272,34 @@ impl<V: View> Shared<V> {
         Ok(fh)
     }
 
+    /// [`Self::opendir`] from memory, if the view can.
+    fn opendir_cached(&self, ino: Ino) -> Option<Result<u64, Errno>> {
+        let entries = match self.view.readdir_cached(ino)? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        let listing = self.listing_from(ino, entries);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(listing));
+        Some(Ok(fh))
+    }
+
     fn listing(&self, ino: Ino) -> Result<Listing, Errno> {
         let entries = self.view.readdir(ino)?;
+        Ok(self.listing_from(ino, entries))
+    }
+
+    fn listing_from(&self, ino: Ino, entries: Vec<DirEntry>) -> Listing {
         let parent = if ino == ROOT_INO {
             ROOT_INO
         } else {
             lock(&self.parents).get(&ino).copied().unwrap_or(ino)
         };
-        Ok(Listing {
+        Listing {
             ino,
             parent,
             entries,
-        })
+        }
     }
 
     /// The listing captured by `opendir` for handle `fh`.
@@ -315,6 +335,84 @@ impl<V: View> Shared<V> {
         Ok(())
     }
 
+    /// [`Self::readdirplus`] on the session thread, when the handle's listing and every
+    /// entry's attributes that may fit in the reply are in memory; else `None`, leaving
+    /// `reply` untouched. Why: a cold walk sends two of these per directory, each a hand-off.
+    fn readdirplus_cached(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: i64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> Option<Result<(), Errno>> {
+        let Ok(start) = usize::try_from(offset) else {
+            return Some(Err(Errno::EINVAL));
+        };
+        let listing = lock(&self.dirs)
+            .get(&fh)
+            .cloned()
+            .filter(|l| l.ino == ino)?;
+        // More than a reply page can hold (a direntplus is over 150 bytes).
+        let end = listing.len().min(start.saturating_add(READDIRPLUS_INLINE));
+        let mut attrs = Vec::with_capacity(end.saturating_sub(start));
+        for i in start..end {
+            let (child, _, _) = listing.get(i)?;
+            attrs.push(if i < 2 {
+                None
+            } else {
+                match self.getattr_cached(child)? {
+                    Ok(e) if e.attr.ino == child => Some(e),
+                    Ok(_) | Err(_) => None,
+                }
+            });
+        }
+        for (k, entry) in attrs.into_iter().enumerate() {
+            let i = start + k;
+            let Some((child, kind, name)) = listing.get(i) else {
+                break;
+            };
+            let Ok(next) = i64::try_from(i + 1) else {
+                return Some(Err(Errno::EINVAL));
+            };
+            if self.add_plus(reply, ino, child, kind, name, next, entry) {
+                return Some(Ok(()));
+            }
+        }
+        // A page that did not fill is fine: the kernel asks again from the next offset, and
+        // only an empty reply means the end.
+        Some(Ok(()))
+    }
+
+    /// Adds one entry to a readdirplus reply; true when the reply is full.
+    #[allow(clippy::too_many_arguments)]
+    fn add_plus(
+        &self,
+        reply: &mut ReplyDirectoryPlus,
+        dir: Ino,
+        child: Ino,
+        kind: FileType,
+        name: &OsStr,
+        next: i64,
+        entry: Option<Entry>,
+    ) -> bool {
+        match entry {
+            Some(e) => {
+                if e.attr.kind == Kind::Dir {
+                    lock(&self.parents).insert(child, dir);
+                }
+                reply.add(child, next, name, &e.ttl, &file_attr(&e.attr), 0)
+            }
+            None => {
+                let attr = FileAttr {
+                    ino: child,
+                    kind,
+                    ..negative_attr()
+                };
+                reply.add(child, next, name, &Duration::ZERO, &attr, 0)
+            }
+        }
+    }
+
     /// `readdir` with each entry's attributes, which the kernel turns into cached lookups:
     /// a walk then sends no `lookup` per entry. An entry whose attributes cannot be read gets
     /// placeholder attributes valid for no time, so the kernel asks `lookup` for it at once
@@ -342,23 +440,7 @@ impl<V: View> Shared<V> {
                     Ok(_) | Err(_) => None,
                 }
             };
-            let full = match entry {
-                Some(e) => {
-                    if e.attr.kind == Kind::Dir {
-                        lock(&self.parents).insert(child, ino);
-                    }
-                    reply.add(child, next, name, &e.ttl, &file_attr(&e.attr), 0)
-                }
-                None => {
-                    let attr = FileAttr {
-                        ino: child,
-                        kind,
-                        ..negative_attr()
-                    };
-                    reply.add(child, next, name, &Duration::ZERO, &attr, 0)
-                }
-            };
-            if full {
+            if self.add_plus(reply, ino, child, kind, name, next, entry) {
                 break;
             }
         }
@@ -366,22 +448,22 @@ impl<V: View> Shared<V> {
     }
 
     fn open(&self, ino: Ino, write: bool) -> Result<u32, Errno> {
-        let OpenFlags {
-            keep_cache,
-            direct_io,
-        } = if write {
+        Ok(open_flags(if write {
             self.view.open_for_write(ino)?
         } else {
             self.view.open(ino)?
+        }))
+    }
+
+    /// [`Self::read`] from memory, if the view can.
+    fn read_cached(&self, ino: Ino, offset: i64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        let Ok(offset) = u64::try_from(offset) else {
+            return Some(Err(Errno::EINVAL));
         };
-        let mut flags = 0;
-        if keep_cache {
-            flags |= FOPEN_KEEP_CACHE;
-        }
-        if direct_io {
-            flags |= FOPEN_DIRECT_IO;
-        }
-        Ok(flags)
+        Some(self.view.read_cached(ino, offset, size)?.map(|mut data| {
+            data.truncate(size as usize);
+            data
+        }))
     }
 
     fn read(&self, ino: Ino, offset: i64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -537,6 +619,18 @@ fn negative_attr() -> FileAttr {
     }
 }
 
+/// The FOPEN_* flags for a view's per-open decisions.
+fn open_flags(f: OpenFlags) -> u32 {
+    let mut flags = 0;
+    if f.keep_cache {
+        flags |= FOPEN_KEEP_CACHE;
+    }
+    if f.direct_io {
+        flags |= FOPEN_DIRECT_IO;
+    }
+    flags
+}
+
 /// Whether `open` flags ask for any kind of write access.
 fn wants_write(flags: i32) -> bool {
     (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & (libc::O_TRUNC | libc::O_APPEND) != 0
@@ -660,20 +754,18 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        // A map removal: cheaper here than a hand-off (a walk's inode evictions send tens of
+        // thousands).
         let t = Stats::start(Op::Forget);
-        self.spawn(move |s| {
-            s.forget(&[(ino, nlookup)]);
-            s.stats.done(t);
-        });
+        self.shared.forget(&[(ino, nlookup)]);
+        self.shared.stats.done_inline(t);
     }
 
     fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
         let nodes: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid, n.nlookup)).collect();
         let t = Stats::start(Op::Forget);
-        self.spawn(move |s| {
-            s.forget(&nodes);
-            s.stats.done(t);
-        });
+        self.shared.forget(&nodes);
+        self.shared.stats.done_inline(t);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -690,6 +782,18 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        let t = Stats::start(Op::Readlink);
+        if let Some(r) = self.shared.view.readlink_cached(ino) {
+            match r {
+                Ok(target) => reply.data(&target),
+                Err(e) => {
+                    log_err("readlink", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
         self.spawn_op(Op::Readlink, move |s| match s.view.readlink(ino) {
             Ok(target) => reply.data(&target),
             Err(e) => {
@@ -703,6 +807,21 @@ impl<V: View> Filesystem for Driver<V> {
         let write = wants_write(flags);
         if write && !self.shared.view.writable() {
             reply.error(libc::EROFS);
+            return;
+        }
+        let t = Stats::start(Op::Open);
+        if let Some(r) = (!write)
+            .then(|| self.shared.view.open_cached(ino))
+            .flatten()
+        {
+            match r {
+                Ok(f) => reply.opened(0, open_flags(f)),
+                Err(e) => {
+                    log_err("open", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
             return;
         }
         self.spawn_op(Op::Open, move |s| match s.open(ino, write) {
@@ -725,6 +844,18 @@ impl<V: View> Filesystem for Driver<V> {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
+        let t = Stats::start(Op::Read);
+        if let Some(r) = self.shared.read_cached(ino, offset, size) {
+            match r {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    log_err("read", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
         self.spawn_op(Op::Read, move |s| match s.read(ino, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => {
@@ -769,6 +900,21 @@ impl<V: View> Filesystem for Driver<V> {
             reply.error(libc::EROFS);
             return;
         }
+        let t = Stats::start(Op::Opendir);
+        if let Some(r) = self.shared.opendir_cached(ino) {
+            match r {
+                Ok(fh) if self.shared.view.cache_dir(ino) => {
+                    reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
+                }
+                Ok(fh) => reply.opened(fh, 0),
+                Err(e) => {
+                    log_err("opendir", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
         self.spawn_op(Op::Opendir, move |s| match s.opendir(ino) {
             // KEEP_CACHE too: without it every open would drop the cached listing.
             Ok(fh) if s.view.cache_dir(ino) => reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE),
@@ -788,6 +934,18 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let t = Stats::start(Op::Readdirplus);
+        if let Some(r) = self.shared.readdirplus_cached(ino, fh, offset, &mut reply) {
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdirplus", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
         self.spawn_op(Op::Readdirplus, move |s| {
             match s.readdirplus(ino, fh, offset, &mut reply) {
                 Ok(()) => reply.ok(),
@@ -807,6 +965,22 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
+        let t = Stats::start(Op::Readdir);
+        if lock(&self.shared.dirs)
+            .get(&fh)
+            .is_some_and(|l| l.ino == ino)
+        {
+            // Names only, from the listing captured at opendir: no I/O.
+            match self.shared.readdir(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdir", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
         self.spawn_op(Op::Readdir, move |s| {
             match s.readdir(ino, fh, offset, &mut reply) {
                 Ok(()) => reply.ok(),
@@ -1136,6 +1310,18 @@ impl<T: View + ?Sized> View for Arc<T> {
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
         (**self).getattr_cached(ino)
     }
+    fn open_cached(&self, ino: Ino) -> Option<Result<OpenFlags, Errno>> {
+        (**self).open_cached(ino)
+    }
+    fn read_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).read_cached(ino, offset, size)
+    }
+    fn readlink_cached(&self, ino: Ino) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).readlink_cached(ino)
+    }
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, Errno>> {
+        (**self).readdir_cached(ino)
+    }
     fn cache_dir(&self, ino: Ino) -> bool {
         (**self).cache_dir(ino)
     }
@@ -1181,6 +1367,18 @@ impl<T: View + ?Sized> View for Box<T> {
     }
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
         (**self).getattr_cached(ino)
+    }
+    fn open_cached(&self, ino: Ino) -> Option<Result<OpenFlags, Errno>> {
+        (**self).open_cached(ino)
+    }
+    fn read_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).read_cached(ino, offset, size)
+    }
+    fn readlink_cached(&self, ino: Ino) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).readlink_cached(ino)
+    }
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, Errno>> {
+        (**self).readdir_cached(ino)
     }
     fn cache_dir(&self, ino: Ino) -> bool {
         (**self).cache_dir(ino)

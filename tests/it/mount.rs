@@ -547,3 +547,58 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// An unchanged file is one inode in every snapshot that holds it (the same entry of the same
+/// immutable tree), so `diff -rq` of two snapshots tells it equal from `stat` alone; a changed
+/// file and every directory keep numbers of their own, and contents are served as stored.
+#[test]
+fn unchanged_files_share_one_inode_across_snapshots() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    sample_tree(&src);
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/a.txt"), b"same in both\n").unwrap();
+    r.backup_dir(&src, "files");
+    fs::write(src.join("etc/nginx/sites/s5.conf"), b"server 55;\n").unwrap();
+    r.backup_dir(&src, "files");
+    let mp = r.mkdir("mnt");
+    r.ok(&["mount", s(&mp), "--daemon"]);
+    let result = std::panic::catch_unwind(|| {
+        let snaps = sh_ok(&format!("ls {}/snapshots/files", s(&mp)));
+        let names: Vec<&str> = snaps.lines().collect();
+        assert_eq!(names.len(), 2, "{snaps}");
+        let a = mp.join("snapshots/files").join(names[0]);
+        let b = mp.join("snapshots/files").join(names[1]);
+        let ino = |p: &Path| sh_ok(&format!("stat -c %i {}", s(p))).trim().to_owned();
+        assert_eq!(ino(&a.join("docs/a.txt")), ino(&b.join("docs/a.txt")));
+        assert_eq!(
+            ino(&b.join("docs/a.txt")),
+            ino(&mp.join("latest/files/docs/a.txt"))
+        );
+        assert_ne!(
+            ino(&a.join("docs")),
+            ino(&b.join("docs")),
+            "directories never alias"
+        );
+        let (old, new) = (
+            a.join("etc/nginx/sites/s5.conf"),
+            b.join("etc/nginx/sites/s5.conf"),
+        );
+        assert_ne!(ino(&old), ino(&new));
+        assert_eq!(fs::read(&old).unwrap(), b"server 5;\n");
+        assert_eq!(fs::read(&new).unwrap(), b"server 55;\n");
+        assert_eq!(fs::read(a.join("docs/a.txt")).unwrap(), b"same in both\n");
+        let d = sh(&format!("diff -rq {} {}", s(&a), s(&b)));
+        let out = String::from_utf8_lossy(&d.stdout);
+        let differ: Vec<&str> = out.lines().collect();
+        assert_eq!(differ.len(), 1, "{out}");
+        assert!(
+            differ[0].contains("s5.conf") && differ[0].ends_with("differ"),
+            "{out}"
+        );
+    });
+    r.ok(&["umount", s(&mp)]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
