@@ -198,9 +198,24 @@ if [[ ! -d "$SYS" || "${REUSE_DATA:-0}" != 1 ]]; then
   done
 fi
 echo "system tree: $(find "$SYS" -type f | wc -l) files, $(find "$SYS" -type l | wc -l) symlinks, $(du -sh "$SYS" | cut -f1)" >&2
+# One large file read sequentially through the mount: rows of hex text, ~3:1 compressible
+# (zstd -3), like a dump's table data; backed up first, as its own snapshot in the same repo.
+BIG="$B/big"
+if [[ ! -f "$BIG/big.bin" || "${REUSE_DATA:-0}" != 1 ]]; then
+  rm -rf "$BIG"; mkdir -p "$BIG"
+  python3 - "$BIG/big.bin" <<'PY'
+import os, sys
+pad = b'\tstatus=active region=eu-west-1\n'
+with open(sys.argv[1], 'wb') as f:
+    for k in range(290):
+        f.write(b''.join(b'%d\t%s%s' % (k * 10000 + i, os.urandom(24).hex().encode(), pad) for i in range(10000)))
+PY
+fi
+BIG_MB=$(du -m --apparent-size "$BIG/big.bin" | cut -f1)
+echo "large file: $BIG_MB MB" >&2
 declare -A S
 sys_tool() {
-  local tool=$1 repo="$B/repo-sys-$1" mp="$B/mnt-sys-$1" a b root
+  local tool=$1 repo="$B/repo-sys-$1" mp="$B/mnt-sys-$1" a b root big bigsnap
   rm -rf "$repo"; mkdir -p "$mp"
   # Restore the tree to v1 (undo a previous run's change), back it up, change 1%, back up again.
   find "$SYS" -type f -name '*.wbchg' -delete
@@ -212,9 +227,12 @@ sys_tool() {
     esac
   }
   case $tool in
-    wayback) "$WB" --repo "$repo" init >/dev/null ;;
-    restic)  restic -r "$repo" init >/dev/null 2>&1 ;;
-    borg)    borg init -e repokey "$repo" >/dev/null 2>&1 ;;
+    wayback) "$WB" --repo "$repo" init >/dev/null
+             (cd "$B" && "$WB" --repo "$repo" backup big --source big >/dev/null) ;;
+    restic)  restic -r "$repo" init >/dev/null 2>&1
+             (cd "$B" && restic -r "$repo" backup --tag big big >/dev/null 2>&1) ;;
+    borg)    borg init -e repokey "$repo" >/dev/null 2>&1
+             (cd "$B" && borg create --compression zstd,3 "$repo::0big" big) ;;
   esac
   sysbk
   find "$SYS" -type f | awk 'NR % 100 == 0' | while read -r f; do echo x > "$f.wbchg"; done
@@ -222,20 +240,26 @@ sys_tool() {
   case $tool in
     wayback) "$WB" --repo "$repo" mount "$mp" --daemon >/dev/null
              read -r a b < <(ls "$mp/snapshots/sys" | sed -n '1p;$p' | tr '\n' ' '; echo)
-             a="$mp/snapshots/sys/$a"; b="$mp/snapshots/sys/$b"; root="$mp/latest/sys" ;;
+             a="$mp/snapshots/sys/$a"; b="$mp/snapshots/sys/$b"; root="$mp/latest/sys"
+             big="$mp/latest/big/big.bin" ;;
     restic)  restic -r "$repo" mount "$mp" >/dev/null 2>&1 & sleep 0.2
              until [ -d "$mp/snapshots/latest" ]; do sleep 0.1; done
-             read -r a b < <(ls "$mp/snapshots" | grep -v latest | sed -n '1p;$p' | tr '\n' ' '; echo)
-             a="$mp/snapshots/$a/sys"; b="$mp/snapshots/$b/sys"; root="$mp/snapshots/latest/sys" ;;
+             # The first snapshot is the large file's.
+             read -r bigsnap a b < <(ls "$mp/snapshots" | grep -v latest | sed -n '1p;2p;$p' | tr '\n' ' '; echo)
+             a="$mp/snapshots/$a/sys"; b="$mp/snapshots/$b/sys"; root="$mp/snapshots/latest/sys"
+             big="$mp/snapshots/$bigsnap/big/big.bin" ;;
     borg)    borg mount "$repo" "$mp"
-             read -r a b < <(ls "$mp" | sed -n '1p;$p' | tr '\n' ' '; echo)
-             a="$mp/$a/sys"; b="$mp/$b/sys"; root="$b" ;;
+             read -r a b < <(ls "$mp" | grep -v '^0big$' | sed -n '1p;$p' | tr '\n' ' '; echo)
+             a="$mp/$a/sys"; b="$mp/$b/sys"; root="$b"; big="$mp/0big/big/big.bin" ;;
   esac
   drop_caches
   S[$tool.lslr]=$(secs ls -lR "$root")
   S[$tool.lslr_warm]=$(secs ls -lR "$root")
   S[$tool.find]=$(secs sh -c "find '$root' -type f | wc -l")
   S[$tool.diffrq]=$(secs diff -rq "$a" "$b")
+  drop_caches
+  local t; t=$(secs cat "$big")
+  S[$tool.cat]=$(awk -v mb="$BIG_MB" -v t="$t" 'BEGIN { if (t > 0) printf "%.0f", mb / t; else print "-" }')
   local pid; pid=$(pgrep -f "$mp" | head -1 || true)
   S[$tool.rss]=$([ -n "$pid" ] && awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$pid/status" || echo -)
   fusermount3 -u "$mp" 2>/dev/null || umount -l "$mp" || true
@@ -248,7 +272,11 @@ for tool in ${TOOLS:-wayback restic borg}; do echo "sys: $tool..." >&2; sys_tool
 echo
 echo "| system-tree mount metric | wayback | restic | borg | restic/wayback | borg/wayback |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for k in "ls -lR, cold (s):lslr" "ls -lR, warm (s):lslr_warm" "find -type f | wc -l (s):find" "diff -rq of two snapshots (s):diffrq" "mount peak RSS after these (MB):rss"; do
+for k in "ls -lR, cold (s):lslr" "ls -lR, warm (s):lslr_warm" "find -type f | wc -l (s):find" "diff -rq of two snapshots (s):diffrq" "cat of the large file, cold (MB/s):cat" "mount peak RSS after these (MB):rss"; do
   n=${k%%:*}; m=${k##*:}
-  echo "| $n | ${S[wayback.$m]} | ${S[restic.$m]:-} | ${S[borg.$m]:-} | $(ratio "${S[wayback.$m]}" "${S[restic.$m]:-}") | $(ratio "${S[wayback.$m]}" "${S[borg.$m]:-}") |"
+  if [[ $m == cat ]]; then  # a rate: the ratio is wayback's over the other's, so > 1 is better too
+    echo "| $n | ${S[wayback.$m]} | ${S[restic.$m]:-} | ${S[borg.$m]:-} | $(ratio "${S[restic.$m]:-}" "${S[wayback.$m]}") | $(ratio "${S[borg.$m]:-}" "${S[wayback.$m]}") |"
+  else
+    echo "| $n | ${S[wayback.$m]} | ${S[restic.$m]:-} | ${S[borg.$m]:-} | $(ratio "${S[wayback.$m]}" "${S[restic.$m]:-}") | $(ratio "${S[wayback.$m]}" "${S[borg.$m]:-}") |"
+  fi
 done

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use fuser::consts::{
     FOPEN_CACHE_DIR, FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, FUSE_AUTO_INVAL_DATA, FUSE_CACHE_SYMLINKS,
-    FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL, FUSE_READDIRPLUS_AUTO,
+    FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS, FUSE_POSIX_ACL,
 };
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData,
@@ -34,6 +34,7 @@ use fuser::{
 use libc::c_int;
 use tracing::{debug, error, info, warn};
 
+use crate::stats::{Op, Stats};
 use crate::view::{Attr, DirEntry, Entry, Errno, Ino, Kind, OpenFlags, View, ROOT_INO};
 
 /// Worker threads used when the caller asks for zero.
@@ -52,6 +53,15 @@ const CONGESTION_THRESHOLD: u16 = 48;
 /// `st_blksize` reported for every inode: a hint to tools (stdio, cp) to read in large pieces,
 /// since each FUSE request costs a context switch.
 const BLKSIZE: u32 = 128 * 1024;
+
+/// FOPEN_NOFLUSH (kernel 5.16, protocol 7.35; fuser 0.15 predates it): the kernel sends no
+/// FLUSH on close. Why: `close` waits for that reply, one round trip per file for nothing in
+/// a read-only file (`diff -r` of two snapshots closed 65k files). Older kernels ignore it.
+const FOPEN_NOFLUSH: u32 = 1 << 5;
+
+/// Entries of a listing checked for in-memory attributes before a readdirplus is answered on
+/// the session thread: more than one reply page holds.
+const READDIRPLUS_INLINE: usize = 64;
 
 /// Block size reported by `statfs`.
 const STATFS_BSIZE: u32 = 4096;
@@ -184,6 +194,8 @@ struct Shared<V> {
     /// cosmetic (`ls -ai`) and may be missing.
     parents: Mutex<HashMap<Ino, Ino>>,
     next_fh: AtomicU64,
+    /// Requests served, per operation (logged at unmount).
+    stats: Stats,
 }
 
 /// Result of a lookup as the kernel should see it.
@@ -265,18 +277,34 @@ impl<V: View> Shared<V> {
         Ok(fh)
     }
 
+    /// [`Self::opendir`] from memory, if the view can.
+    fn opendir_cached(&self, ino: Ino) -> Option<Result<u64, Errno>> {
+        let entries = match self.view.readdir_cached(ino)? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        let listing = self.listing_from(ino, entries);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.dirs).insert(fh, Arc::new(listing));
+        Some(Ok(fh))
+    }
+
     fn listing(&self, ino: Ino) -> Result<Listing, Errno> {
         let entries = self.view.readdir(ino)?;
+        Ok(self.listing_from(ino, entries))
+    }
+
+    fn listing_from(&self, ino: Ino, entries: Vec<DirEntry>) -> Listing {
         let parent = if ino == ROOT_INO {
             ROOT_INO
         } else {
             lock(&self.parents).get(&ino).copied().unwrap_or(ino)
         };
-        Ok(Listing {
+        Listing {
             ino,
             parent,
             entries,
-        })
+        }
     }
 
     /// The listing captured by `opendir` for handle `fh`.
@@ -312,6 +340,84 @@ impl<V: View> Shared<V> {
         Ok(())
     }
 
+    /// [`Self::readdirplus`] on the session thread, when the handle's listing and every
+    /// entry's attributes that may fit in the reply are in memory; else `None`, leaving
+    /// `reply` untouched. Why: a cold walk sends two of these per directory, each a hand-off.
+    fn readdirplus_cached(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: i64,
+        reply: &mut ReplyDirectoryPlus,
+    ) -> Option<Result<(), Errno>> {
+        let Ok(start) = usize::try_from(offset) else {
+            return Some(Err(Errno::EINVAL));
+        };
+        let listing = lock(&self.dirs)
+            .get(&fh)
+            .cloned()
+            .filter(|l| l.ino == ino)?;
+        // More than a reply page can hold (a direntplus is over 150 bytes).
+        let end = listing.len().min(start.saturating_add(READDIRPLUS_INLINE));
+        let mut attrs = Vec::with_capacity(end.saturating_sub(start));
+        for i in start..end {
+            let (child, _, _) = listing.get(i)?;
+            attrs.push(if i < 2 {
+                None
+            } else {
+                match self.getattr_cached(child)? {
+                    Ok(e) if e.attr.ino == child => Some(e),
+                    Ok(_) | Err(_) => None,
+                }
+            });
+        }
+        for (k, entry) in attrs.into_iter().enumerate() {
+            let i = start + k;
+            let Some((child, kind, name)) = listing.get(i) else {
+                break;
+            };
+            let Ok(next) = i64::try_from(i + 1) else {
+                return Some(Err(Errno::EINVAL));
+            };
+            if self.add_plus(reply, ino, child, kind, name, next, entry) {
+                return Some(Ok(()));
+            }
+        }
+        // A page that did not fill is fine: the kernel asks again from the next offset, and
+        // only an empty reply means the end.
+        Some(Ok(()))
+    }
+
+    /// Adds one entry to a readdirplus reply; true when the reply is full.
+    #[allow(clippy::too_many_arguments)]
+    fn add_plus(
+        &self,
+        reply: &mut ReplyDirectoryPlus,
+        dir: Ino,
+        child: Ino,
+        kind: FileType,
+        name: &OsStr,
+        next: i64,
+        entry: Option<Entry>,
+    ) -> bool {
+        match entry {
+            Some(e) => {
+                if e.attr.kind == Kind::Dir {
+                    lock(&self.parents).insert(child, dir);
+                }
+                reply.add(child, next, name, &e.ttl, &file_attr(&e.attr), 0)
+            }
+            None => {
+                let attr = FileAttr {
+                    ino: child,
+                    kind,
+                    ..negative_attr()
+                };
+                reply.add(child, next, name, &Duration::ZERO, &attr, 0)
+            }
+        }
+    }
+
     /// `readdir` with each entry's attributes, which the kernel turns into cached lookups:
     /// a walk then sends no `lookup` per entry. An entry whose attributes cannot be read gets
     /// placeholder attributes valid for no time, so the kernel asks `lookup` for it at once
@@ -339,23 +445,7 @@ impl<V: View> Shared<V> {
                     Ok(_) | Err(_) => None,
                 }
             };
-            let full = match entry {
-                Some(e) => {
-                    if e.attr.kind == Kind::Dir {
-                        lock(&self.parents).insert(child, ino);
-                    }
-                    reply.add(child, next, name, &e.ttl, &file_attr(&e.attr), 0)
-                }
-                None => {
-                    let attr = FileAttr {
-                        ino: child,
-                        kind,
-                        ..negative_attr()
-                    };
-                    reply.add(child, next, name, &Duration::ZERO, &attr, 0)
-                }
-            };
-            if full {
+            if self.add_plus(reply, ino, child, kind, name, next, entry) {
                 break;
             }
         }
@@ -363,22 +453,22 @@ impl<V: View> Shared<V> {
     }
 
     fn open(&self, ino: Ino, write: bool) -> Result<u32, Errno> {
-        let OpenFlags {
-            keep_cache,
-            direct_io,
-        } = if write {
-            self.view.open_for_write(ino)?
+        Ok(if write {
+            open_flags(self.view.open_for_write(ino)?)
         } else {
-            self.view.open(ino)?
+            open_flags(self.view.open(ino)?) | FOPEN_NOFLUSH
+        })
+    }
+
+    /// [`Self::read`] from memory, if the view can.
+    fn read_cached(&self, ino: Ino, offset: i64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        let Ok(offset) = u64::try_from(offset) else {
+            return Some(Err(Errno::EINVAL));
         };
-        let mut flags = 0;
-        if keep_cache {
-            flags |= FOPEN_KEEP_CACHE;
-        }
-        if direct_io {
-            flags |= FOPEN_DIRECT_IO;
-        }
-        Ok(flags)
+        Some(self.view.read_cached(ino, offset, size)?.map(|mut data| {
+            data.truncate(size as usize);
+            data
+        }))
     }
 
     fn read(&self, ino: Ino, offset: i64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -473,7 +563,7 @@ fn code(e: Errno) -> c_int {
 /// Logs a failed request at a level matching how surprising the error is.
 fn log_err(op: &str, ino: Ino, e: Errno) {
     match e.0 {
-        libc::ENOENT | libc::ENODATA | libc::ERANGE => {}
+        libc::ENOENT | libc::ENODATA | libc::ENOTSUP | libc::ERANGE => {}
         libc::EIO => warn!(op, ino, "I/O error"),
         _ => debug!(op, ino, errno = e.0, "request failed"),
     }
@@ -534,6 +624,18 @@ fn negative_attr() -> FileAttr {
     }
 }
 
+/// The FOPEN_* flags for a view's per-open decisions.
+fn open_flags(f: OpenFlags) -> u32 {
+    let mut flags = 0;
+    if f.keep_cache {
+        flags |= FOPEN_KEEP_CACHE;
+    }
+    if f.direct_io {
+        flags |= FOPEN_DIRECT_IO;
+    }
+    flags
+}
+
 /// Whether `open` flags ask for any kind of write access.
 fn wants_write(flags: i32) -> bool {
     (flags & libc::O_ACCMODE) != libc::O_RDONLY || flags & (libc::O_TRUNC | libc::O_APPEND) != 0
@@ -556,6 +658,14 @@ impl<V: View> std::fmt::Debug for Driver<V> {
     }
 }
 
+/// Logs the request table when the session ends (fuser calls `destroy` only when the kernel
+/// sends FUSE_DESTROY, which an external unmount does not; dropping always happens).
+impl<V: View> Drop for Driver<V> {
+    fn drop(&mut self) {
+        debug!("FUSE requests served:\n{}", self.shared.stats.table());
+    }
+}
+
 impl<V: View> Driver<V> {
     /// Wraps `view`, serving requests on `workers` threads (0 means [`DEFAULT_WORKERS`]).
     pub fn new(view: V, workers: usize) -> Driver<V> {
@@ -565,6 +675,7 @@ impl<V: View> Driver<V> {
                 dirs: Mutex::new(HashMap::new()),
                 parents: Mutex::new(HashMap::new()),
                 next_fh: AtomicU64::new(1),
+                stats: Stats::default(),
             }),
             pool: Pool::new(workers),
         }
@@ -574,6 +685,20 @@ impl<V: View> Driver<V> {
     fn spawn(&self, f: impl FnOnce(&Shared<V>) + Send + 'static) {
         let shared = Arc::clone(&self.shared);
         self.pool.run(move || f(&shared));
+    }
+
+    /// [`Self::spawn`], counting the request as `op` once `f` has replied.
+    fn spawn_op(&self, op: Op, f: impl FnOnce(&Shared<V>) + Send + 'static) {
+        let t = Stats::start(op);
+        self.spawn(move |s| {
+            f(s);
+            s.stats.done(t);
+        });
+    }
+
+    /// The per-operation request table so far (what is logged at unmount).
+    pub fn stats_table(&self) -> String {
+        self.shared.stats.table()
     }
 }
 
@@ -603,9 +728,12 @@ impl<V: View> Filesystem for Driver<V> {
             (FUSE_POSIX_ACL, "posix_acl"),
             (FUSE_CACHE_SYMLINKS, "cache_symlinks"),
             // READDIRPLUS: a listing carries each entry's attributes, so a walk (`ls -lR`,
-            // `find`, `diff -r`) needs no lookup per entry; AUTO lets the kernel use plain
-            // readdir when nobody looks at the entries.
-            (FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO, "readdirplus"),
+            // `find`, `diff -r`) needs no lookup per entry. Not READDIRPLUS_AUTO: it sends
+            // plus only for a listing's first page unless a stat came in between, and
+            // `diff -r` reads a whole directory before it stats any entry, so every entry
+            // past the first page cost a lookup round trip (53k in a diff of two 43k-file
+            // snapshots). Attributes come from the decoded tree, so plus costs little more.
+            (FUSE_DO_READDIRPLUS, "readdirplus"),
         ] {
             if config.add_capabilities(cap).is_err() {
                 debug!("kernel lacks FUSE capability {name}");
@@ -620,33 +748,61 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let t = Stats::start(Op::Lookup);
         if let Some(r) = self.shared.lookup_cached(parent, name) {
             reply_lookup(parent, r, reply);
+            self.shared.stats.done_inline(t);
             return;
         }
         let name = name.to_os_string();
-        self.spawn(move |s| reply_lookup(parent, s.lookup(parent, &name), reply));
+        self.spawn(move |s| {
+            reply_lookup(parent, s.lookup(parent, &name), reply);
+            s.stats.done(t);
+        });
     }
 
     fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
-        self.spawn(move |s| s.forget(&[(ino, nlookup)]));
+        // A map removal: cheaper here than a hand-off (a walk's inode evictions send tens of
+        // thousands).
+        let t = Stats::start(Op::Forget);
+        self.shared.forget(&[(ino, nlookup)]);
+        self.shared.stats.done_inline(t);
     }
 
     fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuser::fuse_forget_one]) {
         let nodes: Vec<(u64, u64)> = nodes.iter().map(|n| (n.nodeid, n.nlookup)).collect();
-        self.spawn(move |s| s.forget(&nodes));
+        let t = Stats::start(Op::Forget);
+        self.shared.forget(&nodes);
+        self.shared.stats.done_inline(t);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let t = Stats::start(Op::Getattr);
         if let Some(r) = self.shared.getattr_cached(ino) {
             reply_attr(ino, r, reply);
+            self.shared.stats.done_inline(t);
             return;
         }
-        self.spawn(move |s| reply_attr(ino, s.getattr(ino), reply));
+        self.spawn(move |s| {
+            reply_attr(ino, s.getattr(ino), reply);
+            s.stats.done(t);
+        });
     }
 
     fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        self.spawn(move |s| match s.view.readlink(ino) {
+        let t = Stats::start(Op::Readlink);
+        if let Some(r) = self.shared.view.readlink_cached(ino) {
+            match r {
+                Ok(target) => reply.data(&target),
+                Err(e) => {
+                    log_err("readlink", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Readlink, move |s| match s.view.readlink(ino) {
             Ok(target) => reply.data(&target),
             Err(e) => {
                 log_err("readlink", ino, e);
@@ -661,7 +817,22 @@ impl<V: View> Filesystem for Driver<V> {
             reply.error(libc::EROFS);
             return;
         }
-        self.spawn(move |s| match s.open(ino, write) {
+        let t = Stats::start(Op::Open);
+        if let Some(r) = (!write)
+            .then(|| self.shared.view.open_cached(ino))
+            .flatten()
+        {
+            match r {
+                Ok(f) => reply.opened(0, open_flags(f) | FOPEN_NOFLUSH),
+                Err(e) => {
+                    log_err("open", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Open, move |s| match s.open(ino, write) {
             Ok(open_flags) => reply.opened(0, open_flags),
             Err(e) => {
                 log_err("open", ino, e);
@@ -681,7 +852,19 @@ impl<V: View> Filesystem for Driver<V> {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        self.spawn(move |s| match s.read(ino, offset, size) {
+        let t = Stats::start(Op::Read);
+        if let Some(r) = self.shared.read_cached(ino, offset, size) {
+            match r {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    log_err("read", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Read, move |s| match s.read(ino, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => {
                 log_err("read", ino, e);
@@ -700,16 +883,18 @@ impl<V: View> Filesystem for Driver<V> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         reply.ok();
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lo: u64, reply: ReplyEmpty) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         reply.ok();
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
         // Nothing is ever dirty in a read-only view; writable views make their writes durable.
-        self.spawn(move |s| match s.view.fsync(ino) {
+        self.spawn_op(Op::Other, move |s| match s.view.fsync(ino) {
             Ok(()) => reply.ok(),
             Err(e) => {
                 log_err("fsync", ino, e);
@@ -723,7 +908,22 @@ impl<V: View> Filesystem for Driver<V> {
             reply.error(libc::EROFS);
             return;
         }
-        self.spawn(move |s| match s.opendir(ino) {
+        let t = Stats::start(Op::Opendir);
+        if let Some(r) = self.shared.opendir_cached(ino) {
+            match r {
+                Ok(fh) if self.shared.view.cache_dir(ino) => {
+                    reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE)
+                }
+                Ok(fh) => reply.opened(fh, 0),
+                Err(e) => {
+                    log_err("opendir", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Opendir, move |s| match s.opendir(ino) {
             // KEEP_CACHE too: without it every open would drop the cached listing.
             Ok(fh) if s.view.cache_dir(ino) => reply.opened(fh, FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE),
             Ok(fh) => reply.opened(fh, 0),
@@ -742,11 +942,25 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.spawn(move |s| match s.readdirplus(ino, fh, offset, &mut reply) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log_err("readdirplus", ino, e);
-                reply.error(code(e))
+        let t = Stats::start(Op::Readdirplus);
+        if let Some(r) = self.shared.readdirplus_cached(ino, fh, offset, &mut reply) {
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdirplus", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Readdirplus, move |s| {
+            match s.readdirplus(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdirplus", ino, e);
+                    reply.error(code(e))
+                }
             }
         });
     }
@@ -759,11 +973,29 @@ impl<V: View> Filesystem for Driver<V> {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        self.spawn(move |s| match s.readdir(ino, fh, offset, &mut reply) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log_err("readdir", ino, e);
-                reply.error(code(e))
+        let t = Stats::start(Op::Readdir);
+        if lock(&self.shared.dirs)
+            .get(&fh)
+            .is_some_and(|l| l.ino == ino)
+        {
+            // Names only, from the listing captured at opendir: no I/O.
+            match self.shared.readdir(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdir", ino, e);
+                    reply.error(code(e))
+                }
+            }
+            self.shared.stats.done_inline(t);
+            return;
+        }
+        self.spawn_op(Op::Readdir, move |s| {
+            match s.readdir(ino, fh, offset, &mut reply) {
+                Ok(()) => reply.ok(),
+                Err(e) => {
+                    log_err("readdir", ino, e);
+                    reply.error(code(e))
+                }
             }
         });
     }
@@ -776,8 +1008,10 @@ impl<V: View> Filesystem for Driver<V> {
         _flags: i32,
         reply: ReplyEmpty,
     ) {
+        let t = Stats::start(Op::Releasedir);
         let listing = lock(&self.shared.dirs).remove(&fh);
         reply.ok();
+        self.shared.stats.done_inline(t);
         // Freeing a huge listing can take a moment; do it off the session thread.
         if let Some(listing) = listing {
             self.pool.run(move || drop(listing));
@@ -789,6 +1023,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         // No meaningful capacity: report a full, read-only filesystem of nominal block size.
         reply.statfs(0, 0, 0, 0, 0, STATFS_BSIZE, NAME_MAX, STATFS_BSIZE);
     }
@@ -801,6 +1036,7 @@ impl<V: View> Filesystem for Driver<V> {
         size: u32,
         reply: ReplyXattr,
     ) {
+        let t = Stats::start(Op::Getxattr);
         if let Some(found) = self.shared.view.getxattr_cached(ino, name) {
             match found.and_then(|v| xattr_reply(v, size)) {
                 Ok(XattrReply::Size(n)) => reply.size(n),
@@ -810,10 +1046,11 @@ impl<V: View> Filesystem for Driver<V> {
                     reply.error(code(e))
                 }
             }
+            self.shared.stats.done_inline(t);
             return;
         }
         let name = name.to_os_string();
-        self.spawn(move |s| match s.getxattr(ino, &name, size) {
+        self.spawn_op(Op::Getxattr, move |s| match s.getxattr(ino, &name, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => {
@@ -824,7 +1061,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn listxattr(&mut self, _req: &Request<'_>, ino: u64, size: u32, reply: ReplyXattr) {
-        self.spawn(move |s| match s.listxattr(ino, size) {
+        self.spawn_op(Op::Listxattr, move |s| match s.listxattr(ino, size) {
             Ok(XattrReply::Size(n)) => reply.size(n),
             Ok(XattrReply::Data(d)) => reply.data(&d),
             Err(e) => {
@@ -835,6 +1072,7 @@ impl<V: View> Filesystem for Driver<V> {
     }
 
     fn access(&mut self, _req: &Request<'_>, _ino: u64, mask: i32, reply: ReplyEmpty) {
+        self.shared.stats.done_inline(Stats::start(Op::Other));
         // Only reached without `default_permissions`; the kernel checks modes otherwise.
         if mask & libc::W_OK != 0 && !self.shared.view.writable() {
             reply.error(libc::EROFS);
@@ -973,7 +1211,7 @@ impl<V: View> Filesystem for Driver<V> {
             return;
         }
         let data = data.to_vec();
-        self.spawn(move |s| match s.view.write(ino, offset, &data) {
+        self.spawn_op(Op::Other, move |s| match s.view.write(ino, offset, &data) {
             Ok(n) => reply.written(n),
             Err(e) => {
                 log_err("write", ino, e);
@@ -1080,6 +1318,18 @@ impl<T: View + ?Sized> View for Arc<T> {
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
         (**self).getattr_cached(ino)
     }
+    fn open_cached(&self, ino: Ino) -> Option<Result<OpenFlags, Errno>> {
+        (**self).open_cached(ino)
+    }
+    fn read_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).read_cached(ino, offset, size)
+    }
+    fn readlink_cached(&self, ino: Ino) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).readlink_cached(ino)
+    }
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, Errno>> {
+        (**self).readdir_cached(ino)
+    }
     fn cache_dir(&self, ino: Ino) -> bool {
         (**self).cache_dir(ino)
     }
@@ -1125,6 +1375,18 @@ impl<T: View + ?Sized> View for Box<T> {
     }
     fn getattr_cached(&self, ino: Ino) -> Option<Result<Entry, Errno>> {
         (**self).getattr_cached(ino)
+    }
+    fn open_cached(&self, ino: Ino) -> Option<Result<OpenFlags, Errno>> {
+        (**self).open_cached(ino)
+    }
+    fn read_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).read_cached(ino, offset, size)
+    }
+    fn readlink_cached(&self, ino: Ino) -> Option<Result<Vec<u8>, Errno>> {
+        (**self).readlink_cached(ino)
+    }
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, Errno>> {
+        (**self).readdir_cached(ino)
     }
     fn cache_dir(&self, ino: Ino) -> bool {
         (**self).cache_dir(ino)

@@ -17,6 +17,7 @@
 
 pub mod driver;
 pub mod lifecycle;
+mod stats;
 pub mod view;
 
 pub use driver::{Driver, DEFAULT_WORKERS};

@@ -37,6 +37,8 @@ impl Errno {
     pub const ENODATA: Errno = Errno(libc::ENODATA);
     /// Reply buffer too small.
     pub const ERANGE: Errno = Errno(libc::ERANGE);
+    /// Operation (here: an extended attribute namespace) not supported.
+    pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
 }
 
 /// File type of an inode, mirroring the POSIX kinds a backup can hold.
@@ -166,6 +168,29 @@ pub trait View: Send + Sync + 'static {
         let _ = ino;
         None
     }
+    /// [`View::open`] from memory, else `None` (same rules as [`View::lookup_cached`]). Why:
+    /// `diff -r` and `cp -r` open every file; on the session thread an open costs no hand-off.
+    fn open_cached(&self, ino: Ino) -> Option<Result<OpenFlags, Errno>> {
+        let _ = ino;
+        None
+    }
+    /// [`View::read`] when every byte asked for is already decrypted in memory, else `None`
+    /// (the driver then reads on a worker, so a slow fetch never stalls other requests).
+    fn read_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, Errno>> {
+        let _ = (ino, offset, size);
+        None
+    }
+    /// [`View::readlink`] from memory, else `None`.
+    fn readlink_cached(&self, ino: Ino) -> Option<Result<Vec<u8>, Errno>> {
+        let _ = ino;
+        None
+    }
+    /// [`View::readdir`] from memory, else `None`. Must allocate inode numbers exactly as
+    /// `readdir` does when it answers.
+    fn readdir_cached(&self, ino: Ino) -> Option<Result<Vec<DirEntry>, Errno>> {
+        let _ = ino;
+        None
+    }
     /// Whether the kernel may keep this directory's listing for the life of the mount
     /// (FOPEN_CACHE_DIR): true only for directories that can never change (snapshot trees).
     /// Why: a second walk then sends no `readdir` at all.
@@ -200,7 +225,8 @@ pub trait View: Send + Sync + 'static {
         let _ = ino;
         Ok(())
     }
-    /// The kernel dropped `nlookup` references to `ino`.
+    /// The kernel dropped `nlookup` references to `ino`. Called on the session thread: must
+    /// be quick and never wait on I/O.
     fn forget(&self, ino: Ino, nlookup: u64) {
         let _ = (ino, nlookup);
     }

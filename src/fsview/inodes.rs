@@ -8,6 +8,9 @@
 //! 10k directories needs well under a megabyte. Numbers come from one counter that only grows,
 //! so they are never reused and stay stable for the life of the mount.
 //!
+//! A non-directory entry of a tree that shows in several places (an unchanged directory in
+//! two snapshots) has one inode: the number from the first range given to that tree.
+//!
 //! Everything else (virtual directories, snapshot roots, WAL files, the versions of a file in
 //! `/history`) is few and gets a single number, found again by (parent, name).
 
@@ -114,6 +117,8 @@ pub enum NewChild {
         live: bool,
         /// Hardlink group of a non-directory (shares one inode inside a snapshot).
         link_group: Option<u64>,
+        /// Whether the entry is a directory (never shares its inode, see [`Inodes::child`]).
+        dir: bool,
     },
 }
 
@@ -170,6 +175,9 @@ pub struct Inodes {
     links: HashMap<(Ino, u64), Ino>,
     trees: Vec<TreeId>,
     tree_ids: HashMap<TreeId, u32>,
+    /// Interned tree -> start of the first range allocated for it: where its non-directory
+    /// entries live, whichever directory (snapshot, path) shows that tree.
+    first_range: HashMap<u32, Ino>,
 }
 
 impl Inodes {
@@ -189,6 +197,7 @@ impl Inodes {
             links: HashMap::new(),
             trees: Vec::new(),
             tree_ids: HashMap::new(),
+            first_range: HashMap::new(),
         }
     }
 
@@ -256,6 +265,7 @@ impl Inodes {
                 len,
                 live,
                 link_group,
+                dir,
             } => {
                 let t = self.intern(tree);
                 let range = match self.entries_of.get(&parent) {
@@ -274,12 +284,20 @@ impl Inodes {
                             tree: t,
                             live,
                         });
+                        self.first_range.entry(t).or_insert(start);
                         start
                     }
                 };
                 let ino = range + index as Ino;
                 match link_group {
                     Some(g) => *self.links.entry((proot, g)).or_insert(ino),
+                    // The same entry of the same (content-addressed, immutable) tree is the
+                    // same file, metadata and content, wherever it shows: two snapshots of an
+                    // unchanged directory, `/at/T1` and `/at/T2` naming one snapshot. One
+                    // inode lets `diff -r` see "same file" from `stat` alone (it reads
+                    // neither), and the kernel keep one copy of its pages. Directories cannot
+                    // alias (the kernel forbids it), so they keep their own numbers.
+                    None if !dir => self.first_range.get(&t).map_or(ino, |s| s + index as Ino),
                     None => ino,
                 }
             }
@@ -328,6 +346,7 @@ mod tests {
             len,
             live: false,
             link_group,
+            dir: false,
         }
     }
 
@@ -363,6 +382,48 @@ mod tests {
         let l1 = t.child(root, b"c", entry(tid(1), 2, 3, Some(7)));
         let l2 = t.child(sub, b"y", entry(tid(2), 1, 2, Some(7)));
         assert_eq!(l1, l2);
+    }
+
+    #[test]
+    fn files_of_one_tree_share_inodes_across_directories() {
+        let mut t = Inodes::new();
+        let d1 = t.child(
+            ROOT_INO,
+            b"s1",
+            NewChild::Named(InodeData::virt(Virt::AtTime(1))),
+        );
+        let d2 = t.child(
+            ROOT_INO,
+            b"s2",
+            NewChild::Named(InodeData::virt(Virt::AtTime(2))),
+        );
+        let dir = |index| NewChild::Entry {
+            tree: tid(1),
+            index,
+            len: 2,
+            live: false,
+            link_group: None,
+            dir: true,
+        };
+        // Entry 0 a file, entry 1 a directory, in the same tree shown under d1 and d2.
+        let f1 = t.child(d1, b"f", entry(tid(1), 0, 2, None));
+        let f2 = t.child(d2, b"f", entry(tid(1), 0, 2, None));
+        assert_eq!(f1, f2, "one file, one inode");
+        let s1 = t.child(d1, b"sub", dir(1));
+        let s2 = t.child(d2, b"sub", dir(1));
+        assert_ne!(s1, s2, "directories never alias");
+        assert_eq!(t.parent(s2), Some(d2));
+        // Another tree's entry at the same index is another file.
+        let g = t.child(s1, b"f", entry(tid(2), 0, 2, None));
+        assert_ne!(g, f1);
+        assert_eq!(
+            t.get(f2),
+            Some(InodeData::Node {
+                tree: tid(1),
+                index: 0,
+                live: false
+            })
+        );
     }
 
     #[test]

@@ -37,6 +37,12 @@ impl ChunkCache {
         }
     }
 
+    /// The chunk if it is in memory; never does I/O (the mount answers such reads on its
+    /// session thread, without a hand-off to a worker).
+    pub fn get_cached(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
+        self.inner.lock().expect("poisoned").0.get(id).cloned()
+    }
+
     /// The chunk, from cache or the repository.
     pub fn get(&self, repo: &Repository, id: &BlobId) -> Result<Arc<Vec<u8>>> {
         if let Some(c) = self.inner.lock().expect("poisoned").0.get(id) {

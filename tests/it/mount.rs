@@ -446,6 +446,11 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
         "setfattr -n system.posix_acl_access -v {ACL_U1234_R} {}/etc/secret",
         s(&src)
     ));
+    // A stored SELinux label (root may set one on ext4/tmpfs without an LSM loaded).
+    sh_ok(&format!(
+        "setfattr -n security.selinux -v system_u:object_r:etc_t:s0 {}/etc/nginx/sites/s0.conf",
+        s(&src)
+    ));
     r.backup_dir(&src, "files");
     let mp = r.mkdir("mnt");
     let o = r.ok(&["mount", s(&mp), "--daemon", "--cache-mib", "2"]);
@@ -501,6 +506,26 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
                 .success(),
                 "round {round}: xattr on a file without it"
             );
+            // The label is served as stored; a missing one is "not supported", which `ls -l`
+            // remembers per device instead of asking every entry again.
+            assert_eq!(
+                sh_ok(&format!(
+                    "getfattr --only-values -n security.selinux {}/etc/nginx/sites/s0.conf",
+                    s(&snap)
+                )),
+                "system_u:object_r:etc_t:s0",
+                "round {round}"
+            );
+            let unlabelled = sh(&format!(
+                "getfattr -n security.selinux {}/etc/nginx/sites/s1.conf",
+                s(&snap)
+            ));
+            assert!(
+                !unlabelled.status.success()
+                    && String::from_utf8_lossy(&unlabelled.stderr).contains("not supported"),
+                "round {round}: {}",
+                crate::common::describe(&unlabelled)
+            );
             assert_eq!(
                 fs::read_link(snap.join("etc/link")).unwrap(),
                 Path::new("nginx/sites/s1.conf"),
@@ -516,6 +541,61 @@ fn daemon_mount_serves_acls_xattrs_symlinks_with_a_small_cache() {
                 "round {round}: big.bin differs"
             );
         }
+    });
+    r.ok(&["umount", s(&mp)]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// An unchanged file is one inode in every snapshot that holds it (the same entry of the same
+/// immutable tree), so `diff -rq` of two snapshots tells it equal from `stat` alone; a changed
+/// file and every directory keep numbers of their own, and contents are served as stored.
+#[test]
+fn unchanged_files_share_one_inode_across_snapshots() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    sample_tree(&src);
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/a.txt"), b"same in both\n").unwrap();
+    r.backup_dir(&src, "files");
+    fs::write(src.join("etc/nginx/sites/s5.conf"), b"server 55;\n").unwrap();
+    r.backup_dir(&src, "files");
+    let mp = r.mkdir("mnt");
+    r.ok(&["mount", s(&mp), "--daemon"]);
+    let result = std::panic::catch_unwind(|| {
+        let snaps = sh_ok(&format!("ls {}/snapshots/files", s(&mp)));
+        let names: Vec<&str> = snaps.lines().collect();
+        assert_eq!(names.len(), 2, "{snaps}");
+        let a = mp.join("snapshots/files").join(names[0]);
+        let b = mp.join("snapshots/files").join(names[1]);
+        let ino = |p: &Path| sh_ok(&format!("stat -c %i {}", s(p))).trim().to_owned();
+        assert_eq!(ino(&a.join("docs/a.txt")), ino(&b.join("docs/a.txt")));
+        assert_eq!(
+            ino(&b.join("docs/a.txt")),
+            ino(&mp.join("latest/files/docs/a.txt"))
+        );
+        assert_ne!(
+            ino(&a.join("docs")),
+            ino(&b.join("docs")),
+            "directories never alias"
+        );
+        let (old, new) = (
+            a.join("etc/nginx/sites/s5.conf"),
+            b.join("etc/nginx/sites/s5.conf"),
+        );
+        assert_ne!(ino(&old), ino(&new));
+        assert_eq!(fs::read(&old).unwrap(), b"server 5;\n");
+        assert_eq!(fs::read(&new).unwrap(), b"server 55;\n");
+        assert_eq!(fs::read(a.join("docs/a.txt")).unwrap(), b"same in both\n");
+        let d = sh(&format!("diff -rq {} {}", s(&a), s(&b)));
+        let out = String::from_utf8_lossy(&d.stdout);
+        let differ: Vec<&str> = out.lines().collect();
+        assert_eq!(differ.len(), 1, "{out}");
+        assert!(
+            differ[0].contains("s5.conf") && differ[0].ends_with("differ"),
+            "{out}"
+        );
     });
     r.ok(&["umount", s(&mp)]);
     if let Err(e) = result {
