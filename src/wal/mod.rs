@@ -15,7 +15,7 @@
 pub mod names;
 mod push;
 
-pub use push::{push, push_file, push_with_origin, Origin, Pushed};
+pub use push::{decode_system, push, push_file, push_with_origin, Origin, Pushed};
 
 use std::path::Path;
 
