@@ -133,6 +133,13 @@ fn key_file() -> Vec<u8> {
         kdf,
         salt: hex::encode(salt),
         wrapped: hex::encode(wrap_master(&wk, test_key())),
+        check: None,
+    };
+    // As `key add` writes it now, with the checksum (the committed corpus keeps the older
+    // form without one).
+    let file = KeyFile {
+        check: Some(crate::repo::keys::checksum(&file)),
+        ..file
     };
     serde_json::to_vec_pretty(&file).expect("serializes")
 }

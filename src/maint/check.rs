@@ -499,9 +499,10 @@ fn affected_files(
     Ok(out)
 }
 
-/// Key files that are not well formed (unreadable, not JSON of this version, bounds, hex).
-/// A flipped byte inside the sealed key itself reads as a wrong passphrase, so only whoever
-/// holds that key's passphrase can tell it from a good one: it is found when they open.
+/// Key files that are not well formed (unreadable, not JSON of this version, bounds, hex) or
+/// whose checksum does not match (any flipped byte, the sealed key's too). A key file written
+/// before the checksum existed has none: there a flipped byte inside the sealed key reads as
+/// a wrong passphrase, found only when whoever holds that passphrase opens.
 fn check_keys(repo: &Repository, rep: &mut CheckReport) -> Result<()> {
     for id in repo.be.list("keys")? {
         if let Err(e) = crate::repo::keys::read_key(repo.be.as_ref(), &id) {
