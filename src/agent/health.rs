@@ -246,6 +246,54 @@ fn due_after(rec: &SourceRecord, t: DateTime<Utc>) -> Option<(DateTime<Utc>, chr
     Some((t.checked_add_signed(d)?, d.min(cap)))
 }
 
+/// One source's health at `now` from its newest complete snapshot (time in ms, short id) and
+/// the agent's record of it. Every figure of the record comes from disk: out-of-range ones
+/// (a duration of 1e300 s, a time in the year 9999) must give an answer, never a panic.
+pub fn source_health(
+    name: String,
+    newest: Option<(i64, String)>,
+    rec: &SourceRecord,
+    now: DateTime<Utc>,
+) -> SourceHealth {
+    let newest_t = newest.as_ref().map(|(t, _)| ms_time(*t));
+    // Overdue: the next run after the newest snapshot, or the run the agent planned.
+    let mut due = newest_t.and_then(|t| due_after(rec, t));
+    if let (Some(planned), Some((_, grace))) = (rfc(&rec.next_run), due_after(rec, now)) {
+        if due.is_none_or(|(d, _)| planned < d) {
+            due = Some((planned, grace));
+        }
+    }
+    // A run takes time before the next one is scheduled: allow the last one's duration
+    // (bounded: a century is as good as forever here, and keeps the sums in range).
+    let took_s = rec.last_duration_s.unwrap_or(0.0).clamp(0.0, 3.2e9);
+    let took = chrono::Duration::milliseconds((took_s * 1000.0) as i64);
+    let due = due.map(|(d, g)| (d, g + took));
+    let state = if rec.failures > 0 || rec.last_error.is_some() {
+        Verdict::Failing
+    } else if due.is_some_and(|(d, g)| d.checked_add_signed(g).is_some_and(|end| now > end)) {
+        Verdict::Late
+    } else {
+        Verdict::Ok
+    };
+    let schedule = match (&rec.every, &rec.cron) {
+        (Some(e), _) => Some(format!("every {e}")),
+        (_, Some(c)) => Some(format!("cron {c}")),
+        _ => None,
+    };
+    SourceHealth {
+        name,
+        state,
+        schedule,
+        newest_snapshot: newest.map(|(_, id)| id),
+        newest_time: newest_t.map(|t| t.to_rfc3339()),
+        age_s: newest_t.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
+        due: due.map(|(d, _)| d.to_rfc3339()),
+        last_error: rec.last_error.clone(),
+        failures: rec.failures,
+        last_duration_s: rec.last_duration_s,
+    }
+}
+
 /// Computes the report at `now`.
 pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
     let agent: Option<AgentState> = state::load(repo)?;
@@ -273,42 +321,12 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             .find(|r| r.name == name)
             .cloned()
             .unwrap_or_default();
-        let newest_t = newest.map(|s| ms_time(s.time));
-        // Overdue: the next run after the newest snapshot, or the run the agent planned.
-        let mut due = newest_t.and_then(|t| due_after(&rec, t));
-        if let (Some(planned), Some((_, grace))) = (rfc(&rec.next_run), due_after(&rec, now)) {
-            if due.is_none_or(|(d, _)| planned < d) {
-                due = Some((planned, grace));
-            }
-        }
-        // A run takes time before the next one is scheduled: allow the last one's duration.
-        let took =
-            chrono::Duration::milliseconds((rec.last_duration_s.unwrap_or(0.0) * 1000.0) as i64);
-        let due = due.map(|(d, g)| (d, g + took));
-        let state = if rec.failures > 0 || rec.last_error.is_some() {
-            Verdict::Failing
-        } else if due.is_some_and(|(d, g)| now > d + g) {
-            Verdict::Late
-        } else {
-            Verdict::Ok
-        };
-        let schedule = match (&rec.every, &rec.cron) {
-            (Some(e), _) => Some(format!("every {e}")),
-            (_, Some(c)) => Some(format!("cron {c}")),
-            _ => None,
-        };
-        sources.push(SourceHealth {
+        sources.push(source_health(
             name,
-            state,
-            schedule,
-            newest_snapshot: newest.map(|s| s.id.short()),
-            newest_time: newest_t.map(|t| t.to_rfc3339()),
-            age_s: newest_t.map(|t| (now - t).num_milliseconds() as f64 / 1000.0),
-            due: due.map(|(d, _)| d.to_rfc3339()),
-            last_error: rec.last_error.clone(),
-            failures: rec.failures,
-            last_duration_s: rec.last_duration_s,
-        });
+            newest.map(|s| (s.time, s.id.short())),
+            &rec,
+            now,
+        ));
     }
     let wal_error = agent.as_ref().and_then(|a| a.wal_last_error.as_deref());
     let wal_late = agent.as_ref().and_then(|a| a.wal_late_s);

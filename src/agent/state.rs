@@ -83,15 +83,21 @@ pub fn load(repo: &Repository) -> Result<Option<AgentState>> {
         Err(e) => return Err(e),
     };
     let plain = repo.key.open(AD, &sealed, &|| PATH.to_string())?;
+    decode_state(&plain).map(Some)
+}
+
+/// Decodes the opened plaintext of [`PATH`]: a version other than [`VERSION`] is refused, not
+/// misread. Separate from [`load`] so the fuzz target drives exactly this decoder.
+pub fn decode_state(plain: &[u8]) -> Result<AgentState> {
     let st: AgentState =
-        serde_json::from_slice(&plain).map_err(|e| Error::Corrupt(format!("{PATH}: {e}")))?;
+        serde_json::from_slice(plain).map_err(|e| Error::Corrupt(format!("{PATH}: {e}")))?;
     if st.version != VERSION {
         return Err(Error::Invalid(format!(
             "{PATH} has version {}; this wayback reads version {VERSION}",
             st.version
         )));
     }
-    Ok(Some(st))
+    Ok(st)
 }
 
 /// Object path of the restore-drill records (one per source, the newest drill each).
@@ -174,9 +180,12 @@ fn load_sealed<T: serde::de::DeserializeOwned>(
         Err(e) => return Err(e),
     };
     let plain = repo.key.open(ad, &sealed, &|| path.to_string())?;
-    serde_json::from_slice(&plain)
-        .map(Some)
-        .map_err(|e| Error::Corrupt(format!("{path}: {e}")))
+    decode_sealed_json(&plain, path).map(Some)
+}
+
+/// The JSON of an opened state object at `path` (the records of drills, copies, checks).
+fn decode_sealed_json<T: serde::de::DeserializeOwned>(plain: &[u8], path: &str) -> Result<T> {
+    serde_json::from_slice(plain).map_err(|e| Error::Corrupt(format!("{path}: {e}")))
 }
 
 fn save_sealed<T: Serialize>(repo: &Repository, path: &str, ad: &[u8], v: &T) -> Result<()> {
@@ -253,6 +262,21 @@ pub struct CopyRecord {
 struct Copies {
     version: u32,
     copies: Vec<CopyRecord>,
+}
+
+/// Decodes the opened plaintext of [`COPIES_PATH`] (what [`load_copies`] reads; the fuzz
+/// target's entry point).
+pub fn decode_copies(plain: &[u8]) -> Result<Vec<CopyRecord>> {
+    decode_sealed_json::<Copies>(plain, COPIES_PATH).map(|c| c.copies)
+}
+
+/// The plaintext of [`COPIES_PATH`] holding `copies` (what [`record_copy`] seals).
+pub fn encode_copies(copies: Vec<CopyRecord>) -> Vec<u8> {
+    serde_json::to_vec(&Copies {
+        version: VERSION,
+        copies,
+    })
+    .expect("plain data serializes")
 }
 
 /// Every destination's newest copy run.

@@ -111,6 +111,26 @@ pub const TARGETS: &[Target] = &[
         name: "lock_body",
         run: lock_body,
     },
+    Target {
+        name: "agent_state",
+        run: agent_state,
+    },
+    Target {
+        name: "copy_state",
+        run: copy_state,
+    },
+    Target {
+        name: "wal_system",
+        run: wal_system,
+    },
+    Target {
+        name: "location",
+        run: location,
+    },
+    Target {
+        name: "s3_credentials",
+        run: s3_credentials,
+    },
 ];
 
 /// The target named `name`.
@@ -589,5 +609,128 @@ pub fn lock_body(data: &[u8]) {
         let _ = b.fresh_at(i64::MIN, u64::MAX);
         let _ = b.fresh_at(i64::MAX, 0);
         assert!(!b.describe().chars().any(char::is_control));
+    }
+}
+
+/// Input: the opened plaintext of `state/agent` (JSON), and what `status` derives from each
+/// source's record (the sealed object is authenticated first; this is the parser behind it).
+pub fn agent_state(data: &[u8]) {
+    use crate::agent::state::decode_state;
+    let Ok(st) = decode_state(data) else {
+        return;
+    };
+    let json = serde_json::to_vec(&st).expect("serializes");
+    let st2 = decode_state(&json).expect("re-encoded state");
+    assert_eq!(
+        serde_json::to_value(&st2).expect("serializes"),
+        serde_json::to_value(&st).expect("serializes")
+    );
+    let now = chrono::DateTime::from_timestamp_millis(NOW).expect("valid");
+    for r in &st.sources {
+        for newest in [None, Some((NOW - 3_600_000, "0123abcd".to_string()))] {
+            let _ = crate::agent::health::source_health(r.name.clone(), newest, r, now);
+        }
+    }
+}
+
+/// Input: the opened plaintext of `state/copies` (JSON), as `status` reads it.
+pub fn copy_state(data: &[u8]) {
+    use crate::agent::state::{decode_copies, encode_copies};
+    let Ok(c) = decode_copies(data) else {
+        return;
+    };
+    let c2 = decode_copies(&encode_copies(c.clone())).expect("re-encoded copy records");
+    assert_eq!(c2, c);
+}
+
+/// Input: the opened plaintext of a cluster's `wal/<cluster>/.system` (its database system
+/// identifier, which every later segment must match).
+pub fn wal_system(data: &[u8]) {
+    let Ok(id) = crate::wal::decode_system(data, "wal/main/.system") else {
+        assert!(data.len() < 8, "8 bytes or more are an identifier");
+        return;
+    };
+    assert_eq!(&id.to_le_bytes()[..], &data[..8]);
+    assert_eq!(
+        crate::wal::decode_system(&id.to_le_bytes(), "wal/main/.system").ok(),
+        Some(id)
+    );
+}
+
+/// `%XX` for every byte but the unreserved ones (what a user writes in a location query).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Input: a repository location (`--repo`, `WAYBACK_REPO`, the agent's `repo =`): a path or
+/// an `s3://bucket/prefix?query` URL. What it accepts, written back canonically, parses to
+/// the same location; its cache directory name never panics.
+pub fn location(data: &[u8]) {
+    use crate::repo::location::Location;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(loc) = Location::parse(std::ffi::OsStr::from_bytes(data)) else {
+        return;
+    };
+    let Location::S3(s) = &loc else {
+        assert_eq!(
+            loc.local_path().expect("local").as_os_str().as_bytes(),
+            data
+        );
+        return;
+    };
+    let _ = s.cache_name();
+    assert!(!s.prefix.starts_with('/') && !s.prefix.ends_with('/'));
+    let mut q = vec![
+        format!("region={}", percent_encode(&s.region)),
+        format!("cache-mib={}", s.cache_mib),
+    ];
+    if let Some(e) = &s.endpoint {
+        q.push(format!("endpoint={}", percent_encode(e)));
+    }
+    if let Some(c) = &s.credentials_file {
+        q.push(format!(
+            "credentials={}",
+            percent_encode(c.to_str().expect("decoded as UTF-8"))
+        ));
+    }
+    let again = format!("s3://{}/{}?{}", s.bucket, s.prefix, q.join("&"));
+    let loc2 = Location::parse(std::ffi::OsStr::new(&again))
+        .unwrap_or_else(|e| panic!("{again:?} does not parse again: {e}"));
+    assert_eq!(loc2, loc, "{again:?}");
+}
+
+/// Input: an AWS shared credentials file (INI). What it accepts, written back as a
+/// `[default]` profile, gives the same keys.
+pub fn s3_credentials(data: &[u8]) {
+    use crate::repo::location::parse_credentials;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for profile in ["default", "garage"] {
+        let Some(c) = parse_credentials(text, profile) else {
+            continue;
+        };
+        let mut again = format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            c.key_id, *c.secret
+        );
+        if let Some(t) = &c.token {
+            again.push_str(&format!("aws_session_token = {}\n", **t));
+        }
+        let c2 = parse_credentials(&again, "default").expect("re-encoded credentials");
+        assert_eq!(c2.key_id, c.key_id);
+        assert_eq!(*c2.secret, *c.secret);
+        assert_eq!(
+            c2.token.as_deref().map(|t| t.as_str()),
+            c.token.as_deref().map(|t| t.as_str())
+        );
     }
 }

@@ -133,6 +133,13 @@ fn key_file() -> Vec<u8> {
         kdf,
         salt: hex::encode(salt),
         wrapped: hex::encode(wrap_master(&wk, test_key())),
+        check: None,
+    };
+    // As `key add` writes it now, with the checksum (the committed corpus keeps the older
+    // form without one).
+    let file = KeyFile {
+        check: Some(crate::repo::keys::checksum(&file)),
+        ..file
     };
     serde_json::to_vec_pretty(&file).expect("serializes")
 }
@@ -388,5 +395,94 @@ cluster = "main"
         lease_secs: 300,
     };
     out.push(("lock_body", lock.encode()));
+    for s in agent_states() {
+        out.push(("agent_state", s));
+    }
+    out.push(("copy_state", copy_states()));
+    out.push((
+        "wal_system",
+        0x6a3c_11d2_9e07_0001u64.to_le_bytes().to_vec(),
+    ));
+    for l in [
+        "/srv/wayback",
+        "s3://backups/host-a?endpoint=http%3A%2F%2F127.0.0.1:3900&region=garage",
+        "s3://my-bucket/a/b/?endpoint=https://s3.example.org/&cache-mib=8&credentials=/etc/wayback/s3",
+        "s3://bkt",
+    ] {
+        out.push(("location", l.as_bytes().to_vec()));
+    }
+    for c in [
+        "[default]\naws_access_key_id = GK31c2f218a2e44f485b94239e\naws_secret_access_key = b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835\n",
+        "# comment\n[other]\naws_access_key_id=x\n\n[garage]\naws_access_key_id=AK\r\naws_secret_access_key=SK\naws_session_token=TOK\n",
+    ] {
+        out.push(("s3_credentials", c.as_bytes().to_vec()));
+    }
     out
+}
+
+/// `state/agent` plaintexts as the agent writes them.
+fn agent_states() -> Vec<Vec<u8>> {
+    use crate::agent::state::{AgentState, SourceRecord, VERSION};
+    let st = AgentState {
+        version: VERSION,
+        updated: "2025-09-18T01:59:00+00:00".into(),
+        pid: 4242,
+        sources: vec![
+            SourceRecord {
+                name: "etc".into(),
+                kind: "paths".into(),
+                every: Some("1h".into()),
+                next_run: Some("2025-09-18T02:30:00+00:00".into()),
+                last_duration_s: Some(1.25),
+                last_snapshot: Some("0123abcd 2025-09-18T01:30:00Z".into()),
+                bytes_added: 123_456,
+                ..SourceRecord::default()
+            },
+            SourceRecord {
+                name: "app-db".into(),
+                kind: "command".into(),
+                cron: Some("*/15 * * * *".into()),
+                last_error: Some("pg_dump exited with 1".into()),
+                failures: 2,
+                ..SourceRecord::default()
+            },
+        ],
+        wal_push_failures: 1,
+        wal_last_error: Some("main: No space left on device".into()),
+        wal_late_s: Some(900),
+    };
+    let mut old = serde_json::to_value(&st).expect("json");
+    // A state written before `wal_late_s` existed.
+    old.as_object_mut().expect("object").remove("wal_late_s");
+    vec![
+        serde_json::to_vec(&st).expect("json"),
+        serde_json::to_vec(&old).expect("json"),
+    ]
+}
+
+/// A `state/copies` plaintext as `copy` writes it.
+fn copy_states() -> Vec<u8> {
+    use crate::agent::state::{encode_copies, CopyRecord};
+    encode_copies(vec![
+        CopyRecord {
+            to: "/mnt/offsite".into(),
+            time: "2025-09-18T01:00:00+00:00".into(),
+            ok: true,
+            duration_s: 12.5,
+            sources: vec![],
+            copied: vec![hex::encode([7u8; 32])],
+            error: None,
+            last_success: Some("2025-09-18T01:00:00+00:00".into()),
+        },
+        CopyRecord {
+            to: "s3://backups/host-a".into(),
+            time: "2025-09-18T01:10:00+00:00".into(),
+            ok: false,
+            duration_s: 0.5,
+            sources: vec!["etc".into()],
+            copied: vec![],
+            error: Some("destination passphrase: wrong".into()),
+            last_success: None,
+        },
+    ])
 }

@@ -25,7 +25,8 @@ use crate::tree::NodeKind;
 /// One problem found.
 #[derive(Serialize, Debug, Clone)]
 pub struct Problem {
-    /// Which part is hurt, for scripts: `manifest`, `tree`, `blob`, `pack`, `wal` or `key`.
+    /// Which part is hurt, for scripts: `manifest`, `tree`, `blob`, `pack`, `wal`, `wal-gap`
+    /// (segments missing inside a base backup's PITR window) or `key`.
     pub kind: &'static str,
     /// What is wrong.
     pub what: String,
@@ -303,8 +304,11 @@ fn check_wal(
     rep: &mut CheckReport,
     progress: &dyn Fn(&str, u64, u64),
 ) -> Result<()> {
+    let snaps = repo.snapshots()?;
     for cluster in crate::wal::clusters(repo.be.as_ref())? {
         let names = crate::wal::list(repo.be.as_ref(), &cluster)?;
+        // The segment size, from the first readable segment record.
+        let mut seg_size = None;
         for (i, name) in names.iter().enumerate() {
             progress(&format!("wal {cluster}"), i as u64, names.len() as u64);
             rep.wal_files += 1;
@@ -322,6 +326,14 @@ fn check_wal(
                     continue;
                 }
             };
+            if seg_size.is_none()
+                && matches!(
+                    crate::wal::names::parse(name),
+                    Some(crate::wal::names::WalName::Segment { .. })
+                )
+            {
+                seg_size = Some(rec.size);
+            }
             // A chunk whose recorded pack is gone may live on elsewhere (`repair packs`
             // salvaged it into a new pack; readers find it through the index).
             let mut gone = Vec::new();
@@ -361,8 +373,66 @@ fn check_wal(
                 }
             }
         }
+        if let Some(size) = seg_size {
+            wal_gaps(&cluster, &names, size, &snaps, rep);
+        }
     }
     Ok(())
+}
+
+/// Gaps inside a PITR window: a segment missing after the start segment of a base backup of
+/// the cluster (on its timeline or a later one) stops every recovery from that base backup
+/// at the gap. Gaps wholly before the oldest base backup's start are not problems: nothing
+/// replays through them (WAL retention deletes such segments on purpose, and a cluster
+/// archived before its first base backup has WAL no recovery needs).
+fn wal_gaps(
+    cluster: &str,
+    names: &[String],
+    seg_size: u64,
+    snaps: &[crate::snapshot::Snapshot],
+    rep: &mut CheckReport,
+) {
+    use crate::maint::wal_retention::BaseBackup;
+    let per = crate::wal::names::segs_per_log(seg_size);
+    let lin = |name: &str| match crate::wal::names::parse(name) {
+        Some(crate::wal::names::WalName::Segment { log, seg, .. }) => {
+            Some(log as u64 * per + seg as u64)
+        }
+        _ => None,
+    };
+    let bases: Vec<BaseBackup> = snaps
+        .iter()
+        .filter_map(|s| BaseBackup::of(s, cluster))
+        .collect();
+    for (tli, first, last) in crate::wal::gaps(names, seg_size) {
+        let Some(end) = lin(&last) else { continue };
+        let hit: Vec<&BaseBackup> = bases
+            .iter()
+            .filter(|b| b.tli <= tli && b.start.0 as u64 * per + b.start.1 as u64 <= end)
+            .collect();
+        if hit.is_empty() {
+            continue;
+        }
+        let range = if first == last {
+            first.clone()
+        } else {
+            format!("{first}..{last}")
+        };
+        rep.problems.push(Problem {
+            kind: "wal-gap",
+            what: format!(
+                "WAL gap in cluster {cluster}: segment(s) {range} of timeline {tli} missing; \
+                 point-in-time recovery from base backup(s) {} cannot go past {first}",
+                hit.iter()
+                    .map(|b| b.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            pack: None,
+            blob: None,
+            affected: vec![format!("WAL {cluster}/{range}")],
+        });
+    }
 }
 
 fn verify_pack(
@@ -499,9 +569,10 @@ fn affected_files(
     Ok(out)
 }
 
-/// Key files that are not well formed (unreadable, not JSON of this version, bounds, hex).
-/// A flipped byte inside the sealed key itself reads as a wrong passphrase, so only whoever
-/// holds that key's passphrase can tell it from a good one: it is found when they open.
+/// Key files that are not well formed (unreadable, not JSON of this version, bounds, hex) or
+/// whose checksum does not match (any flipped byte, the sealed key's too). A key file written
+/// before the checksum existed has none: there a flipped byte inside the sealed key reads as
+/// a wrong passphrase, found only when whoever holds that passphrase opens.
 fn check_keys(repo: &Repository, rep: &mut CheckReport) -> Result<()> {
     for id in repo.be.list("keys")? {
         if let Err(e) = crate::repo::keys::read_key(repo.be.as_ref(), &id) {

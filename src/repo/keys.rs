@@ -29,6 +29,29 @@ pub struct KeyFile {
     pub salt: String,
     /// Sealed master key, hex.
     pub wrapped: String,
+    /// Checksum of the other fields ([`checksum`]), hex. Optional: files written before it
+    /// existed have none and are read as before; with it, a flipped byte anywhere in the
+    /// fields (the sealed key too) reads as a damaged key file, not as a wrong passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+/// What a key file whose [`KeyFile::check`] does not match is said to be (`unlock` tells it
+/// from other problems by it).
+const CHECKSUM_MISMATCH: &str = "damaged: its checksum does not match its contents";
+
+/// The checksum of a key file: `blake3("wayback-key-check-v1\0" | compact JSON of the file
+/// without `check`)`, hex. Unkeyed on purpose: it detects damage (bit rot, a bad copy), not
+/// tampering, which the sealed key's tag does.
+pub fn checksum(file: &KeyFile) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"wayback-key-check-v1\0");
+    let bare = KeyFile {
+        check: None,
+        ..file.clone()
+    };
+    h.update(&serde_json::to_vec(&bare).expect("key file serializes"));
+    h.finalize().to_hex().to_string()
 }
 
 /// A key file and its id (the file name).
@@ -66,6 +89,11 @@ pub fn add_key_with_kdf(
         kdf,
         salt: hex::encode(salt),
         wrapped: hex::encode(wrap_master(&wk, master)),
+        check: None,
+    };
+    let file = KeyFile {
+        check: Some(checksum(&file)),
+        ..file
     };
     let id = hex::encode(rand::random::<[u8; 8]>());
     let json = serde_json::to_vec_pretty(&file).expect("key file serializes");
@@ -135,6 +163,9 @@ pub fn decode_key_file(path: &str, raw: &[u8]) -> Result<KeyFile> {
     if file.wrapped.len() != 2 * WRAPPED_LEN || hex::decode(&file.wrapped).is_err() {
         return Err(bad("wrapped key is not 92 bytes of hex".into()));
     }
+    if file.check.as_ref().is_some_and(|c| *c != checksum(&file)) {
+        return Err(bad(CHECKSUM_MISMATCH.into()));
+    }
     Ok(file)
 }
 
@@ -160,9 +191,13 @@ pub fn list_keys(be: &dyn Backend) -> Result<Vec<KeyInfo>> {
 ///
 /// Every key file is tried on its own: an unreadable, malformed or out-of-bounds one is
 /// skipped with a warning. A wrong passphrase is [`Error::WrongPassword`] whenever at least one
-/// key file could be tried; when none could, the error names each file's problem.
+/// key file could be tried and none is damaged; when none could, the error names each file's
+/// problem. A key file whose checksum does not match may be the one this passphrase opened:
+/// when no file opens, that is damage ([`Error::Corrupt`], exit 12) naming it, not a wrong
+/// passphrase; a damaged file never hides one that opens.
 pub fn unlock(be: &dyn Backend, pass: &[u8]) -> Result<(String, MasterKey)> {
     let mut problems = Vec::new();
+    let mut damaged = Vec::new();
     let mut tried = 0;
     for id in be.list("keys")? {
         let attempt = read_key(be, &id).and_then(|k| {
@@ -176,6 +211,9 @@ pub fn unlock(be: &dyn Backend, pass: &[u8]) -> Result<(String, MasterKey)> {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "key file skipped");
+                if matches!(&e, Error::Corrupt(m) if m.ends_with(CHECKSUM_MISMATCH)) {
+                    damaged.push(format!("keys/{id}"));
+                }
                 problems.push(e.to_string());
                 continue;
             }
@@ -184,6 +222,18 @@ pub fn unlock(be: &dyn Backend, pass: &[u8]) -> Result<(String, MasterKey)> {
         if let Some(m) = unwrap_master(&wk, &wrapped) {
             return Ok((id, m));
         }
+    }
+    if !damaged.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "no key file opens with this passphrase, and {} damaged (checksum mismatch): if \
+             the passphrase is right, its key file is the damaged one; open with another \
+             key's passphrase and `wayback key add`, or put back a copy of the file",
+            if damaged.len() == 1 {
+                format!("key file {} is", damaged[0])
+            } else {
+                format!("key files {} are", damaged.join(", "))
+            }
+        )));
     }
     match (tried, problems.is_empty()) {
         (0, true) => Err(Error::Corrupt(

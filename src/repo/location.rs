@@ -313,8 +313,8 @@ pub fn read_credentials_file(path: &Path) -> Result<Credentials> {
     })
 }
 
-/// The key pair of `[profile]` in an INI credentials file.
-fn parse_credentials(text: &str, profile: &str) -> Option<Credentials> {
+/// The key pair of `[profile]` in an INI credentials file. Public for the fuzz target.
+pub fn parse_credentials(text: &str, profile: &str) -> Option<Credentials> {
     let mut in_profile = false;
     let (mut id, mut secret, mut token) = (None, None, None);
     for line in text.lines().map(str::trim) {

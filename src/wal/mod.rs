@@ -15,7 +15,7 @@
 pub mod names;
 mod push;
 
-pub use push::{push, push_file, push_with_origin, Origin, Pushed};
+pub use push::{decode_system, push, push_file, push_with_origin, Origin, Pushed};
 
 use std::path::Path;
 
@@ -372,6 +372,34 @@ pub struct ClusterStatus {
     pub latest_recoverable: Option<String>,
 }
 
+/// A gap in a cluster's archive: (timeline, first missing segment, last missing segment).
+pub type Gap = (u32, String, String);
+
+/// Missing segment ranges per timeline in the archived file names `files` of a cluster whose
+/// segments are `seg_size` bytes: between two archived segments of one timeline, every
+/// segment in between should be there. A timeline that starts later (after a `.history`
+/// switch) starts where its first segment is, so a switch is never a gap.
+pub fn gaps(files: &[String], seg_size: u64) -> Vec<Gap> {
+    let per = names::segs_per_log(seg_size);
+    let mut segs: Vec<(u32, u64)> = files
+        .iter()
+        .filter_map(|f| match names::parse(f) {
+            Some(WalName::Segment { tli, log, seg }) => Some((tli, log as u64 * per + seg as u64)),
+            _ => None,
+        })
+        .collect();
+    segs.sort_unstable();
+    let mut out = Vec::new();
+    for w in segs.windows(2) {
+        let ((t0, a), (t1, b)) = (w[0], w[1]);
+        if t0 == t1 && b > a + 1 {
+            let name = |l: u64| format!("{t0:08X}{:08X}{:08X}", l / per, l % per);
+            out.push((t0, name(a + 1), name(b - 1)));
+        }
+    }
+    out
+}
+
 /// Computes [`ClusterStatus`] for every cluster (decrypts only the newest record of each).
 pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
     let mut out = Vec::new();
@@ -407,21 +435,7 @@ pub fn status(repo: &Repository) -> Result<Vec<ClusterStatus>> {
             if let Ok(r) = read_record(repo, &cluster, n) {
                 age = Some((now_ms() - r.pushed) as f64 / 1000.0);
                 let latest_recoverable = Some(crate::timespec::format_time(r.pushed));
-                let per = names::segs_per_log(r.size);
-                let mut gaps = Vec::new();
-                for w in segs.windows(2) {
-                    let (t0, a, _) = &w[0];
-                    let (t1, b, _) = &w[1];
-                    if t0 != t1 {
-                        continue;
-                    }
-                    let lin = |v: u64| (v >> 32) * per + (v & 0xffff_ffff);
-                    let (la, lb) = (lin(*a), lin(*b));
-                    if lb > la + 1 {
-                        let name = |l: u64| format!("{t0:08X}{:08X}{:08X}", l / per, l % per);
-                        gaps.push((*t0, name(la + 1), name(lb - 1)));
-                    }
-                }
+                let gaps = gaps(&files, r.size);
                 out.push(ClusterStatus {
                     cluster: cluster.clone(),
                     files: files.len(),

@@ -507,21 +507,27 @@ fn hash_file(f: &File, path: &Path) -> Result<(String, u64)> {
     Ok((h.finalize().to_hex().to_string(), n))
 }
 
+/// Associated data of a cluster's sealed `.system` object.
+const SYSTEM_AD: &[u8] = b"wayback-wal-system-v1";
+
+/// The database system id in the opened plaintext of `wal/<cluster>/.system` at `path` (its
+/// first 8 bytes, little-endian; see docs/format.md). Public for the fuzz target.
+pub fn decode_system(plain: &[u8], path: &str) -> Result<u64> {
+    plain
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| Error::Corrupt(format!("{path}: short")))
+}
+
 /// Records the cluster's database system id on its first segment and refuses segments of any
 /// other system afterwards.
 fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Result<(), WalError> {
     let p = format!("wal/{cluster}/.system");
     match repo.be.get(&p) {
         Ok(raw) => {
-            let plain = repo
-                .key
-                .open(b"wayback-wal-system-v1", &raw, &|| p.to_string())?;
-            let expected = u64::from_le_bytes(
-                plain
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| Error::Corrupt(format!("{p}: short")))?,
-            );
+            let plain = repo.key.open(SYSTEM_AD, &raw, &|| p.to_string())?;
+            let expected = decode_system(&plain, &p)?;
             if expected != found {
                 return Err(WalError::OtherCluster {
                     cluster: cluster.into(),
@@ -533,12 +539,9 @@ fn check_system(repo: &Repository, cluster: &str, name: &str, found: u64) -> Res
             Ok(())
         }
         Err(Error::NotFound(_)) => {
-            let fresh = repo.be.put_new(
-                &p,
-                &repo
-                    .key
-                    .seal(b"wayback-wal-system-v1", &found.to_le_bytes()),
-            )?;
+            let fresh = repo
+                .be
+                .put_new(&p, &repo.key.seal(SYSTEM_AD, &found.to_le_bytes()))?;
             if fresh {
                 Ok(())
             } else {

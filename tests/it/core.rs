@@ -1347,3 +1347,102 @@ fn unchanged_backup_summary_says_nothing_new() {
     );
     assert!(again.contains("unchanged files not reread"), "{again}");
 }
+
+/// The key files of `r`, by file name, as JSON.
+fn key_files(r: &Repo) -> Vec<(std::path::PathBuf, Value)> {
+    let mut out: Vec<_> = fs::read_dir(r.path.join("keys"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let v: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+            (p, v)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// One hex digit of `field` changed in the file at `p` (the JSON stays valid, the field
+/// still hex of the right length: only a checksum can tell).
+fn flip_hex_digit(p: &Path, field: &str) {
+    let mut v: Value = serde_json::from_slice(&fs::read(p).unwrap()).unwrap();
+    let mut s = v[field].as_str().unwrap().to_string();
+    let i = s.len() / 2;
+    let c = if &s[i..=i] == "0" { "1" } else { "0" };
+    s.replace_range(i..=i, c);
+    v[field] = s.into();
+    fs::write(p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// A flipped byte in a key file is "damaged key file" (exit 12, naming it), a wrong passphrase
+/// stays exit 10, a damaged file never hides a good one, `check` reports it; key files
+/// written before the checksum existed (no `check` field) still open, and there a flipped
+/// byte in the sealed key can only read as a wrong passphrase.
+#[test]
+fn a_damaged_key_file_is_damage_not_a_wrong_passphrase() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    fs::write(src.join("f.txt"), b"data").unwrap();
+    r.backup_dir(&src, "s");
+    let keys = key_files(&r);
+    assert_eq!(keys.len(), 1);
+    let (first, v) = keys[0].clone();
+    assert!(
+        v["check"].is_string(),
+        "a new key file has a checksum: {v:#}"
+    );
+    let intact = fs::read(&first).unwrap();
+    let o = r.wb_pass("not the passphrase", &["snapshots"]);
+    assert_code(
+        &o,
+        exit::WRONG_PASSWORD,
+        "wrong passphrase, intact key file",
+    );
+
+    for field in ["wrapped", "salt", "host", "created"] {
+        if field == "host" || field == "created" {
+            let mut v = v.clone();
+            v[field] = format!("{}x", v[field].as_str().unwrap()).into();
+            fs::write(&first, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        } else {
+            flip_hex_digit(&first, field);
+        }
+        let o = r.wb(&["snapshots"]);
+        assert_code(
+            &o,
+            exit::DAMAGED,
+            &format!("right passphrase, {field} damaged"),
+        );
+        assert_stderr_contains(&o, "damaged");
+        assert_stderr_contains(&o, &first.file_name().unwrap().to_string_lossy());
+        fs::write(&first, &intact).unwrap();
+    }
+    r.ok(&["snapshots"]);
+
+    // A second key; the first damaged: the second opens, and check reports the first.
+    let mut c = r.cmd(&["key", "add"]);
+    c.env("WAYBACK_NEW_PASSWORD", "second pass");
+    assert_code(&run(c), exit::OK, "key add");
+    flip_hex_digit(&first, "wrapped");
+    let o = r.wb_pass("second pass", &["cat", "latest:/f.txt", "--source", "s"]);
+    assert_code(&o, exit::OK, "the good key opens next to a damaged one");
+    assert_eq!(o.stdout, b"data");
+    let o = r.wb_pass("second pass", &["check", "--json"]);
+    assert_code(&o, exit::DAMAGED, "check with a damaged key file");
+    let rep = parse_json(&o);
+    assert_eq!(rep["problems"][0]["kind"], "key", "{rep:#}");
+    let o = r.wb(&["snapshots"]);
+    assert_code(&o, exit::DAMAGED, "the damaged key's passphrase");
+    fs::write(&first, &intact).unwrap();
+
+    // A key file written the old way (no checksum) opens as before.
+    let mut old = v.clone();
+    old.as_object_mut().unwrap().remove("check");
+    fs::write(&first, serde_json::to_vec_pretty(&old).unwrap()).unwrap();
+    r.ok(&["snapshots"]);
+    let o = r.wb_pass("not the passphrase", &["snapshots"]);
+    assert_code(&o, exit::WRONG_PASSWORD, "wrong passphrase, old key files");
+    flip_hex_digit(&first, "wrapped");
+    let o = r.wb(&["snapshots"]);
+    assert_code(&o, exit::WRONG_PASSWORD, "old key file, sealed key damaged");
+}

@@ -588,3 +588,87 @@ fn base_backups_without_an_archive_forget_normally_and_an_unknown_wal_cluster_is
     assert_eq!(v["wal"][0]["remove"], serde_json::json!([seg(1), seg(2)]));
     assert_eq!(wal_files(&r, "main"), [seg(3), seg(4)].into());
 }
+
+/// The `wal-gap` problems of `check --json` (exit 12 when there is one, 0 when none).
+fn wal_gaps(r: &Repo) -> Vec<Value> {
+    let o = r.wb(&["check", "--json"]);
+    let rep: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gaps: Vec<Value> = rep["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "wal-gap")
+        .cloned()
+        .collect();
+    assert_eq!(
+        rep["problems"].as_array().unwrap().len(),
+        gaps.len(),
+        "{rep:#}"
+    );
+    let want = if gaps.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    };
+    assert_code(&o, want, "check");
+    gaps
+}
+
+/// `check` reports a segment missing inside a base backup's PITR window (kind `wal-gap`, the
+/// cluster, the missing range, the base backups it cuts short; exit 12), not one before the
+/// oldest base backup's start (what WAL retention deletes), not a timeline switch, and does
+/// report a gap on the later timeline.
+#[test]
+fn check_reports_wal_gaps_inside_a_pitr_window_only() {
+    let r = Repo::new();
+    // Timeline 1: 0/10 .. 0/16 without 0/13.
+    push_segments(&r, "main", (0x10..=0x16).filter(|&n| n != 0x13));
+    assert!(wal_gaps(&r).is_empty(), "no base backup: no PITR window");
+    // A base backup after the gap: nothing replays through it.
+    base_backup(&r, "main", 0x15, 0x15, "2026-11-02T00:00:00Z");
+    assert!(
+        wal_gaps(&r).is_empty(),
+        "a gap before the oldest base backup"
+    );
+    // One before it: its recovery stops at the gap.
+    let early = base_backup(&r, "main", 0x11, 0x11, "2026-11-01T00:00:00Z");
+    let gaps = wal_gaps(&r);
+    assert_eq!(gaps.len(), 1, "{gaps:#?}");
+    let what = gaps[0]["what"].as_str().unwrap();
+    assert!(what.contains("cluster main"), "{what}");
+    assert!(what.contains("000000010000000000000013"), "{what}");
+    assert!(what.contains(&early[..8]), "{what}");
+    assert_eq!(
+        gaps[0]["affected"][0], "WAL main/000000010000000000000013",
+        "{gaps:#?}"
+    );
+    // A switch to timeline 2 at 0/17 (its history file, then its segments): no new gap.
+    let d = r.mkdir("tl2");
+    write_file(
+        &d.join("00000002.history"),
+        b"1\t0/17000000\tno recovery target\n",
+    );
+    r.ok(&[
+        "wal-push",
+        "--cluster",
+        "main",
+        s(&d.join("00000002.history")),
+    ]);
+    for n in [0x17u32, 0x18, 0x1B, 0x1C] {
+        let name = format!("00000002{:08X}{:08X}", n >> 8, n & 0xff);
+        let p = segment(&d, &name, SYSID, n as u8);
+        r.ok(&["wal-push", "--cluster", "main", s(&p)]);
+        fs::remove_file(p).unwrap();
+    }
+    // ... but 0/19..0/1A of timeline 2 are missing: a second gap, named as a range.
+    let gaps = wal_gaps(&r);
+    assert_eq!(gaps.len(), 2, "{gaps:#?}");
+    assert_eq!(
+        gaps[1]["affected"][0], "WAL main/000000020000000000000019..00000002000000000000001A",
+        "{gaps:#?}"
+    );
+    assert!(gaps[1]["what"].as_str().unwrap().contains("timeline 2"));
+    // Forgetting the early base backup closes its window: the timeline 1 gap is no problem.
+    r.ok(&["forget", &early]);
+    assert_eq!(wal_gaps(&r).len(), 1);
+}
