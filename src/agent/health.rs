@@ -187,6 +187,10 @@ pub struct Report {
     pub last_check: Option<CheckHealth>,
     /// Off-site copies by destination; a failed last run makes `ok` false.
     pub copies: Vec<CopyHealth>,
+    /// Lease objects of an S3 repository (empty for a local one, whose writers hold an
+    /// `flock`): who is writing or pruning now from other hosts, and stale leases of writers
+    /// that died. Neither changes `ok`: a stale lease is ignored by every taker.
+    pub leases: Vec<crate::repo::lease::LockInfo>,
 }
 
 fn age_of(t: &str, now: DateTime<Utc>) -> f64 {
@@ -392,6 +396,15 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
             last_success: c.last_success,
         });
     let copies = copy_health(repo, &snaps, now);
+    let leases = if repo.be.local_root().is_some() {
+        Vec::new()
+    } else {
+        let cfg = crate::repo::lease::LeaseConfig::from_env();
+        crate::repo::lease::list(repo.be.as_ref(), &repo.key, &cfg).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "lease objects unreadable");
+            Vec::new()
+        })
+    };
     let ok = copies.iter().all(|c| c.state == Verdict::Ok)
         && sources.iter().all(|s| s.state == Verdict::Ok)
         && clusters.iter().all(|c| c.state == Verdict::Ok)
@@ -413,6 +426,7 @@ pub fn report(repo: &Repository, now: DateTime<Utc>) -> Result<Report> {
         drills,
         last_check,
         copies,
+        leases,
     })
 }
 

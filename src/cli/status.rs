@@ -152,6 +152,17 @@ pub fn run(ra: &RepoArgs, a: Args) -> anyhow::Result<i32> {
                     .unwrap_or_default()
             );
         }
+        for l in &r.leases {
+            let who = match &l.body {
+                Some(b) => b.describe(),
+                None => format!("unreadable: {}", l.error.as_deref().unwrap_or("")),
+            };
+            if l.fresh {
+                outln!("lease    {who}");
+            } else {
+                outln!("stale    lease {who} (`wayback unlock --stale-only` removes it)");
+            }
+        }
         outln!(
             "repository {} in packs, {} free of {}",
             gib(r.repository.bytes),

@@ -15,7 +15,9 @@
 //!
 //! Clock skew: freshness compares a lease's `refreshed` time (the taker's clock) with the
 //! reader's clock, so a taker compares its clock with the store's (the `Last-Modified` of the
-//! object it just wrote) and refuses when they differ by more than the margin.
+//! object it just wrote) and refuses when they differ by more than the margin. A lease dated
+//! further ahead than the margin (its holder's clock jumped after that check) is judged by the
+//! store's `Last-Modified` of its object instead, so it cannot hold off prune for ever.
 //!
 //! Knobs (environment): `WAYBACK_LEASE_SECS` (default 300), `WAYBACK_LEASE_MARGIN_SECS`
 //! (default 60; also the largest clock skew accepted). `WAYBACK_TEST_CLOCK_OFFSET_SECS` shifts
@@ -237,7 +239,7 @@ pub fn list(be: &dyn Backend, key: &MasterKey, cfg: &LeaseConfig) -> Result<Vec<
         };
         out.push(match body {
             Ok(b) => LockInfo {
-                fresh: b.fresh_at(now, cfg.margin_secs),
+                fresh: judge(be, &path, &b, now, cfg.margin_secs),
                 name,
                 body: Some(b),
                 error: None,
@@ -251,6 +253,25 @@ pub fn list(be: &dyn Backend, key: &MasterKey, cfg: &LeaseConfig) -> Result<Vec<
         });
     }
     Ok(out)
+}
+
+/// Whether lease `b` (object `path`) still counts at `now`. A lease refreshed later than `now`
+/// plus the margin was written by a clock that is (or was, before a jump) ahead of ours: by its
+/// own times it would stay fresh until that clock's future and hold off every prune long after
+/// its holder died. Such a lease is judged by the store's clock instead, the `Last-Modified`
+/// of its object (rewritten on every refresh); when the store gives none it still counts (a
+/// live writer must never look stale).
+fn judge(be: &dyn Backend, path: &str, b: &LockBody, now: i64, margin: u64) -> bool {
+    if b.refreshed <= now.saturating_add(margin.min(i64::MAX as u64) as i64) {
+        return b.fresh_at(now, margin);
+    }
+    match be.modified(path) {
+        Ok(Some(m)) => {
+            let limit = b.lease_secs.saturating_add(margin).min(i64::MAX as u64) as i64;
+            now.saturating_sub(m) <= limit
+        }
+        _ => true,
+    }
 }
 
 /// Removes lock objects: all of them, or (`stale_only`) those that no longer count. Returns
@@ -636,6 +657,38 @@ mod tests {
         let _ = b.fresh_at(i64::MAX, u64::MAX);
         b.refreshed = i64::MAX;
         assert!(b.fresh_at(i64::MIN, 0));
+    }
+
+    #[test]
+    fn a_future_dated_lease_is_judged_by_the_stores_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = super::super::backend::LocalBackend::new(dir.path());
+        let key = MasterKey::generate();
+        let cfg = LeaseConfig {
+            lease_secs: 300,
+            margin_secs: 60,
+        };
+        let mut b = body();
+        // Refreshed a day ahead of this clock (its writer's clock ran ahead).
+        b.refreshed = now() + 86_400;
+        let path = format!("{LOCKS_DIR}/shared-h1-42-abc");
+        be.put(&path, &key.seal(LOCK_AD, &b.encode())).unwrap();
+        let l = list(&be, &key, &cfg).unwrap();
+        assert!(l[0].fresh, "just written: its holder may be alive");
+        // Not rewritten for an hour by the store's clock: its holder is gone.
+        let old = filetime::FileTime::from_unix_time(now() - 3600, 0);
+        filetime::set_file_mtime(dir.path().join(&path), old).unwrap();
+        let l = list(&be, &key, &cfg).unwrap();
+        assert!(
+            !l[0].fresh,
+            "a future-dated lease must not hold off prune forever"
+        );
+        assert_eq!(remove(&be, &key, &cfg, true).unwrap().len(), 1);
+        // A lease dated within the margin ahead is judged by its own time as before.
+        b.refreshed = now() + 30;
+        be.put(&path, &key.seal(LOCK_AD, &b.encode())).unwrap();
+        filetime::set_file_mtime(dir.path().join(&path), old).unwrap();
+        assert!(list(&be, &key, &cfg).unwrap()[0].fresh);
     }
 
     #[test]

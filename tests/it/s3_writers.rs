@@ -165,10 +165,26 @@ fn s3_a_killed_writers_lease_goes_stale_and_a_lost_lease_publishes_nothing() {
         11,
         "prune beside a fresh lease",
     );
+    // status shows who holds it (so an admin sees why prune refused), then that it went stale.
+    let o = run(on_host(&r, "p", &["status", "--json"]));
+    let st = parse_json(&o);
+    let leases = st["leases"].as_array().expect("status --json has leases");
+    assert!(
+        leases
+            .iter()
+            .any(|l| l["body"]["pid"] == w.id() && l["body"]["operation"] == "backup"),
+        "{st:#}"
+    );
     assert!(wait_until(Duration::from_secs(10), || {
         let l = locks(&r, "p");
         l.len() == 1 && l[0]["fresh"] == false
     }));
+    let o = run(on_host(&r, "p", &["status"]));
+    assert!(
+        all_output(&o).contains("stale    lease") && all_output(&o).contains("unlock --stale-only"),
+        "{}",
+        all_output(&o)
+    );
     // A stale lease is ignored (this backup never waits) and removed by unlock --stale-only.
     r.backup_dir(&src, "b");
     let o = run(on_host(&r, "p", &["unlock", "--stale-only", "--json"]));
