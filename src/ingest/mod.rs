@@ -217,22 +217,32 @@ fn run_packer(
             })
             .collect();
         drop(pack_rx);
-        let mut pw = PackWriter::new();
+        // Trees go into packs of their own (as restic's): a walk of a snapshot (ls -R, the
+        // mount's ls -lR, restore's and diff's traversal) then reads a few compact tree packs
+        // instead of one window of every data pack. Measured on Garage, a 22k-file tree: ls -R
+        // made 177 window fetches in 2.05 s with trees beside the data.
+        let mut data = PackWriter::new();
+        let mut trees = PackWriter::new();
         for blob in rx {
             counters
                 .bytes_stored
                 .fetch_add(blob.bytes.len() as u64, Ordering::Relaxed);
+            let pw = match blob.kind {
+                BlobKind::Tree => &mut trees,
+                BlobKind::Data => &mut data,
+            };
             pw.add(&blob);
             if pw.is_full()
-                && (failed.load(Ordering::Relaxed)
-                    || pack_tx.send(std::mem::take(&mut pw)).is_err())
+                && (failed.load(Ordering::Relaxed) || pack_tx.send(std::mem::take(pw)).is_err())
             {
                 // A flusher failed: its error is returned below.
                 break;
             }
         }
-        if !pw.is_empty() && !failed.load(Ordering::Relaxed) {
-            let _ = pack_tx.send(pw);
+        for pw in [data, trees] {
+            if !pw.is_empty() && !failed.load(Ordering::Relaxed) {
+                let _ = pack_tx.send(pw);
+            }
         }
         drop(pack_tx);
         let mut first = Ok(());

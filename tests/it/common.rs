@@ -241,6 +241,21 @@ impl Repo {
     }
 
     /// All pack files currently in the repository.
+    /// The data pack a backup wrote since `before`. A backup writes its trees into a pack of
+    /// their own beside its data; the tests' data dwarfs their trees, so size tells them apart.
+    #[track_caller]
+    pub fn new_data_pack(&self, before: &BTreeSet<PathBuf>) -> PathBuf {
+        let mut new: Vec<PathBuf> = self.packs().difference(before).cloned().collect();
+        assert_eq!(new.len(), 2, "one data pack and one tree pack: {new:?}");
+        new.sort_by_key(|p| fs::metadata(p).unwrap().len());
+        let size = |p: &PathBuf| fs::metadata(p).unwrap().len();
+        assert!(
+            size(&new[1]) > 4 * size(&new[0]),
+            "no pack stands out as data"
+        );
+        new.pop().unwrap()
+    }
+
     pub fn packs(&self) -> BTreeSet<PathBuf> {
         let mut out = BTreeSet::new();
         let Ok(rd) = fs::read_dir(self.path.join("packs")) else {

@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A repository with two sources whose data sit in different packs:
 /// source `A` (file `a.bin`) in one pack, source `B` (file `b.bin`, snapshot `snap_b`) in
-/// `pack_b`.
+/// data pack `pack_b`.
 struct TwoSources {
     r: Repo,
     a_dir: PathBuf,
@@ -34,13 +34,7 @@ fn two_sources() -> TwoSources {
     let b_dir = r.mkdir("b");
     write_random(&b_dir.join("b.bin"), FILE_SIZE, 0xb);
     let snap_b = r.backup_dir(&b_dir, "B");
-    let new: Vec<PathBuf> = r.packs().difference(&packs_a).cloned().collect();
-    assert_eq!(
-        new.len(),
-        1,
-        "source B should have written exactly one pack: {new:?}"
-    );
-    let pack_b = new.into_iter().next().unwrap();
+    let pack_b = r.new_data_pack(&packs_a);
     TwoSources {
         r,
         a_dir,
@@ -382,12 +376,11 @@ fn damaged_hardlinked_file_leaves_no_name_with_wrong_content() {
     fs::hard_link(src.join("h1"), src.join("sub/h3")).unwrap();
     write_file(&src.join("zz_after.txt"), b"after the links");
     r.backup_dir(&src, "L");
-    let new: Vec<_> = r.packs().difference(&before).cloned().collect();
-    assert_eq!(new.len(), 1);
-    let mut image = fs::read(&new[0]).unwrap();
+    let pack = r.new_data_pack(&before);
+    let mut image = fs::read(&pack).unwrap();
     let mid = image.len() / 2;
     image[mid] ^= 0x01;
-    fs::write(&new[0], &image).unwrap();
+    fs::write(&pack, &image).unwrap();
 
     let truth = fs::read(src.join("h1")).unwrap();
     let dst = r.scratch("dst");
@@ -413,9 +406,10 @@ fn damaged_hardlinked_file_leaves_no_name_with_wrong_content() {
 fn damaged_tree_blob_is_found_and_contained() {
     let r = Repo::new();
     // Source "one" stores the file content; source "two" has the same content deeper down,
-    // so its pack holds only tree blobs (the data deduplicates).
+    // so it writes only a pack of tree blobs (the data deduplicates).
     let one = r.mkdir("one");
     write_random(&one.join("f.bin"), 200_000, 5);
+    write_file(&one.join("top.txt"), b"top");
     r.backup_dir(&one, "one");
     let before = r.packs();
     let two = r.mkdir("two");

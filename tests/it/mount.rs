@@ -352,11 +352,10 @@ fn corrupt_pack_gives_eio_for_that_file_only() {
     let b = r.mkdir("b");
     fs::write(b.join("bad.bin"), pseudo_random(2 << 20, 2)).unwrap();
     r.backup_dir(&b, "b");
-    let new: Vec<_> = r.packs().difference(&before).cloned().collect();
-    assert_eq!(new.len(), 1);
-    let mut bytes = fs::read(&new[0]).unwrap();
+    let pack = r.new_data_pack(&before);
+    let mut bytes = fs::read(&pack).unwrap();
     bytes[1000] ^= 0xff;
-    fs::write(&new[0], bytes).unwrap();
+    fs::write(&pack, bytes).unwrap();
     let m = Mounted::new(&r, &[]);
     sh_ok(&format!(
         "cmp {} {}",

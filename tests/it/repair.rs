@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::common::*;
 
-/// A backup of four 300 KB files (one chunk each, one pack) and its pack.
+/// A backup of four 300 KB files (one chunk each, one data pack beside the tree pack) and its
+/// data pack.
 fn four_files() -> (Repo, PathBuf, Value, PathBuf) {
     let r = Repo::new();
     let src = r.mkdir("src");
@@ -18,9 +19,8 @@ fn four_files() -> (Repo, PathBuf, Value, PathBuf) {
         write_random(&src.join(n), 300_000, 40 + i as u64);
     }
     let snap = r.backup_dir(&src, "s");
-    let packs: Vec<PathBuf> = r.packs().into_iter().collect();
-    assert_eq!(packs.len(), 1);
-    (r, src, snap, packs[0].clone())
+    let pack = r.new_data_pack(&BTreeSet::new());
+    (r, src, snap, pack)
 }
 
 fn pack_name(p: &Path) -> String {
@@ -72,9 +72,10 @@ fn a_damaged_blob_costs_exactly_its_file_and_the_rest_is_salvaged() {
     let o = r.code(&["repair", "packs", "--dry-run", "--json"], exit::DAMAGED);
     let plan = parse_json(&o);
     assert_eq!(plan["damaged"].as_array().unwrap().len(), 1, "{plan:#}");
-    // Four chunks and two trees were in the pack: all but the damaged chunk verify.
-    assert_eq!(plan["damaged"][0]["located"], 6, "{plan:#}");
-    assert_eq!(plan["damaged"][0]["salvaged"], 5, "{plan:#}");
+    // Four chunks were in the data pack (the trees are in a pack of their own): all but the
+    // damaged chunk verify.
+    assert_eq!(plan["damaged"][0]["located"], 4, "{plan:#}");
+    assert_eq!(plan["damaged"][0]["salvaged"], 3, "{plan:#}");
     assert_eq!(plan["damaged"][0]["lost"].as_array().unwrap().len(), 1);
     assert!(plan["damaged"][0]["quarantined"].is_null());
     assert!(pack.exists());

@@ -194,7 +194,11 @@ fn s3_wal_archiving_as_postgres_and_point_in_time_recovery_with_wal_fetch() {
         !conf.contains(&g.env()[1].1),
         "a key is in restore_command: {conf}"
     );
-    // wal-fetch runs as postgres with its HOME's cache directory (~/.cache/wayback).
+    // wal-fetch runs as postgres with its HOME's cache directory (~/.cache/wayback); what it
+    // creates there is removed after the test (each run's bucket gets a cache of its own).
+    let pg_cache = PathBuf::from("/var/lib/postgresql/.cache/wayback");
+    let before = entries(&pg_cache);
+    let _clean = RemoveNew(pg_cache, before);
     assert_eq!(start_recovered(&data, &r.scratch("sock2")), "100|3|100000");
     // The original cluster is untouched and has the later state.
     assert_eq!(pg.sql("app", "SELECT count(*) FROM t"), "250");
@@ -220,4 +224,23 @@ fn s3_wal_archiving_as_postgres_and_point_in_time_recovery_with_wal_fetch() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+fn entries(dir: &std::path::Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Removes, when dropped, the entries of a directory that were not in it before.
+struct RemoveNew(PathBuf, Vec<PathBuf>);
+
+impl Drop for RemoveNew {
+    fn drop(&mut self) {
+        for e in entries(&self.0) {
+            if !self.1.contains(&e) {
+                let _ = fs::remove_dir_all(&e);
+            }
+        }
+    }
 }
