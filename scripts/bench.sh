@@ -284,3 +284,13 @@ for k in "ls -lR, cold (s):lslr" "ls -lR, warm (s):lslr_warm" "find -type f | wc
 done
 echo "(peak RSS includes each tool's key derivation at mount: wayback's argon2id takes 64 MiB for a"
 echo " moment and frees it; 'RSS after these' is what walking and reading hold)"
+# Restore of the tree against cp -a of it, both from a cold page cache and followed by sync
+# (the restore's target: no slower than copying the tree, 1.1x at most).
+if [[ " ${TOOLS:-wayback restic borg} " == *" wayback "* ]]; then
+  rm -rf "$B/sys-restore" "$B/sys-cpa"; drop_caches
+  rs=$(secs sh -c "'$WB' --repo '$B/repo-sys-wayback' restore latest --source sys --target '$B/sys-restore' && sync")
+  drop_caches
+  cpa=$(secs sh -c "cp -a '$SYS' '$B/sys-cpa' && sync")
+  echo "(restore of the system tree + sync: $rs s; cp -a of it + sync: $cpa s; restore/cp -a $(ratio "$cpa" "$rs"), goal <= 1.10x)"
+  rm -rf "$B/sys-restore" "$B/sys-cpa"
+fi
