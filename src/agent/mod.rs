@@ -603,7 +603,10 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                     ..Default::default()
                 };
                 // On S3 the agent holds a shared lease; its prune needs an exclusive one,
-                // which it gets only while no other host's lease is fresh.
+                // which it gets only while no other host's lease is fresh. A shared lease lost
+                // meanwhile (this host stalled past it) is taken again first: otherwise the
+                // prune would be skipped as if another host were in the way.
+                r2.ensure_lease()?;
                 let _ex = r2.exclusive_lease("prune")?;
                 let r = crate::maint::prune::prune(&r2, &opts, &mut |_| {});
                 if let Ok(rep) = &r {
@@ -623,7 +626,7 @@ async fn schedule(cfg: Config, repo: Arc<Repository>, shared: Arc<Shared>) {
                 ),
                 Ok(Err(crate::error::Error::Locked(holder))) => tracing::warn!(
                     %holder,
-                    "prune skipped: another host's lease is fresh; the next schedule retries"
+                    "prune skipped: a lease is in the way; the next schedule retries"
                 ),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "prune failed; nothing it had not finished was deleted")

@@ -341,3 +341,52 @@ fn s3_the_agent_holds_a_shared_lease_and_prunes_only_when_no_other_host_writes()
     let snaps = r.snapshots();
     assert!(snaps.iter().any(|s| s["source"] == "other"), "{snaps:?}");
 }
+
+#[test]
+fn s3_an_agent_whose_lease_was_removed_takes_a_new_one_for_its_prune() {
+    let Some(g) = Garage::start() else { return };
+    let mut r = g.repo("agent-lost");
+    r.env.push(("WAYBACK_LEASE_SECS".into(), "3".into()));
+    r.env.push(("WAYBACK_LEASE_MARGIN_SECS".into(), "1".into()));
+    let cfg = r.scratch("agent.toml");
+    // One backup at the start, then none for an hour: only prunes run meanwhile.
+    fs::write(
+        &cfg,
+        format!(
+            "repo = \"{}\"\nprune_every = \"2s\"\nprune_grace = \"0s\"\n\n[[source]]\nname = \"rnd\"\ntype = \"command\"\ncommand = \"head -c 65536 /dev/urandom\"\nfile = \"r.bin\"\nevery = \"1h\"\n",
+            g.location("agent-lost")
+        ),
+    )
+    .unwrap();
+    let log = r.scratch("agent.log");
+    let _agent = crate::common::KillOnDrop(
+        on_host(&r, "a", &["-v", "agent", "--config", s(&cfg)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let text = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || count(&log, "prune done") >= 1),
+        "{}",
+        text()
+    );
+    // Its lease removed under it (`unlock` of every lease): the agent loses it at its next
+    // refresh; its next prune takes a new shared lease first instead of skipping as if
+    // another host were in the way.
+    assert_code(&run(on_host(&r, "p", &["unlock"])), 0, "unlock");
+    assert!(
+        wait_until(Duration::from_secs(20), || count(&log, "lease lost") >= 1),
+        "{}",
+        text()
+    );
+    let done = count(&log, "prune done");
+    assert!(
+        wait_until(Duration::from_secs(20), || count(&log, "prune done") > done),
+        "no prune after the lease was lost: {}",
+        text()
+    );
+    assert!(text().contains("took a new lease"), "{}", text());
+    assert_eq!(count(&log, "prune skipped"), 0, "{}", text());
+}
