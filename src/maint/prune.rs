@@ -314,7 +314,7 @@ pub fn prune(
         drop(tx);
         // A flusher error first: feeding stops (`None`) when the flusher hung up.
         let mut n = flusher.join().expect("flusher panicked")?;
-        if let Some(pw) = fed?.filter(|pw| !pw.is_empty()) {
+        for pw in fed?.into_iter().flatten().filter(|pw| !pw.is_empty()) {
             flush(repo, pw)?;
             n += 1;
         }
@@ -354,8 +354,10 @@ pub fn prune(
 }
 
 /// Reads and verifies the live blobs of each pack to repack, sending full new packs to the
-/// flusher; returns the last, partly filled one (`None` if the flusher hung up: its error is
-/// the one to report). Packs whose blobs fail to verify are listed as damaged and kept.
+/// flusher; returns the last, partly filled ones (`None` if the flusher hung up: its error is
+/// the one to report). Packs whose blobs fail to verify are listed as damaged and kept. Trees
+/// and data go to packs of their own, as a backup writes them (see `ingest::run_packer`), so
+/// repacking old mixed packs also separates them.
 #[allow(clippy::too_many_arguments)]
 fn feed_repacks(
     repo: &Repository,
@@ -367,15 +369,16 @@ fn feed_repacks(
     rep: &mut PruneReport,
     progress: &mut dyn FnMut(&str),
     tx: &crossbeam_channel::Sender<PackWriter>,
-) -> Result<Option<PackWriter>> {
-    let mut pw = PackWriter::new();
+) -> Result<Option<[PackWriter; 2]>> {
+    let mut pws = [PackWriter::new(), PackWriter::new()];
     for (i, (p, _)) in repack.iter().enumerate() {
         progress(&format!("repacking {}/{}", i + 1, repack.len()));
         match live_sealed_blobs(repo, p, live) {
             Ok(blobs) => {
                 for (e, bytes) in blobs {
+                    let pw = &mut pws[usize::from(e.kind == BlobKind::Tree)];
                     pw.add_sealed(e.kind, e.id, e.raw_length, &bytes);
-                    if pw.is_full() && tx.send(std::mem::take(&mut pw)).is_err() {
+                    if pw.is_full() && tx.send(std::mem::take(pw)).is_err() {
                         return Ok(None);
                     }
                 }
@@ -391,7 +394,7 @@ fn feed_repacks(
             }
         }
     }
-    Ok(Some(pw))
+    Ok(Some(pws))
 }
 
 /// The partly used packs worth repacking: by unused share, most first (ties by unused bytes,

@@ -366,3 +366,39 @@ fn forget_with_prune_frees_the_space_in_one_command() {
     assert_eq!(u64_of(&v, "/prune/packs_deleted"), 0, "{v:#}");
     assert!(u64_of(&v, "/prune/packs_marked") >= 1, "{v:#}");
 }
+
+#[test]
+fn repacking_keeps_trees_and_data_in_packs_of_their_own() {
+    use wayback::id::BlobKind;
+    use wayback::repo::{Access, Repository};
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    write_random(&src.join("keep/k.bin"), 400_000, 1);
+    write_random(&src.join("gone/g.bin"), 400_000, 2);
+    let first = snap(&r, &src, "s");
+    fs::remove_dir_all(src.join("gone")).unwrap();
+    snap(&r, &src, "s");
+    // The first snapshot's data pack (k live, g dead) and tree pack (keep's tree live, the
+    // root and gone's tree dead) are both partly used: prune repacks them together.
+    forget(&r, &first);
+    let rep = prune_json(&r, &["--grace", "0", "--max-unused", "0%"]);
+    assert!(u64_of(&rep, "/packs_repacked") >= 2, "{rep:#}");
+    let repo = Repository::open(&r.path, PASSWORD.as_bytes(), Access::Read).unwrap();
+    let mut kinds: std::collections::HashMap<_, std::collections::BTreeSet<u8>> =
+        Default::default();
+    for (kind, _, loc) in repo.index.blobs().unwrap() {
+        kinds
+            .entry(loc.pack)
+            .or_default()
+            .insert(u8::from(kind == BlobKind::Tree));
+    }
+    assert!(
+        kinds.values().all(|k| k.len() == 1),
+        "a mixed pack: {kinds:?}"
+    );
+    drop(repo);
+    r.ok(&["check", "--read-data"]);
+    let out = r.scratch("out");
+    r.restore("latest", &out, &["--source", "s"]);
+    assert_trees_equal(&src, &out);
+}
