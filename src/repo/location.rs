@@ -211,8 +211,15 @@ impl S3Location {
             let v = percent_decode(v)?;
             match k {
                 "endpoint" => {
-                    if !(v.starts_with("http://") || v.starts_with("https://")) {
-                        return Err(bad("endpoint must be an http:// or https:// URL"));
+                    let host = v
+                        .strip_prefix("http://")
+                        .or_else(|| v.strip_prefix("https://"))
+                        .ok_or_else(|| bad("endpoint must be an http:// or https:// URL"))?;
+                    // "http://" alone (or "http:///x") names no server: refused here rather
+                    // than at the first request, and the location's canonical form (which
+                    // drops trailing slashes) would not parse again.
+                    if host.trim_start_matches('/').is_empty() || host.starts_with('/') {
+                        return Err(bad("endpoint names no host"));
                     }
                     loc.endpoint = Some(v.trim_end_matches('/').to_string());
                 }
@@ -375,6 +382,17 @@ mod tests {
         ] {
             assert!(Location::parse(OsStr::new(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_without_a_host_is_refused() {
+        // Found by the `location` fuzz target: "http://" parsed, and its canonical form
+        // ("http:") did not parse again.
+        for e in ["http://", "http%3A%2F%2F", "https:///", "http:///x"] {
+            let u = format!("s3://bkt/?endpoint={e}");
+            assert!(Location::parse(OsStr::new(&u)).is_err(), "{u}");
+        }
+        assert!(Location::parse(OsStr::new("s3://bkt/?endpoint=http://h/")).is_ok());
     }
 
     #[test]
