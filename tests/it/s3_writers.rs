@@ -3,7 +3,7 @@
 //! (`locks/`, see `src/repo/lease.rs`) coordinate them.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -32,6 +32,25 @@ fn slow_backup(r: &Repo, host: &str, dir: &Path, secs: u32, source: &str) -> Chi
     .stderr(Stdio::piped())
     .spawn()
     .unwrap()
+}
+
+/// Leases of `secs` seconds with a 1 s margin, so tests see them go stale quickly.
+fn short_leases(r: &mut Repo, secs: u32) {
+    r.env.push(("WAYBACK_LEASE_SECS".into(), secs.to_string()));
+    r.env.push(("WAYBACK_LEASE_MARGIN_SECS".into(), "1".into()));
+}
+
+/// An agent on `host` with config `cfg`, logging at -v to the returned file; killed on drop.
+fn agent_on(r: &Repo, host: &str, cfg: &Path) -> (crate::common::KillOnDrop, PathBuf) {
+    let log = r.scratch("agent.log");
+    let agent = crate::common::KillOnDrop(
+        on_host(r, host, &["-v", "agent", "--config", s(cfg)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    (agent, log)
 }
 
 /// `locks --json` on `host`.
@@ -149,8 +168,7 @@ fn s3_two_hosts_back_up_at_once_prune_refuses_meanwhile_then_runs_and_dedups() {
 fn s3_a_killed_writers_lease_goes_stale_and_a_lost_lease_publishes_nothing() {
     let Some(g) = Garage::start() else { return };
     let mut r = g.repo("stale");
-    r.env.push(("WAYBACK_LEASE_SECS".into(), "2".into()));
-    r.env.push(("WAYBACK_LEASE_MARGIN_SECS".into(), "1".into()));
+    short_leases(&mut r, 2);
     let src = r.mkdir("src");
     write_random(&src.join("f.bin"), 1 << 20, 5);
     // kill -9: the lease stays, fresh at first (prune refuses), stale after lease + margin.
@@ -309,14 +327,7 @@ fn s3_the_agent_holds_a_shared_lease_and_prunes_only_when_no_other_host_writes()
     assert!(wait_until(Duration::from_secs(20), || fresh_shared(
         &locks(&r, "p")
     ) == 1));
-    let log = r.scratch("agent.log");
-    let _agent = crate::common::KillOnDrop(
-        on_host(&r, "a", &["-v", "agent", "--config", s(&cfg)])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (_agent, log) = agent_on(&r, "a", &cfg);
     assert!(
         wait_until(Duration::from_secs(30), || count(&log, "prune skipped")
             >= 1),
@@ -346,8 +357,7 @@ fn s3_the_agent_holds_a_shared_lease_and_prunes_only_when_no_other_host_writes()
 fn s3_an_agent_whose_lease_was_removed_takes_a_new_one_for_its_prune() {
     let Some(g) = Garage::start() else { return };
     let mut r = g.repo("agent-lost");
-    r.env.push(("WAYBACK_LEASE_SECS".into(), "3".into()));
-    r.env.push(("WAYBACK_LEASE_MARGIN_SECS".into(), "1".into()));
+    short_leases(&mut r, 3);
     let cfg = r.scratch("agent.toml");
     // One backup at the start, then none for an hour: only prunes run meanwhile.
     fs::write(
@@ -358,14 +368,7 @@ fn s3_an_agent_whose_lease_was_removed_takes_a_new_one_for_its_prune() {
         ),
     )
     .unwrap();
-    let log = r.scratch("agent.log");
-    let _agent = crate::common::KillOnDrop(
-        on_host(&r, "a", &["-v", "agent", "--config", s(&cfg)])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (_agent, log) = agent_on(&r, "a", &cfg);
     let text = || fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(30), || count(&log, "prune done") >= 1),
