@@ -511,6 +511,38 @@ fn reply_lookup(parent: Ino, r: Result<Lookup, Errno>, reply: ReplyEntry) {
     }
 }
 
+/// Replies that carry nothing but success or an error code (a listing's entries are added
+/// to the reply before it is sent).
+trait ReplyDone {
+    fn done(self);
+    fn fail(self, code: c_int);
+}
+
+macro_rules! reply_done {
+    ($($t:ty),*) => {$(
+        impl ReplyDone for $t {
+            fn done(self) {
+                self.ok()
+            }
+            fn fail(self, code: c_int) {
+                self.error(code)
+            }
+        }
+    )*};
+}
+reply_done!(ReplyEmpty, ReplyDirectory, ReplyDirectoryPlus);
+
+/// Sends `r`'s outcome, logging an error under `op`.
+fn reply_done(op: &str, ino: Ino, r: Result<(), Errno>, reply: impl ReplyDone) {
+    match r {
+        Ok(()) => reply.done(),
+        Err(e) => {
+            log_err(op, ino, e);
+            reply.fail(code(e))
+        }
+    }
+}
+
 fn reply_attr(ino: Ino, r: Result<Entry, Errno>, reply: ReplyAttr) {
     match r {
         Ok(e) => reply.attr(&e.ttl, &file_attr(&e.attr)),
@@ -894,12 +926,8 @@ impl<V: View> Filesystem for Driver<V> {
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _ds: bool, reply: ReplyEmpty) {
         // Nothing is ever dirty in a read-only view; writable views make their writes durable.
-        self.spawn_op(Op::Other, move |s| match s.view.fsync(ino) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                log_err("fsync", ino, e);
-                reply.error(code(e))
-            }
+        self.spawn_op(Op::Other, move |s| {
+            reply_done("fsync", ino, s.view.fsync(ino), reply)
         });
     }
 
@@ -944,24 +972,13 @@ impl<V: View> Filesystem for Driver<V> {
     ) {
         let t = Stats::start(Op::Readdirplus);
         if let Some(r) = self.shared.readdirplus_cached(ino, fh, offset, &mut reply) {
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    log_err("readdirplus", ino, e);
-                    reply.error(code(e))
-                }
-            }
+            reply_done("readdirplus", ino, r, reply);
             self.shared.stats.done_inline(t);
             return;
         }
         self.spawn_op(Op::Readdirplus, move |s| {
-            match s.readdirplus(ino, fh, offset, &mut reply) {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    log_err("readdirplus", ino, e);
-                    reply.error(code(e))
-                }
-            }
+            let r = s.readdirplus(ino, fh, offset, &mut reply);
+            reply_done("readdirplus", ino, r, reply)
         });
     }
 
@@ -979,24 +996,14 @@ impl<V: View> Filesystem for Driver<V> {
             .is_some_and(|l| l.ino == ino)
         {
             // Names only, from the listing captured at opendir: no I/O.
-            match self.shared.readdir(ino, fh, offset, &mut reply) {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    log_err("readdir", ino, e);
-                    reply.error(code(e))
-                }
-            }
+            let r = self.shared.readdir(ino, fh, offset, &mut reply);
+            reply_done("readdir", ino, r, reply);
             self.shared.stats.done_inline(t);
             return;
         }
         self.spawn_op(Op::Readdir, move |s| {
-            match s.readdir(ino, fh, offset, &mut reply) {
-                Ok(()) => reply.ok(),
-                Err(e) => {
-                    log_err("readdir", ino, e);
-                    reply.error(code(e))
-                }
-            }
+            let r = s.readdir(ino, fh, offset, &mut reply);
+            reply_done("readdir", ino, r, reply)
         });
     }
 
