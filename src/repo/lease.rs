@@ -132,8 +132,12 @@ impl LockBody {
 
     /// True while the lease counts: refreshed no longer than its lease plus `margin` ago.
     pub fn fresh_at(&self, now: i64, margin: u64) -> bool {
-        let limit = self.lease_secs.saturating_add(margin).min(i64::MAX as u64) as i64;
-        now.saturating_sub(self.refreshed) <= limit
+        now.saturating_sub(self.refreshed) <= self.limit(margin)
+    }
+
+    /// Seconds after its last refresh this lease still counts: lease time plus `margin`.
+    fn limit(&self, margin: u64) -> i64 {
+        self.lease_secs.saturating_add(margin).min(i64::MAX as u64) as i64
     }
 
     /// "host H pid P (operation), shared lease since T": names the holder in refusals,
@@ -266,10 +270,7 @@ fn judge(be: &dyn Backend, path: &str, b: &LockBody, now: i64, margin: u64) -> b
         return b.fresh_at(now, margin);
     }
     match be.modified(path) {
-        Ok(Some(m)) => {
-            let limit = b.lease_secs.saturating_add(margin).min(i64::MAX as u64) as i64;
-            now.saturating_sub(m) <= limit
-        }
+        Ok(Some(m)) => now.saturating_sub(m) <= b.limit(margin),
         _ => true,
     }
 }

@@ -1196,10 +1196,10 @@ fn repair_world() -> (World, Repo) {
         write_random(&src.join(n), 300_000, 40 + i as u64);
     }
     r.backup_dir(&src, "s");
-    let new = [r.new_data_pack(&before)];
-    let mut image = fs::read(&new[0]).unwrap();
+    let damaged = r.new_data_pack(&before);
+    let mut image = fs::read(&damaged).unwrap();
     image[100] ^= 0x10; // inside the first blob
-    fs::write(&new[0], &image).unwrap();
+    fs::write(&damaged, &image).unwrap();
     let repo = Repository::open(&r.path, PASSWORD.as_bytes(), Access::Read).unwrap();
     let rep = check(
         &repo,
@@ -1224,7 +1224,7 @@ fn repair_world() -> (World, Repo) {
         .unwrap();
     let template = tmp.path().join("template");
     copy_dir(&r.path, &template);
-    let pack = new[0].file_name().unwrap().to_string_lossy().into_owned();
+    let pack = damaged.file_name().unwrap().to_string_lossy().into_owned();
     (
         World {
             tmp,
