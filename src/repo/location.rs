@@ -218,7 +218,7 @@ impl S3Location {
                     // "http://" alone (or "http:///x") names no server: refused here rather
                     // than at the first request, and the location's canonical form (which
                     // drops trailing slashes) would not parse again.
-                    if host.trim_start_matches('/').is_empty() || host.starts_with('/') {
+                    if host.is_empty() || host.starts_with('/') {
                         return Err(bad("endpoint names no host"));
                     }
                     loc.endpoint = Some(v.trim_end_matches('/').to_string());
