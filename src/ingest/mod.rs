@@ -1,12 +1,14 @@
 //! The archiver pipeline: chunks in, packs out.
 //!
 //! ```text
-//! walker thread: read -> chunk -> keyed blake3 id -> dedup (pending set + index)
+//! walkers: read -> chunk -> keyed blake3 id -> dedup (pending set + index)
 //!     -> new blobs -> N workers: zstd + AES-GCM-SIV -> packer: pack image
 //!     -> flusher(s): put (fsync) -> index      (1 locally, 2 to an object store)
 //! ```
 //! Why this split: chunking and hashing are sequential per stream and fast; compression and
-//! encryption are the CPU-heavy part and parallelize per blob, so they use every core. Channels
+//! encryption are the CPU-heavy part and parallelize per blob, so they use every core. A file
+//! tree is walked by a pool of threads (`fs`), one file per thread at a time; a stream has one
+//! walker. Channels
 //! are bounded, so memory stays bounded whatever the input size. Any stage that fails closes its
 //! channel, so the others stop instead of hanging; the snapshot manifest is written only after
 //! `Saver` finished and every pack is durable and indexed.
@@ -64,11 +66,34 @@ impl Saver<'_> {
     /// Stores `data` unless a blob with the same id exists; returns the id.
     pub fn save(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
         let id = self.repo.key.blob_id(data);
-        if self.is_known(kind, &id)? {
+        self.save_as(kind, id, || data.to_vec())
+    }
+
+    /// [`Saver::save`] of a buffer the caller no longer needs: a new blob is handed to the
+    /// sealers without a copy (a small file is read into a buffer of its own).
+    pub fn save_owned(&self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
+        let id = self.repo.key.blob_id(&data);
+        self.save_as(kind, id, || data)
+    }
+
+    /// Sends the blob `id` unless it is stored or pending. Walkers run in parallel, so the
+    /// claim is the insert into `pending`: of two threads saving the same new blob one sends
+    /// it, the other counts a dedup. `pending` is asked first: a flusher indexes a pack
+    /// before it clears its blobs from `pending`, so a blob is always found in one of them.
+    fn save_as(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        data: impl FnOnce() -> Vec<u8>,
+    ) -> Result<BlobId> {
+        if self.is_pending(kind, &id)
+            || self.repo.index.contains(kind, &id)?
+            || !self.pending.lock().expect("poisoned").insert((kind, id))
+        {
             self.counters.blobs_dedup.fetch_add(1, Ordering::Relaxed);
             return Ok(id);
         }
-        self.send(kind, id, data.to_vec())?;
+        self.send(kind, id, data())?;
         Ok(id)
     }
 
@@ -87,25 +112,12 @@ impl Saver<'_> {
             .contains(&(kind, *id))
     }
 
-    fn is_known(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
-        if self
-            .pending
-            .lock()
-            .expect("poisoned")
-            .contains(&(kind, *id))
-        {
-            return Ok(true);
-        }
-        self.repo.index.contains(kind, id)
-    }
-
     fn send(&self, kind: BlobKind, id: BlobId, data: Vec<u8>) -> Result<()> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(Error::Invalid(
                 "storage pipeline stopped after an error".into(),
             ));
         }
-        self.pending.lock().expect("poisoned").insert((kind, id));
         self.counters.blobs_new.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_added

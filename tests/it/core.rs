@@ -1446,3 +1446,55 @@ fn a_damaged_key_file_is_damage_not_a_wrong_passphrase() {
     let o = r.wb(&["snapshots"]);
     assert_code(&o, exit::WRONG_PASSWORD, "old key file, sealed key damaged");
 }
+
+/// The source is walked by a pool of threads: whatever their number, the same tree gives the
+/// same snapshot root, and content that recurs across files running in parallel is stored once
+/// (two walkers that meet the same new blob must not both send it).
+#[test]
+fn parallel_walkers_store_each_blob_once_and_make_the_same_tree() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    let contents: Vec<Vec<u8>> = (0..5)
+        .map(|i| random_bytes(20_000 + i * 1_000, 100 + i as u64))
+        .collect();
+    // All files of a directory alike: the walkers that split a directory meet the same new
+    // blob at the same moment.
+    for d in 0..10 {
+        for f in 0..100 {
+            write_file(
+                &src.join(format!("d{d:02}/f{f:03}")),
+                &contents[d % contents.len()],
+            );
+        }
+    }
+    let big = random_bytes(3 * MIB, 7);
+    for d in 0..3 {
+        write_file(&src.join(format!("d{d:02}/big.bin")), &big);
+    }
+    let unique: u64 = contents.iter().map(|c| c.len() as u64).sum::<u64>() + big.len() as u64;
+    let backup = |walkers: &str, source: &str| {
+        let mut c = r.cmd(&["backup", s(&src), "--source", source, "--json"]);
+        c.env("WAYBACK_WALKERS", walkers);
+        let o = run(c);
+        assert_code(&o, exit::OK, "backup");
+        parse_json(&o)
+    };
+    let eight = backup("8", "eight");
+    let added = u64_of(&eight, "/stats/bytes_added");
+    // The 1,003 files hold 6 distinct contents; the trees add well under 200 kB.
+    assert!(
+        added >= unique && added < unique + 200_000,
+        "8 walkers stored {added} bytes for {unique} unique: {eight:#}"
+    );
+    assert_eq!(u64_of(&eight, "/stats/files"), 1_003);
+    // Another source (no parent), one walker: the same trees, so the same root, nothing new.
+    let one = backup("1", "one");
+    assert_eq!(
+        one["root"], eight["root"],
+        "the walker count changed the tree"
+    );
+    assert_eq!(u64_of(&one, "/stats/bytes_added"), 0, "{one:#}");
+    let dst = r.scratch("dst");
+    r.restore("latest", &dst, &["--source", "eight"]);
+    assert_trees_equal(&src, &dst);
+}
