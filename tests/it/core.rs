@@ -1498,3 +1498,55 @@ fn parallel_walkers_store_each_blob_once_and_make_the_same_tree() {
     r.restore("latest", &dst, &["--source", "eight"]);
     assert_trees_equal(&src, &dst);
 }
+
+/// The compression level is chosen at `init` and holds for the repository: a level outside
+/// 1..=19 is refused as a usage error, a high one stores compressible data in fewer bytes
+/// than the default, and both read back the same.
+#[test]
+fn init_zstd_level_is_checked_and_used() {
+    let r = Repo::new();
+    let src = r.mkdir("src");
+    let mut text = Vec::new();
+    for i in 0..200_000u32 {
+        text.extend_from_slice(
+            format!(
+                "{i}\t{:08x}\tstatus=active\n",
+                i.wrapping_mul(2_654_435_761)
+            )
+            .as_bytes(),
+        );
+    }
+    write_file(&src.join("rows.txt"), &text);
+    let other = r.scratch("repo19");
+    for bad in ["0", "20", "-1"] {
+        let o = r.wb(&["--repo", s(&other), "init", "--zstd-level", bad]);
+        assert_code(&o, exit::USAGE, "init with a zstd level out of range");
+        assert!(!other.join("config").exists());
+    }
+    r.ok(&["--repo", s(&other), "init", "--zstd-level", "19"]);
+    let default = u64_of(&r.backup_dir(&src, "src"), "/stats/bytes_stored");
+    let o = r.ok(&[
+        "--repo",
+        s(&other),
+        "backup",
+        s(&src),
+        "--source",
+        "src",
+        "--json",
+    ]);
+    let high = u64_of(&parse_json(&o), "/stats/bytes_stored");
+    assert!(
+        high < default,
+        "level 19 stored {high} bytes, the default level {default}"
+    );
+    let dst = r.scratch("dst");
+    r.ok(&[
+        "--repo",
+        s(&other),
+        "restore",
+        "latest",
+        "--target",
+        s(&dst),
+    ]);
+    assert_trees_equal(&src, &dst);
+}
