@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use globset::GlobSet;
 use rayon::prelude::*;
@@ -49,6 +49,44 @@ struct Walker<'a, 's> {
     excludes: &'a GlobSet,
     stats: Mutex<SnapshotStats>,
     warnings: Mutex<Vec<String>>,
+    streams: Permits,
+}
+
+/// Bounds how many files are chunked at once. Each holds a chunker buffer of twice the
+/// largest chunk (16 MiB by default): eight walkers in a directory of disk images would hold
+/// 128 MiB, while one stream per core already keeps the sealers busy. Small files (one read
+/// into a buffer of their size) need no permit.
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn new(n: usize) -> Permits {
+        Permits {
+            free: Mutex::new(n.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().expect("poisoned");
+        while *free == 0 {
+            free = self.freed.wait(free).expect("poisoned");
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+/// A held [`Permits`] slot, given back on drop (also when chunking fails).
+struct Permit<'a>(&'a Permits);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().expect("poisoned") += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// Nanoseconds since the epoch of a metadata time pair.
@@ -285,6 +323,7 @@ impl Walker<'_, '_> {
         path: &Path,
         content: &mut Vec<ChunkRef>,
     ) -> Result<Option<u64>> {
+        let _permit = self.streams.acquire();
         let mut ch = Chunker::new(f, self.repo.config.chunker);
         loop {
             match ch.next_chunk() {
@@ -383,6 +422,7 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
             excludes: &opts.excludes,
             stats: Mutex::new(SnapshotStats::default()),
             warnings: Mutex::new(Vec::new()),
+            streams: Permits::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         };
         let single_dir = abs.len() == 1 && abs[0].is_dir();
         let (root, meta) = if single_dir {
