@@ -9,7 +9,8 @@ pub struct Args {
     /// zstd level new blobs are compressed at (1-19); a repository-wide setting, fixed here.
     /// Higher levels save a few percent of space for much more CPU per backup.
     #[arg(long, default_value_t = crate::repo::DEFAULT_ZSTD_LEVEL,
-          value_parser = clap::value_parser!(i32).range(1..=19))]
+          value_parser = clap::value_parser!(i32).range(
+              *crate::repo::ZSTD_LEVELS.start() as i64..=*crate::repo::ZSTD_LEVELS.end() as i64))]
     pub zstd_level: i32,
 }
 

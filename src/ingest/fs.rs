@@ -378,10 +378,10 @@ impl Walker<'_, '_> {
 /// Threads that walk the source: four per core, because a walker of a cold tree mostly waits
 /// on the disk (an inode, a directory block, a small file's data); more of them keep the disk
 /// queue full. Measured on a copy of system directories (43k files, 641 MB, cold page cache,
-/// 2 cores): 9.3-12.5 s with one walker, 4.0-4.6 s with 4, 3.4-4.2 s with 8, no better above. The stack is large because a directory's recursion runs on pool threads, and
-/// nesting is as deep as the source's (PATH_MAX allows ~2000 levels).
-fn walk_pool() -> Result<rayon::ThreadPool> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+/// 2 cores): 9.3-12.5 s with one walker, 4.0-4.6 s with 4, 3.4-4.2 s with 8, no better above.
+/// The stack is large because a directory's recursion runs on pool threads, and nesting is as
+/// deep as the source's (PATH_MAX allows ~2000 levels).
+fn walk_pool(cores: usize) -> Result<rayon::ThreadPool> {
     let threads = std::env::var("WAYBACK_WALKERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -414,7 +414,8 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
         Some(p) => repo.read_tree(&p.root).ok(),
         None => None,
     };
-    let pool = walk_pool()?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let pool = walk_pool(cores)?;
     let (root, root_meta, stats, warnings) = with_saver(repo, counters.clone(), |saver| {
         let w = Walker {
             repo,
@@ -422,7 +423,7 @@ pub fn backup(repo: &Repository, opts: &FsBackup, counters: Arc<Counters>) -> Re
             excludes: &opts.excludes,
             stats: Mutex::new(SnapshotStats::default()),
             warnings: Mutex::new(Vec::new()),
-            streams: Permits::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            streams: Permits::new(cores),
         };
         let single_dir = abs.len() == 1 && abs[0].is_dir();
         let (root, meta) = if single_dir {

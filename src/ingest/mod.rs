@@ -8,10 +8,9 @@
 //! Why this split: chunking and hashing are sequential per stream and fast; compression and
 //! encryption are the CPU-heavy part and parallelize per blob, so they use every core. A file
 //! tree is walked by a pool of threads (`fs`), one file per thread at a time; a stream has one
-//! walker. Channels
-//! are bounded, so memory stays bounded whatever the input size. Any stage that fails closes its
-//! channel, so the others stop instead of hanging; the snapshot manifest is written only after
-//! `Saver` finished and every pack is durable and indexed.
+//! walker. Channels are bounded, so memory stays bounded whatever the input size. Any stage
+//! that fails closes its channel, so the others stop instead of hanging; the snapshot manifest
+//! is written only after `Saver` finished and every pack is durable and indexed.
 
 pub mod fs;
 pub mod stream;

@@ -335,7 +335,8 @@ impl Repository {
         Self::init_at_level(loc, pass, DEFAULT_ZSTD_LEVEL)
     }
 
-    /// [`Repository::init_at`] with the zstd level new blobs are compressed at (1..=19).
+    /// [`Repository::init_at`] with the zstd level new blobs are compressed at (in
+    /// [`ZSTD_LEVELS`]).
     pub fn init_at_level(loc: &Location, pass: &[u8], zstd_level: i32) -> Result<Repository> {
         if !ZSTD_LEVELS.contains(&zstd_level) {
             return Err(Error::Invalid(format!(
